@@ -1,0 +1,1 @@
+"""Assembly templates of the boot shim, shipped as package data (``*.S``)."""

@@ -1,0 +1,70 @@
+"""Command line: parse arguments, call one pipeline stage, render its result.
+
+Each command lives in its own module with ``register(subparsers)``; the module sets
+``handler`` on its parser. Handlers return an exit status. Errors the user can cause
+are :class:`shimgen.errors.ShimgenError` and end as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import ExitCode, ShimgenError
+
+# Command modules, in the order --help lists them.
+_COMMAND_MODULES = ("layout_cmd", "inspect_cmd", "boot_cmd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shimgen",
+        description=(
+            "Turn an x86-64 unikernel ELF into one image that boots under Xen as PV "
+            "and as PVH (and through PVH under QEMU, Firecracker, Cloud Hypervisor)."
+        ),
+        epilog=(
+            "Exit status: 0 ok; 1 the answer is no (not bootable, different, guest "
+            "failed); 2 usage; 3 unreadable or malformed input; 4 a needed tool is "
+            "missing; 5 output cannot be written; 6 refused for this image."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"shimgen {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ShimgenError as error:
+        _fail(str(error))
+        return int(error.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error worth a message.
+        sys.stderr.close()
+        return int(ExitCode.OK)
+    except Exception as error:  # a bug: still one line, the traceback on request
+        if os.environ.get("SHIMGEN_DEBUG"):
+            raise
+        _fail(f"internal error: {type(error).__name__}: {error} (set SHIMGEN_DEBUG=1 for a traceback)")
+        return int(ExitCode.INTERNAL)
+
+
+def _fail(message: str) -> None:
+    first_line = " ".join(message.split())
+    print(f"shimgen: error: {first_line}", file=sys.stderr)
