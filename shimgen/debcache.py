@@ -45,8 +45,7 @@ def unpacked_package(package: str) -> Path:
         if download.returncode != 0 or not debs:
             reason = (download.stderr.strip().splitlines() or ["no .deb fetched"])[-1]
             raise MissingTool(
-                f"cannot download Debian package {package} ({reason}); "
-                "run 'apt-get update' first"
+                f"cannot download Debian package {package} ({reason}); run 'apt-get update' first"
             )
         staging = Path(scratch) / "root"
         subprocess.run(["dpkg", "-x", str(debs[0]), str(staging)], check=True)

@@ -61,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a bug: still one line, the traceback on request
         if os.environ.get("SHIMGEN_DEBUG"):
             raise
-        _fail(f"internal error: {type(error).__name__}: {error} (set SHIMGEN_DEBUG=1 for a traceback)")
+        _fail(
+            f"internal error: {type(error).__name__}: {error} (set SHIMGEN_DEBUG=1 for a traceback)"
+        )
         return int(ExitCode.INTERNAL)
 
 

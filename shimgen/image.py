@@ -1,0 +1,636 @@
+"""Read an x86 ELF image the way Xen's loaders see it.
+
+LIEF parses the ELF headers, segments, sections and symbols; the note bytes are
+walked here, from the raw file, with the same steps as Xen's libelf (12-byte header
+in both classes, name and desc padded to 4), so that a malformed note is reported
+where it is instead of being normalised away. Every Xen note keeps where it came
+from: a PT_NOTE segment, an SHT_NOTE section, or a key of the legacy ``__xen_guest``
+section.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput
+from .structs import (
+    ELF_NOTE_HEADER,
+    LEGACY_GUEST_KEYS,
+    LEGACY_GUEST_SECTION,
+    NOTE_ALIGN,
+    XEN_NOTE_NAME,
+    XEN_NUMBER_SIZES,
+    XEN_STRING_MAX,
+    Payload,
+    XenNote,
+)
+from .structs.elf import (
+    EI_CLASS,
+    EI_DATA,
+    ELF_HEADER_SIZE,
+    ELF_MAGIC,
+    ELFCLASS32,
+    ELFCLASS64,
+    ELFDATA2LSB,
+    GZIP_MAGIC,
+    SHT_NOTE,
+    Machine,
+    SegmentFlags,
+    SegmentType,
+)
+
+MAX_DECOMPRESSED = 1 << 30  # refuse gzip bombs: no unikernel is larger than 1 GiB
+MAX_NOTES_PER_CONTAINER = 65536  # libelf's ELF_MAX_TOTAL_NOTE_COUNT
+
+
+@dataclass(frozen=True)
+class Segment:
+    index: int
+    type: int
+    type_name: str
+    offset: int
+    vaddr: int
+    paddr: int
+    filesz: int
+    memsz: int
+    flags: int
+    align: int
+
+    @property
+    def is_load(self) -> bool:
+        return self.type == SegmentType.LOAD
+
+    @property
+    def loadable(self) -> bool:
+        """libelf's elf_phdr_is_loadable: PT_LOAD with any of R, W, X set."""
+        return self.is_load and bool(
+            self.flags & (SegmentFlags.R | SegmentFlags.W | SegmentFlags.X)
+        )
+
+    @property
+    def flags_text(self) -> str:
+        return "".join(
+            letter if self.flags & bit else "-"
+            for letter, bit in (("R", SegmentFlags.R), ("W", SegmentFlags.W), ("X", SegmentFlags.X))
+        )
+
+
+@dataclass(frozen=True)
+class Section:
+    index: int
+    name: str
+    type: int
+    offset: int
+    addr: int
+    size: int
+    align: int
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something malformed or suspicious, with where it was found."""
+
+    severity: str  # "error" | "warning" | "info"
+    where: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """One ELF note as the bytes say, Xen or not."""
+
+    owner: str
+    type: int
+    namesz: int
+    descsz: int
+    offset: int  # file offset of the note header
+    source: str  # "PT_NOTE[3]", "section .note.Xen"
+    desc: bytes = field(repr=False)
+
+    @property
+    def is_xen(self) -> bool:
+        return self.owner == XEN_NOTE_NAME.decode()
+
+
+@dataclass(frozen=True)
+class XenNoteRecord:
+    """A Xen note decoded the way libelf reads its type."""
+
+    type: int
+    name: str
+    value: int | str | list[int] | None
+    width: int  # desc size in bytes (for __xen_guest: length of the value text)
+    source: str
+    offset: int | None  # file offset of the note header (None for __xen_guest)
+    raw: bytes = field(repr=False, default=b"")
+
+    @property
+    def known(self) -> bool:
+        return self.type in XenNote._value2member_map_
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["raw"] = self.raw.hex()
+        return data
+
+
+@dataclass
+class Image:
+    path: str
+    size: int
+    sha256: str
+    compressed: bool
+    elf_class: int  # 32 or 64
+    machine: int
+    machine_name: str
+    elf_type: int
+    entry: int
+    segments: list[Segment]
+    sections: list[Section]
+    notes: list[Note]  # every note in every PT_NOTE segment and SHT_NOTE section
+    segment_xen_notes: list[XenNoteRecord]
+    section_xen_notes: list[XenNoteRecord]
+    legacy_xen_notes: list[XenNoteRecord]
+    legacy_guest_text: str | None
+    findings: list[Finding]
+    symbols: dict[str, int]
+    data: bytes = field(repr=False)
+    header_overflow: list[str] = field(default_factory=list)
+
+    # --- what libelf would use -------------------------------------------------
+
+    @property
+    def note_origin(self) -> str | None:
+        """Where a PV loader takes the Xen notes from: libelf's search order."""
+        if self.segment_xen_notes:
+            return "segments"
+        if self.section_xen_notes:
+            return "sections"
+        if self.legacy_guest_text is not None:
+            return "legacy"
+        return None
+
+    @property
+    def xen_notes(self) -> list[XenNoteRecord]:
+        """The Xen notes libelf parses for a PV guest (first non-empty source)."""
+        return {
+            "segments": self.segment_xen_notes,
+            "sections": self.section_xen_notes,
+            "legacy": self.legacy_xen_notes,
+            None: [],
+        }[self.note_origin]
+
+    @property
+    def loadable_segments(self) -> list[Segment]:
+        return [segment for segment in self.segments if segment.loadable]
+
+    @property
+    def paddr_range(self) -> tuple[int, int] | None:
+        """libelf's [pstart, pend): lowest p_paddr and highest p_paddr + p_memsz."""
+        loads = self.loadable_segments
+        if not loads:
+            return None
+        return min(s.paddr for s in loads), max(s.paddr + s.memsz for s in loads)
+
+    def note_segments(self) -> list[Segment]:
+        return [segment for segment in self.segments if segment.type == SegmentType.NOTE]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "compressed": self.compressed,
+            "class": f"ELF{self.elf_class}",
+            "machine": self.machine_name,
+            "entry": self.entry,
+            "segments": [asdict(s) | {"flags_text": s.flags_text} for s in self.segments],
+            "sections": [asdict(s) for s in self.sections],
+            "notes": [
+                {k: v for k, v in asdict(n).items() if k != "desc"} | {"desc": n.desc.hex()}
+                for n in self.notes
+            ],
+            "xen_notes": {
+                "origin": self.note_origin,
+                "segments": [n.to_json() for n in self.segment_xen_notes],
+                "sections": [n.to_json() for n in self.section_xen_notes],
+                "legacy": [n.to_json() for n in self.legacy_xen_notes],
+                "legacy_text": self.legacy_guest_text,
+            },
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+
+# --- reading -----------------------------------------------------------------------
+
+
+def read_image(path: str | Path) -> Image:
+    """Read and decode an image; BadInput for anything that is not an x86 ELF."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise BadInput(f"{path}: is a directory, not an image") from None
+    except OSError as error:
+        raise BadInput(f"{path}: cannot read: {error.strerror or error}") from None
+    return image_from_bytes(raw, str(path))
+
+
+def image_from_bytes(raw: bytes, name: str = "<bytes>") -> Image:
+    compressed = raw[:2] == GZIP_MAGIC
+    data = _gunzip(raw, name) if compressed else raw
+    elf_class = _check_ident(data, name)
+    binary = _lief_parse(data, name)
+    machine = int(binary.header.machine_type)
+    if machine not in Machine._value2member_map_:
+        raise BadInput(
+            f"{name}: ELF machine {machine} ({_lief_name(binary.header.machine_type)}) "
+            "is not x86: shimgen reads x86 and x86-64 images only"
+        )
+    findings: list[Finding] = []
+    segments = _segments(binary)
+    sections = _sections(binary)
+    overflow = _header_overflow(data, binary, elf_class)
+    notes: list[Note] = []
+    segment_xen: list[XenNoteRecord] = []
+    for segment in segments:
+        if segment.type != SegmentType.NOTE:
+            continue
+        where = f"PT_NOTE[{segment.index}]"
+        if segment.offset == 0:
+            # libelf skips these: some binutils leave p_offset 0 in note segments.
+            findings.append(
+                Finding("warning", where, "p_offset is 0: Xen's libelf skips this PT_NOTE")
+            )
+            continue
+        found = _walk_notes(data, segment.offset, segment.filesz, where, findings)
+        notes.extend(found)
+        segment_xen.extend(_decode_xen_note(data, n, findings) for n in found if n.is_xen)
+    section_xen: list[XenNoteRecord] = []
+    for section in sections:
+        if section.type != SHT_NOTE or section.index == 0:
+            continue
+        where = f"section {section.name or f'[{section.index}]'}"
+        found = _walk_notes(data, section.offset, section.size, where, findings)
+        notes.extend(found)
+        section_xen.extend(_decode_xen_note(data, n, findings) for n in found if n.is_xen)
+    legacy_text, legacy_notes = _legacy_guest(data, sections, findings)
+    return Image(
+        path=name,
+        size=len(raw),
+        sha256=hashlib.sha256(raw).hexdigest(),
+        compressed=compressed,
+        elf_class=64 if elf_class == ELFCLASS64 else 32,
+        machine=machine,
+        machine_name=Machine(machine).name.replace("_", "-").lower(),
+        elf_type=int(binary.header.file_type),
+        entry=int(binary.header.entrypoint),
+        segments=segments,
+        sections=sections,
+        notes=notes,
+        segment_xen_notes=segment_xen,
+        section_xen_notes=section_xen,
+        legacy_xen_notes=legacy_notes,
+        legacy_guest_text=legacy_text,
+        findings=findings,
+        symbols=_symbols(binary),
+        data=data,
+        header_overflow=overflow,
+    )
+
+
+def _gunzip(raw: bytes, name: str) -> bytes:
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            data = stream.read(MAX_DECOMPRESSED + 1)
+    except (OSError, EOFError, zlib.error) as error:
+        raise BadInput(f"{name}: gzip data is corrupt: {error}") from None
+    if len(data) > MAX_DECOMPRESSED:
+        raise BadInput(f"{name}: decompresses to more than {MAX_DECOMPRESSED >> 20} MiB")
+    return data
+
+
+def _check_ident(data: bytes, name: str) -> int:
+    if len(data) < 16 or data[:4] != ELF_MAGIC:
+        what = "empty" if not data else "not an ELF file"
+        raise BadInput(f"{name}: {what} (no ELF magic)")
+    elf_class = data[EI_CLASS]
+    if elf_class not in (ELFCLASS32, ELFCLASS64):
+        raise BadInput(f"{name}: unknown ELF class {elf_class}")
+    if data[EI_DATA] != ELFDATA2LSB:
+        raise BadInput(f"{name}: big-endian ELF: not an x86 image")
+    if len(data) < ELF_HEADER_SIZE[elf_class]:
+        raise BadInput(f"{name}: truncated: {len(data)} bytes, shorter than an ELF header")
+    return elf_class
+
+
+def _lief_parse(data: bytes, name: str) -> Any:
+    import lief  # heavy: imported only when an image is read
+
+    lief.logging.disable()
+    binary = lief.ELF.parse(io.BytesIO(data))
+    if binary is None:
+        raise BadInput(f"{name}: malformed ELF: headers cannot be parsed")
+    return binary
+
+
+def _lief_name(value: Any) -> str:
+    return str(value).rsplit(".", 1)[-1]
+
+
+def _segments(binary: Any) -> list[Segment]:
+    result = []
+    for index, segment in enumerate(binary.segments):
+        kind = int(segment.type)
+        result.append(
+            Segment(
+                index=index,
+                type=kind,
+                type_name=SegmentType(kind).name
+                if kind in SegmentType._value2member_map_
+                else f"{kind:#x}",
+                offset=int(segment.file_offset),
+                vaddr=int(segment.virtual_address),
+                paddr=int(segment.physical_address),
+                filesz=int(segment.physical_size),
+                memsz=int(segment.virtual_size),
+                flags=int(segment.flags),
+                align=int(segment.alignment),
+            )
+        )
+    return result
+
+
+def _sections(binary: Any) -> list[Section]:
+    return [
+        Section(
+            index=index,
+            name=section.name,
+            type=int(section.type),
+            offset=int(section.offset),
+            addr=int(section.virtual_address),
+            size=int(section.size),
+            align=int(section.alignment),
+        )
+        for index, section in enumerate(binary.sections)
+    ]
+
+
+def _symbols(binary: Any) -> dict[str, int]:
+    table: dict[str, int] = {}
+    for symbol in binary.symbols:
+        if symbol.name and symbol.name not in table:
+            table[symbol.name] = int(symbol.value)
+    return table
+
+
+def _header_overflow(data: bytes, binary: Any, elf_class: int) -> list[str]:
+    """libelf's elf_init refuses tables that run past the end of the file."""
+    header = binary.header
+    problems = []
+    ph_end = header.program_header_offset + header.program_header_size * header.numberof_segments
+    if ph_end > len(data):
+        problems.append(f"program header table ends at {ph_end:#x}, past the end of the file")
+    sh_end = header.section_header_offset + header.section_header_size * header.numberof_sections
+    if sh_end > len(data):
+        problems.append(f"section header table ends at {sh_end:#x}, past the end of the file")
+    return problems
+
+
+# --- notes -------------------------------------------------------------------------
+
+
+def _align_up(value: int) -> int:
+    return (value + NOTE_ALIGN - 1) & ~(NOTE_ALIGN - 1)
+
+
+def _walk_notes(
+    data: bytes, start: int, length: int, where: str, findings: list[Finding]
+) -> list[Note]:
+    """Every note in data[start:start+length], as libelf's elf_note_next steps."""
+    end = start + length
+    if end > len(data):
+        findings.append(
+            Finding("error", where, f"runs past the end of the file ({end:#x} > {len(data):#x})")
+        )
+        end = len(data)
+    if start % NOTE_ALIGN:
+        findings.append(Finding("warning", where, f"starts at {start:#x}, not 4-byte aligned"))
+    header_size = ELF_NOTE_HEADER.size
+    notes: list[Note] = []
+    position = start
+    while position < end:
+        if len(notes) >= MAX_NOTES_PER_CONTAINER:
+            findings.append(
+                Finding(
+                    "error", where, f"more than {MAX_NOTES_PER_CONTAINER} notes: Xen stops here"
+                )
+            )
+            break
+        if position + header_size > len(data):
+            findings.append(
+                Finding(
+                    "error", where, f"note header at {position:#x} is cut by the end of the file"
+                )
+            )
+            break
+        header = ELF_NOTE_HEADER.parse(data[position : position + header_size])
+        name_at = position + header_size
+        desc_at = name_at + _align_up(header.namesz)
+        next_at = desc_at + _align_up(header.descsz)
+        if desc_at + header.descsz > len(data):
+            # libelf's accessors read what the file holds (a string stops at its
+            # NUL) and take missing bytes as absent: decode the part that exists.
+            findings.append(
+                Finding(
+                    "error",
+                    where,
+                    f"note at {position:#x} (namesz {header.namesz}, descsz {header.descsz}) "
+                    f"is cut by the end of the file ({len(data) - desc_at} payload bytes left)",
+                )
+            )
+        if next_at > end:
+            # libelf only asks that a note *start* inside its container, so it
+            # still reads this one; other readers stop at the container's end.
+            findings.append(
+                Finding(
+                    "warning",
+                    where,
+                    f"note at {position:#x} (namesz {header.namesz}, descsz {header.descsz}) "
+                    f"runs {next_at - end} bytes past the end of its container",
+                )
+            )
+        owner = data[name_at : name_at + header.namesz].split(b"\0", 1)[0]
+        notes.append(
+            Note(
+                owner=owner.decode("latin-1"),
+                type=header.type,
+                namesz=header.namesz,
+                descsz=header.descsz,
+                offset=position,
+                source=where,
+                desc=data[desc_at : desc_at + header.descsz],
+            )
+        )
+        position = next_at
+    return notes
+
+
+def _decode_xen_note(data: bytes, note: Note, findings: list[Finding]) -> XenNoteRecord:
+    where = f"{note.source} @ {note.offset:#x}"
+    try:
+        kind = XenNote(note.type)
+    except ValueError:
+        return XenNoteRecord(
+            note.type,
+            f"UNKNOWN({note.type})",
+            note.desc.hex(),
+            note.descsz,
+            note.source,
+            note.offset,
+            note.desc,
+        )
+    value = _decode_payload(data, note, kind, where, findings)
+    return XenNoteRecord(
+        int(kind), kind.name, value, note.descsz, note.source, note.offset, note.desc
+    )
+
+
+def _decode_payload(
+    data: bytes, note: Note, kind: XenNote, where: str, findings: list[Finding]
+) -> int | str | list[int]:
+    payload = kind.payload
+    desc = note.desc
+    if payload in (Payload.STRING, Payload.FEATURES):
+        return _note_string(data, note, kind, where, findings)
+    if payload in (Payload.NUMBER, Payload.U32, Payload.MASK_PAIRS):
+        value = _note_number(desc)
+        if value is None:
+            findings.append(
+                Finding(
+                    "error",
+                    where,
+                    f"{kind.name} has a {len(desc)}-byte payload: "
+                    "Xen reads numbers of 1, 2, 4 or 8 bytes and takes this one as 0",
+                )
+            )
+            value = 0
+        if payload is Payload.U32:
+            # libelf stores PHYS32_ENTRY in a 32-bit field: upper bytes are dropped.
+            if value >> 32:
+                findings.append(
+                    Finding("error", where, f"{kind.name} {value:#x} does not fit 32 bits")
+                )
+            value &= 0xFFFFFFFF
+        if payload is Payload.MASK_PAIRS:
+            return _u32_words(desc, "little")
+        return value
+    # BITMAPS, U32_ARRAY: arrays of u32
+    if len(desc) % 4:
+        findings.append(
+            Finding("warning", where, f"{kind.name} size {len(desc)} is not a multiple of 4")
+        )
+    return _u32_words(desc, "little")
+
+
+def _note_number(desc: bytes) -> int | None:
+    if len(desc) not in XEN_NUMBER_SIZES:
+        return None
+    return int.from_bytes(desc, "little")
+
+
+def _u32_words(desc: bytes, order: str) -> list[int]:
+    return [int.from_bytes(desc[i : i + 4], order) for i in range(0, len(desc) - len(desc) % 4, 4)]
+
+
+def _note_string(
+    data: bytes, note: Note, kind: XenNote, where: str, findings: list[Finding]
+) -> str:
+    """libelf reads up to the first NUL, even past the desc; we flag that."""
+    if b"\0" in note.desc:
+        text = note.desc.split(b"\0", 1)[0]
+    else:
+        findings.append(
+            Finding(
+                "warning",
+                where,
+                f"{kind.name} is not NUL-terminated inside its payload: "
+                "Xen reads on until the next NUL",
+            )
+        )
+        desc_at = note.offset + ELF_NOTE_HEADER.size + _align_up(note.namesz)
+        text = data[desc_at : desc_at + XEN_STRING_MAX].split(b"\0", 1)[0]
+    return text.decode("latin-1")
+
+
+# --- the legacy __xen_guest section -------------------------------------------------
+
+
+def _legacy_guest(
+    data: bytes, sections: list[Section], findings: list[Finding]
+) -> tuple[str | None, list[XenNoteRecord]]:
+    section = next((s for s in sections if s.name == LEGACY_GUEST_SECTION), None)
+    if section is None:
+        return None, []
+    where = f"section {LEGACY_GUEST_SECTION}"
+    if section.offset + section.size > len(data):
+        findings.append(Finding("error", where, "runs past the end of the file"))
+    # libelf reads from the section start up to the first NUL, not bounded by its size.
+    text = data[section.offset : section.offset + XEN_STRING_MAX].split(b"\0", 1)[0]
+    decoded = text.decode("latin-1")
+    records = []
+    for name, value in parse_legacy_guest(decoded):
+        kind = LEGACY_GUEST_KEYS.get(name)
+        if kind is None:
+            findings.append(Finding("info", where, f"unknown key {name!r} ignored by Xen"))
+            continue
+        parsed: int | str = value
+        if kind.payload is Payload.NUMBER:
+            parsed = _strtoull(value)
+        records.append(
+            XenNoteRecord(
+                int(kind),
+                kind.name,
+                parsed,
+                len(value),
+                f"__xen_guest:{name}",
+                None,
+                value.encode("latin-1"),
+            )
+        )
+    return decoded, records
+
+
+def parse_legacy_guest(text: str) -> list[tuple[str, str]]:
+    """Split ``NAME=VALUE,NAME=VALUE`` as libelf does (names < 32, values < 128 chars)."""
+    pairs = []
+    for item in text.split(","):
+        if not item:
+            continue
+        name, _, value = item.partition("=")
+        pairs.append((name[:31], value[:127]))
+    return pairs
+
+
+def _strtoull(text: str) -> int:
+    """C strtoull(text, NULL, 0): the longest valid prefix, 0 if none."""
+    text = text.strip()
+    base = 10
+    body = text
+    if text[:2].lower() == "0x":
+        base, body = 16, text[2:]
+    elif text.startswith("0") and len(text) > 1:
+        base, body = 8, text[1:]
+    digits = "0123456789abcdef"[:base]
+    prefix = ""
+    for char in body.lower():
+        if char not in digits:
+            break
+        prefix += char
+    return int(prefix, base) if prefix else 0
