@@ -54,3 +54,23 @@ def unpacked_package(package: str) -> Path:
             shutil.rmtree(root)
         staging.rename(root)
     return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m shimgen.debcache PKG...`: fetch packages into the cache (used by make)."""
+    import sys
+
+    from .errors import ShimgenError
+
+    packages = sys.argv[1:] if argv is None else argv
+    try:
+        for package in packages:
+            print(f"{package}: {unpacked_package(package)}")
+    except ShimgenError as error:
+        print(f"shimgen: error: {error}", file=sys.stderr)
+        return int(error.exit_code)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

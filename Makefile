@@ -1,0 +1,60 @@
+# shimgen: set up a fresh Debian machine, build the samples, run the demo or the tests.
+#   make demo   - install everything, then run the main job on a built-in sample
+#   make test   - install everything, then run the whole test suite
+# Everything = Debian packages (QEMU, gcc, binutils, libxen-dev), a Python venv with
+# shimgen and its dependencies, and Debian's Xen 4.17 hypervisor, Xen's readnotes and
+# GRUB's Xen images fetched with `apt-get download` into $(SHIMGEN_CACHE), never into /.
+
+PYTHON ?= python3
+VENV ?= .venv
+export SHIMGEN_CACHE ?= $(CURDIR)/.cache/shimgen
+APT_PACKAGES := qemu-system-x86 gcc binutils make libxen-dev gzip python3-venv python3-pip
+CACHE_PACKAGES := xen-hypervisor-4.17-amd64 xen-utils-4.17 grub-xen-host
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BIN := $(VENV)/bin
+
+.PHONY: setup apt venv cache samples demo test lint bench clean
+
+setup: apt venv cache samples
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(BIN)/shimgen: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/shimgen
+
+# apt-get download needs package lists; fetch them once if the cache is cold.
+cache: venv
+	@$(BIN)/python -m shimgen.debcache $(CACHE_PACKAGES) || \
+	  { $(SUDO) apt-get update -qq && $(BIN)/python -m shimgen.debcache $(CACHE_PACKAGES); }
+
+samples:
+	$(MAKE) -s -C samples
+
+demo: setup
+	$(BIN)/shimgen inspect samples/build/pv-hello
+	$(BIN)/shimgen check samples/build/pv-hello --mode pv
+	$(BIN)/shimgen boot samples/build/pv-hello --loader xen-pv --cmdline "hello from shimgen"
+	$(BIN)/shimgen boot samples/build/pvh-hello --loader qemu-pvh --cmdline "hello from shimgen"
+
+test: setup
+	$(BIN)/ruff check shimgen structs asm_templates tests bench
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check shimgen structs asm_templates tests bench
+	$(BIN)/ruff format --check shimgen structs asm_templates tests bench
+
+clean:
+	rm -rf $(VENV) samples/build build *.egg-info
