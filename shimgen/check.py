@@ -87,6 +87,7 @@ class _Parms:
     p2m_base: int | None = None
     phys_entry: int | None = None
     bad_required_feature: str | None = None
+    requires_dom0: bool = False
 
 
 def _collect_parms(image: Image, hvm: bool) -> tuple[_Parms, list[XenNoteRecord]]:
@@ -140,12 +141,15 @@ def _apply_note(parms: _Parms, note: XenNoteRecord) -> None:
         setattr(parms, strings[kind], text)
     elif kind in numbers and isinstance(value, int):
         setattr(parms, numbers[kind], value)
-    elif kind is XenNote.FEATURES and parms.bad_required_feature is None:
-        parms.bad_required_feature = _unknown_required_feature(str(value))
+    elif kind is XenNote.FEATURES:
+        features = str(value).split("|")
+        parms.requires_dom0 |= "!dom0" in features
+        if parms.bad_required_feature is None:
+            parms.bad_required_feature = _unknown_required_feature(features)
 
 
-def _unknown_required_feature(features: str) -> str | None:
-    for item in features.split("|"):
+def _unknown_required_feature(features: list[str]) -> str | None:
+    for item in features:
         if item.startswith("!") and item[1:] not in KNOWN_FEATURES:
             return item[1:]
     return None
@@ -170,6 +174,12 @@ def _libelf_verdict(image: Image, hvm: bool) -> Verdict:
     problem = _note_check(image, parms, hvm)
     if problem is None:
         problem = _addr_calc_check(image, parms, hvm, verdict.details)
+    if problem is None and parms.requires_dom0:
+        # libxenguest builds domUs; Xen's own dom0 builder would take this image.
+        problem = (
+            "Kernel does not support unprivileged (DomU) operation "
+            "(FEATURES requires dom0: it boots only as dom0)"
+        )
     if problem is None:
         problem = _guest_type(image, parms, hvm, verdict.details)
     if problem is not None:

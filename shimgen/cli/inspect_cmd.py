@@ -45,6 +45,14 @@ def register(commands: Any) -> None:
         action="store_true",
         help="also fail on loader warnings (QEMU, Firecracker, Cloud Hypervisor) in PVH",
     )
+    check.add_argument(
+        "--xen-parser",
+        action="store_true",
+        help=(
+            "also ask Xen's own toolstack parser (libxenguest, the code `xl create` runs) "
+            "for its verdict; needs gcc and libxen-dev"
+        ),
+    )
     check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     check.set_defaults(handler=run_check)
 
@@ -80,6 +88,10 @@ def run_check(args: argparse.Namespace) -> int:
             lines.append(f"{args.image}: {mode}: ok ({_describe_ok(verdict)})")
             if mode == "pvh":
                 lines += [f"{args.image}: {mode}: warning: {w}" for w in verdict.warnings]
+    xen_answers = _xen_parser_answers(args) if args.xen_parser else {}
+    for mode, answer in xen_answers.items():
+        failed |= not answer.accepted_by_elf_loader
+        lines.append(f"{args.image}: {mode}: libxenguest: {_describe_xen_answer(answer)}")
     if args.json:
         print_json(
             {
@@ -87,12 +99,36 @@ def run_check(args: argparse.Namespace) -> int:
                 "modes": list(_modes(args.mode)),
                 "ok": not failed,
                 **{mode: getattr(verdicts, mode).to_json() for mode in _modes(args.mode)},
+                "libxenguest": {
+                    mode: {
+                        "ok": answer.accepted_by_elf_loader,
+                        "loader": answer.loader,
+                        "guest_type": answer.guest_type,
+                        "error": answer.error,
+                    }
+                    for mode, answer in xen_answers.items()
+                },
                 "findings": [f.__dict__ for f in image.findings],
             }
         )
     else:
         print("\n".join(lines))
     return int(ExitCode.FAILED if failed else ExitCode.OK)
+
+
+def _xen_parser_answers(args: argparse.Namespace) -> dict[str, Any]:
+    from .. import xenparser
+
+    return {mode: xenparser.parse(args.image, mode) for mode in _modes(args.mode)}
+
+
+def _describe_xen_answer(answer: Any) -> str:
+    if answer.accepted_by_elf_loader:
+        return f"ok ({answer.guest_type})"
+    if answer.ok:
+        # libxenguest's HVM firmware loader takes ELF32 images without a PVH entry.
+        return f"no: taken only as HVM firmware by the {answer.loader} loader, not as PVH"
+    return f"no: {answer.error or 'rejected'}"
 
 
 def _describe_ok(verdict: Any) -> str:

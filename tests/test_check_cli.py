@@ -1,0 +1,76 @@
+"""`shimgen check` and `shimgen inspect` as users run them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import imagegen
+import pytest
+
+from shimgen.errors import ExitCode
+
+
+def shimgen(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shimgen", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("check-cli")
+    return {name: imagegen.build(name, out) for name in ("pv64", "pvh64", "pv_and_pvh", "no_notes")}
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "status", "text"),
+    [
+        ("pv64", "pv", ExitCode.OK, "pv: ok (xen-3.0-x86_64"),
+        ("pv64", "pvh", ExitCode.FAILED, "pvh: ELF start or entries are out of bounds"),
+        ("pvh64", "pvh", ExitCode.OK, "pvh: ok (hvm-3.0-x86_32"),
+        ("pvh64", "pv", ExitCode.FAILED, "Will only load images built for the generic loader"),
+        ("pv_and_pvh", "both", ExitCode.OK, "pvh: ok"),
+        ("no_notes", "both", ExitCode.FAILED, "Not a Xen-ELF image"),
+    ],
+)
+def test_check_status_and_lines(images, name, mode, status, text):
+    result = shimgen("check", "--mode", mode, str(images[name]))
+    assert result.returncode == status, result.stdout + result.stderr
+    assert text in result.stdout
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize(("name", "mode", "ok"), [("pv64", "pv", True), ("pvh64", "pv", False)])
+def test_check_asks_libxenguest(images, name, mode, ok):
+    result = shimgen("check", "--xen-parser", "--mode", mode, "--json", str(images[name]))
+    report = json.loads(result.stdout)
+    assert report["libxenguest"][mode]["ok"] is ok
+    assert report["ok"] is ok
+    assert result.returncode == (ExitCode.OK if ok else ExitCode.FAILED)
+    text = shimgen("check", "--xen-parser", "--mode", mode, str(images[name])).stdout
+    assert f"{mode}: libxenguest: " + ("ok" if ok else "no: ") in text
+
+
+def test_inspect_json_states_the_xl_types(images):
+    report = json.loads(shimgen("inspect", "--json", str(images["pv_and_pvh"])).stdout)
+    assert report["verdicts"]["xl_types"] == ["pv", "pvh"]
+    assert report["xen_notes"]["origin"] == "segments"
+    names = [note["name"] for note in report["xen_notes"]["segments"]]
+    assert "PHYS32_ENTRY" in names and "LOADER" in names
+
+
+def test_inspect_human_output_names_notes_and_verdicts(images):
+    result = shimgen("inspect", str(images["pv64"]))
+    assert result.returncode == ExitCode.OK
+    for text in (
+        "Segments",
+        "Xen notes",
+        "LOADER",
+        "'generic'",
+        "Xen PV",
+        "bootable",
+        'type = "pv"',
+    ):
+        assert text in result.stdout
