@@ -12,6 +12,7 @@ APT_PACKAGES := qemu-system-x86 gcc binutils make libxen-dev gzip python3-venv p
 CACHE_PACKAGES := xen-hypervisor-4.17-amd64 xen-utils-4.17 grub-xen-host
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
+LINT_PATHS := $(wildcard shimgen structs asm_templates tests bench)
 
 .PHONY: setup apt venv cache samples demo test lint bench clean
 
@@ -49,12 +50,12 @@ demo: setup
 	$(BIN)/shimgen boot samples/build/pvh-hello --loader qemu-pvh --cmdline "hello from shimgen"
 
 test: setup
-	$(BIN)/ruff check shimgen structs asm_templates tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/python -m pytest -q
 
 lint: venv
-	$(BIN)/ruff check shimgen structs asm_templates tests bench
-	$(BIN)/ruff format --check shimgen structs asm_templates tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) samples/build build *.egg-info
