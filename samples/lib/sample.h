@@ -1,0 +1,63 @@
+/*
+ * Shared declarations of the shimgen sample kernels.
+ *
+ * Every sample prints a boot report, one "key=value" per line, each line starting
+ * with REPORT_PREFIX, and ends it with REPORT_PREFIX "done". The harness
+ * (shimgen/boot.py) parses exactly this format.
+ */
+#ifndef SAMPLE_H
+#define SAMPLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define REPORT_PREFIX "shimgen-sample: "
+
+/* How the kernel was entered; the shim stores it in shimgen_boot_mode and rdi. */
+enum boot_mode {
+	MODE_UNPATCHED = 0, /* no shim wrote the variable: the image's own mode */
+	MODE_XEN_PV = 1,
+	MODE_XEN_PVH = 2,
+	MODE_PVH_NO_XEN = 3, /* QEMU, Firecracker, Cloud Hypervisor */
+};
+
+/* QEMU's isa-debug-exit: writing V to the port ends QEMU with status 2*V+1. */
+#define DEBUG_EXIT_PORT 0xf4
+#define DEBUG_EXIT_OK 0x10
+#define DEBUG_EXIT_FAIL 0x11
+#define DEBUGCON_PORT 0xe9
+
+/* Where report lines go; a line goes to every sink that is enabled. */
+#define SINK_CONSOLE_IO 1u /* HYPERVISOR_console_io (dom0 only on release Xen) */
+#define SINK_DEBUGCON 2u /* port 0xe9: QEMU debugcon, or Xen's "(d0) " log lines */
+
+extern const char sample_name[];
+extern uint32_t shimgen_boot_mode;
+
+void out_set_sinks(unsigned sinks);
+void out_char(char c);
+void out_str(const char *s);
+
+void report_str(const char *key, const char *value);
+void report_hex(const char *key, uint64_t value);
+void report_dec(const char *key, uint64_t value);
+void report_version(const char *key, uint32_t major, uint32_t minor);
+void report_done(void);
+
+size_t str_len(const char *s);
+int str_starts(const char *s, const char *prefix);
+int cmdline_has_word(const char *cmdline, const char *word);
+const char *boot_mode_name(unsigned mode);
+
+/* Test hooks chosen on the kernel command line, so one image covers every verdict. */
+enum sample_action { ACTION_NONE, ACTION_HANG, ACTION_FAIL, ACTION_CRASH };
+enum sample_action sample_action(const char *cmdline);
+void sample_hang(void) __attribute__((noreturn));
+void xen_console_drain_wait(void);
+void sample_crash(void) __attribute__((noreturn));
+
+/* gcc may emit calls to these even with -ffreestanding. */
+void *memset(void *dst, int c, size_t n);
+void *memcpy(void *dst, const void *src, size_t n);
+
+#endif

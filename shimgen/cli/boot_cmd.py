@@ -1,0 +1,176 @@
+"""`shimgen boot IMAGE --loader ...`: boot for real and report what the kernel printed."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ExitCode
+
+if TYPE_CHECKING:
+    from ..boot import BootOptions, BootResult
+
+# Kept in step with shimgen.boot (not imported here: start-up speed).
+_LOADERS = ("qemu-pvh", "xen-pv", "xen-pvh")
+_MACHINES = ("q35", "pc", "microvm")
+
+_VERDICT_STYLE = {"ok": "bold green", "timeout": "bold yellow"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "boot",
+        help="boot an image under QEMU (PVH) or Xen inside QEMU, report what it printed",
+        description=(
+            "Boot IMAGE for real: under QEMU's PVH loader (-kernel), or as dom0 of "
+            "Debian's Xen 4.17 running inside QEMU (TCG). Captures the guest's console, "
+            "ends QEMU when the guest halts, shuts down, crashes or times out. Exit 0 "
+            "only when the guest ended well (and --expect matched)."
+        ),
+    )
+    parser.add_argument("image", type=Path, metavar="IMAGE", help="ELF kernel to boot")
+    parser.add_argument("--loader", required=True, choices=_LOADERS, help="how to boot it")
+    parser.add_argument(
+        "--machine", choices=_MACHINES, help="QEMU machine for qemu-pvh (default q35)"
+    )
+    parser.add_argument("--cmdline", default="", metavar="S", help="kernel command line")
+    parser.add_argument(
+        "--expect", metavar="REGEX", help="also require this regex in the guest's output"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="seconds before giving up (30)"
+    )
+    parser.add_argument("--log", type=Path, metavar="FILE", help="save the raw console log")
+    parser.add_argument(
+        "--xen",
+        type=Path,
+        metavar="PATH",
+        help="Xen hypervisor (xen-*.gz or plain); default: Debian's 4.17, fetched once",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_run, boot_parser=parser)
+
+
+def _options(args: argparse.Namespace) -> BootOptions:
+    from ..boot import DEFAULT_MACHINE, BootOptions
+
+    parser: argparse.ArgumentParser = args.boot_parser
+    if args.machine is not None and args.loader != "qemu-pvh":
+        parser.error("--machine applies to --loader qemu-pvh only (Xen runs on 'pc')")
+    if args.xen is not None and args.loader == "qemu-pvh":
+        parser.error("--xen applies to --loader xen-pv and xen-pvh only")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if args.expect is not None:
+        try:
+            re.compile(args.expect)
+        except re.error as error:
+            parser.error(f"--expect: bad regex: {error}")
+    return BootOptions(
+        loader=args.loader,
+        machine=args.machine or DEFAULT_MACHINE,
+        cmdline=args.cmdline,
+        expect=args.expect,
+        timeout=args.timeout,
+        log=args.log,
+        xen=args.xen,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..boot import boot
+
+    options = _options(args)
+    # No spinner with --json: scripts read stdout, and stderr stays quiet for them.
+    result = boot(args.image, options) if args.json else _boot_with_spinner(args.image, options)
+    if args.json:
+        from .render import print_json
+
+        print_json(result.to_json())
+    else:
+        _render(result)
+    return int(ExitCode.OK if result.ok else ExitCode.FAILED)
+
+
+def _boot_with_spinner(image: Path, options: BootOptions) -> BootResult:
+    from rich.console import Console
+
+    from ..boot import boot
+
+    label = f"{options.loader}: {image.name}"
+    with Console(stderr=True).status(f"{label}: starting QEMU") as status:
+        return boot(image, options, on_progress=lambda stage: status.update(f"{label}: {stage}"))
+
+
+def _render(result: BootResult) -> None:
+    from rich.panel import Panel
+    from rich.text import Text
+
+    from .render import console
+
+    out = console()
+    style = _VERDICT_STYLE.get(str(result.verdict), "bold red")
+    title = Text.assemble(
+        (str(result.verdict), style), f"  {result.loader}  {Path(result.image).name}"
+    )
+    facts = _key_value_table(None, _facts(result))
+    out.print(Panel(facts, title=title, title_align="left", expand=False))
+    if result.report:
+        out.print(_key_value_table("guest report", result.report.items()))
+    elif result.guest_lines:
+        out.print(_lines_table("guest output", result.guest_lines[-40:]))
+    if result.xen_build:
+        out.print(_lines_table("Xen dom0 build", result.xen_build))
+    if result.xen_errors:
+        out.print(_lines_table("Xen errors", result.xen_errors, style="red"))
+    if result.qemu_messages:
+        out.print(_lines_table("QEMU", result.qemu_messages, style="red"))
+
+
+def _facts(result: BootResult) -> list[tuple[str, str]]:
+    rows = [
+        ("reason", result.reason),
+        ("ended by", str(result.end)),
+        ("machine", result.machine),
+        ("cmdline", repr(result.cmdline)),
+        (
+            "qemu status",
+            "ended by shimgen" if result.qemu_status is None else str(result.qemu_status),
+        ),
+        ("wall time", f"{result.wall_time:.2f} s"),
+        ("guest lines", str(len(result.guest_lines))),
+    ]
+    if result.debug_exit is not None:
+        rows.append(("isa-debug-exit", f"{result.debug_exit:#x}"))
+    if result.expect is not None:
+        rows.append(
+            ("expect", f"{result.expect!r}: {'matched' if result.expect_matched else 'no match'}")
+        )
+    return rows
+
+
+# Cells are Text, never markup: guest output and regexes may hold "[...]".
+def _key_value_table(title: str | None, rows: Iterable[tuple[str, str]]):  # -> rich Table
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+    table.add_column(style="cyan", no_wrap=True)
+    table.add_column(overflow="fold")
+    for key, value in rows:
+        table.add_row(Text(key), Text(value))
+    return table
+
+
+def _lines_table(title: str, lines: list[str], style: str = ""):  # -> rich Table
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+    table.add_column(overflow="fold", style=style)
+    for line in lines:
+        table.add_row(Text(line))
+    return table
