@@ -272,6 +272,7 @@ def image_from_bytes(raw: bytes, name: str = "<bytes>") -> Image:
         found = _walk_notes(data, segment.offset, segment.filesz, where, findings)
         notes.extend(found)
         segment_xen.extend(_decode_xen_note(data, n, findings) for n in found if n.is_xen)
+        findings.extend(_note_segment_layout(segment, found, where))
     section_xen: list[XenNoteRecord] = []
     for section in sections:
         if section.type != SHT_NOTE or section.index == 0:
@@ -452,7 +453,8 @@ def _walk_notes(
                     "error",
                     where,
                     f"note at {position:#x} (namesz {header.namesz}, descsz {header.descsz}) "
-                    f"is cut by the end of the file ({len(data) - desc_at} payload bytes left)",
+                    f"is cut by the end of the file "
+                    f"({max(0, len(data) - desc_at)} payload bytes left)",
                 )
             )
         if next_at > end:
@@ -480,6 +482,28 @@ def _walk_notes(
         )
         position = next_at
     return notes
+
+
+def _note_segment_layout(segment: Segment, found: list[Note], where: str) -> list[Finding]:
+    """How a PT_NOTE holding Xen notes is laid out, where loaders disagree on it."""
+    if not any(note.is_xen for note in found):
+        return []
+    result = []
+    if segment.align > NOTE_ALIGN:
+        result.append(
+            Finding(
+                "info",
+                where,
+                f"holds Xen notes with p_align {segment.align}: Xen pads notes to 4, "
+                f"QEMU pads them to p_align",
+            )
+        )
+    owners = sorted({note.owner for note in found if not note.is_xen})
+    if owners:
+        result.append(
+            Finding("info", where, f"mixes Xen notes with notes of {', '.join(map(repr, owners))}")
+        )
+    return result
 
 
 def _decode_xen_note(data: bytes, note: Note, findings: list[Finding]) -> XenNoteRecord:

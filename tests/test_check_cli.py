@@ -74,3 +74,14 @@ def test_inspect_human_output_names_notes_and_verdicts(images):
         'type = "pv"',
     ):
         assert text in result.stdout
+
+
+def test_gnu_property_merged_with_xen_notes_is_reported(tmp_path):
+    """An 8-byte aligned GNU property note after 4-byte padded Xen notes: the
+    4-byte walk Xen uses reads the padding as a note header and misparses."""
+    path = imagegen.build("gnu_property_after_xen", tmp_path)
+    report = json.loads(shimgen("inspect", "--json", str(path)).stdout)
+    findings = [(f["severity"], f["where"], f["message"]) for f in report["findings"]]
+    assert any("p_align 8" in m for _, _, m in findings), findings
+    assert any(s == "error" and w == "PT_NOTE[1]" for s, w, _ in findings), findings
+    assert any("mixes Xen notes" in m for _, _, m in findings), findings
