@@ -1,0 +1,56 @@
+/*
+ * PVH entry of the start-info shim: the PHYS32_ENTRY note points here (physical).
+ *
+ * Entry state assumed (PVH, FACTS 4): 32-bit flat protected mode, paging off,
+ *   CR4 0, ebx = physical address of struct hvm_start_info, no stack, other
+ *   registers and selectors unspecified. The shim segment is loaded at its p_paddr
+ *   with its page tables, GDT and reserved area in place.
+ * Clobbered: eax, ecx, edx, esi, flags, GDTR, CR0, CR3, CR4, EFER.
+ * Exit state guaranteed: 64-bit long mode (CS = the shim's 64-bit code selector),
+ *   paging on with the shim's prebuilt tables, executing pvh_long_entry at its
+ *   physical address (identity mapped), ebx unchanged.
+ * Mode switch, step by step:
+ *   1. check the hvm_start_info magic (wrong -> message on the debug port, halt);
+ *   2. load the shim's own GDT (flat 64-bit code, flat data);
+ *   3. CR4.PAE = 1;
+ *   4. CR3 = physical address of the shim's PML4;
+ *   5. EFER.LME = 1 (rdmsr/wrmsr);
+ *   6. CR0.PG = 1 (with PE): long mode becomes active, still 32-bit code;
+ *   7. far jump to the 64-bit code selector (encoded as bytes: Keystone mangles ljmp).
+ */
+	.code32
+pvh_entry:
+	cli
+	cld
+	cmpl	${HVM_START_MAGIC}, (%ebx)
+	jne	pvh_bad_magic
+	lgdt	({SHIM_PHYS} + (gdt_descriptor - shim_start))
+	mov	%cr4, %eax
+	or	${CR4_PAE}, %eax
+	mov	%eax, %cr4
+	mov	${PML4_PHYS}, %eax
+	mov	%eax, %cr3
+	mov	${MSR_EFER}, %ecx
+	rdmsr
+	or	${EFER_LME}, %eax
+	wrmsr
+	mov	%cr0, %eax
+	or	${CR0_PG_PE}, %eax
+	mov	%eax, %cr0
+	.byte	{OPCODE_JMP_FAR}
+	.long	{SHIM_PHYS} + (pvh_long_entry - shim_start)
+	.word	{SEL_CODE64}
+
+pvh_bad_magic:
+	mov	$({SHIM_PHYS} + (msg_bad_magic - shim_start)), %esi
+	mov	${DEBUGCON_PORT}, %edx
+pvh_bad_magic_loop:
+	lodsb
+	test	%al, %al
+	jz	pvh_halt
+	outb	%al, %dx
+	jmp	pvh_bad_magic_loop
+pvh_halt:
+	cli
+	hlt
+	jmp	pvh_halt

@@ -1,0 +1,268 @@
+"""Render the shim's assembly templates and assemble them with Keystone.
+
+Templates (``asm_templates/*.S``, concatenated in name order) hold ``{NAME}``
+placeholders; every value comes from :func:`abi_values` (structs and xen_abi) or
+from the plan (addresses), and is rendered in hex. Keystone 0.9.2 has traps
+(FACTS 7), guarded here:
+
+* AT&T syntax is an option, and with any option set Keystone reads bare numbers as
+  hex: the rendered source is checked to hold no decimal literal at all;
+* far jumps are written as bytes in the template (``ljmp`` is mangled);
+* an empty result is an error, never an empty shim;
+* label addresses come back through a ``.quad`` table appended to the source and
+  cut off again.
+
+Every absolute address in the templates is written ``BASE + (label - shim_start)``,
+so the bytes do not depend on the assembly base and GNU as (tests) can produce the
+very same bytes from the same source.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from .errors import ShimgenError
+from .structs import (
+    HVM_MEMMAP_TABLE_ENTRY,
+    HVM_MODLIST_ENTRY,
+    HVM_START_MAGIC,
+    MAX_GUEST_CMDLINE,
+    START_INFO_MAGIC,
+    E820Type,
+    hvm_start_info,
+    start_info,
+)
+from .structs import xen_abi as abi
+
+# Labels whose offsets the plan, the emulator and inspect need.
+EXPORTED_LABELS = (
+    "pv_entry",
+    "pvh_entry",
+    "pvh_long_entry",
+    "pvh_virtual",
+    "pvh_halt",
+    "pv_spin",
+    "fill_start_info",
+    "kernel_entry_ptr",
+    "gdt",
+    "msg_bad_magic",
+)
+OPCODE_JMP_FAR = 0xEA  # jmp ptr16:32, the one far-jump form Keystone cannot mangle
+BAD_MAGIC_MESSAGE = b"shimgen: bad boot magic, not entering the kernel; halted\n"
+START_INFO_MAGIC_PREFIX = 8  # bytes of the magic the PV entry compares ("xen-3.0-")
+
+
+class AssemblyError(ShimgenError):
+    """The shim could not be assembled: a bug in a template or in Keystone."""
+
+
+@dataclass(frozen=True)
+class Shim:
+    code: bytes
+    labels: dict[str, int]  # label -> offset from the start of the shim
+    source: str
+
+
+def template_names() -> list[str]:
+    files = resources.files("shimgen.asm_templates")
+    return sorted(entry.name for entry in files.iterdir() if entry.name.endswith(".S"))
+
+
+def template_text() -> str:
+    files = resources.files("shimgen.asm_templates")
+    return "\n".join(files.joinpath(name).read_text() for name in template_names())
+
+
+def _hex_bytes(data: bytes) -> str:
+    return ", ".join(f"{byte:#04x}" for byte in data)
+
+
+@cache
+def abi_values() -> dict[str, int | str]:
+    """Every layout-independent value a template uses, from structs and xen_abi."""
+    si, hvm = start_info(64), hvm_start_info(1)
+    ebx, ecx, edx = abi.signature_words()
+    magic = START_INFO_MAGIC[64]
+    # Both memory-map formats are walked by one loop: their fields must coincide.
+    for name in ("addr", "size", "type"):
+        assert HVM_MEMMAP_TABLE_ENTRY.offset_of(name) == abi.E820_ENTRY.offset_of(name)
+    values: dict[str, int | str] = {
+        "SI_MAGIC_PREFIX": int.from_bytes(magic[:START_INFO_MAGIC_PREFIX], "little"),
+        "SI_MAGIC_BYTES": _hex_bytes(magic + b"\0"),
+        "MSG_BAD_MAGIC_BYTES": _hex_bytes(BAD_MAGIC_MESSAGE),
+        "MODE_XEN_PV": abi.BootMode.XEN_PV,
+        "MODE_XEN_PVH": abi.BootMode.XEN_PVH,
+        "MODE_PVH_NO_XEN": abi.BootMode.PVH_NO_XEN,
+        "CONSOLEIO_WRITE": abi.CONSOLEIO_WRITE,
+        "SCHEDOP_SHUTDOWN": abi.SCHEDOP_SHUTDOWN,
+        "SHUTDOWN_CRASH": abi.SHUTDOWN_CRASH,
+        "HVM_START_MAGIC": HVM_START_MAGIC,
+        "CR4_PAE": abi.CR4_PAE,
+        "CR0_PG_PE": abi.CR0_PG | abi.CR0_PE,
+        "MSR_EFER": abi.MSR_EFER,
+        "EFER_LME": abi.EFER_LME,
+        "OPCODE_JMP_FAR": OPCODE_JMP_FAR,
+        "SEL_CODE64": abi.GDT_SELECTOR_CODE64,
+        "SEL_DATA": abi.GDT_SELECTOR_DATA,
+        "GDT_CODE64": abi.GDT_CODE64,
+        "GDT_DATA": abi.GDT_DATA,
+        "DEBUGCON_PORT": abi.DEBUGCON_PORT,
+        "XEN_CPUID_FIRST": abi.XEN_CPUID_FIRST_LEAF,
+        "XEN_CPUID_STRIDE": abi.XEN_CPUID_LEAF_STRIDE,
+        "XEN_CPUID_END": abi.XEN_CPUID_LAST_LEAF,
+        "XEN_CPUID_HCALL_LEAF": abi.XEN_CPUID_HYPERCALL_LEAF,
+        "XEN_SIG_EBX": ebx,
+        "XEN_SIG_ECX": ecx,
+        "XEN_SIG_EDX": edx,
+        "SI_MAGIC": si.offset_of("magic"),
+        "SI_NR_PAGES": si.offset_of("nr_pages"),
+        "SI_SHARED_INFO": si.offset_of("shared_info"),
+        "SI_FLAGS": si.offset_of("flags"),
+        "SI_STORE_MFN": si.offset_of("store_mfn"),
+        "SI_STORE_EVTCHN": si.offset_of("store_evtchn"),
+        "SI_CONSOLE_MFN": si.offset_of("console.domU.mfn"),
+        "SI_CONSOLE_EVTCHN": si.offset_of("console.domU.evtchn"),
+        "SI_PT_BASE": si.offset_of("pt_base"),
+        "SI_NR_PT_FRAMES": si.offset_of("nr_pt_frames"),
+        "SI_MOD_START": si.offset_of("mod_start"),
+        "SI_MOD_LEN": si.offset_of("mod_len"),
+        "SI_CMDLINE": si.offset_of("cmd_line"),
+        "CMDLINE_MAX": MAX_GUEST_CMDLINE - 1,  # one byte stays for the NUL
+        "HVM_VERSION": hvm.offset_of("version"),
+        "HVM_FLAGS": hvm.offset_of("flags"),
+        "HVM_NR_MODULES": hvm.offset_of("nr_modules"),
+        "HVM_MODLIST": hvm.offset_of("modlist_paddr"),
+        "HVM_CMDLINE": hvm.offset_of("cmdline_paddr"),
+        "HVM_MEMMAP": hvm.offset_of("memmap_paddr"),
+        "HVM_MEMMAP_ENTRIES": hvm.offset_of("memmap_entries"),
+        "MOD_PADDR": HVM_MODLIST_ENTRY.offset_of("paddr"),
+        "MOD_SIZE": HVM_MODLIST_ENTRY.offset_of("size"),
+        "MEMMAP_STRIDE": HVM_MEMMAP_TABLE_ENTRY.size,
+        "E820_STRIDE": abi.E820_ENTRY_STRIDE,
+        "E820_RAM": E820Type.RAM,
+        "ENTRY_ADDR": HVM_MEMMAP_TABLE_ENTRY.offset_of("addr"),
+        "ENTRY_SIZE": HVM_MEMMAP_TABLE_ENTRY.offset_of("size"),
+        "ENTRY_TYPE": HVM_MEMMAP_TABLE_ENTRY.offset_of("type"),
+        "PAGE_SHIFT": abi.PAGE_SHIFT,
+        "XENMEM_MEMORY_MAP": abi.XENMEM_MEMORY_MAP,
+        "XENMEM_ADD_TO_PHYSMAP": abi.XENMEM_ADD_TO_PHYSMAP,
+        "XENMAPSPACE_SHARED_INFO": abi.XENMAPSPACE_SHARED_INFO,
+        "XMM_NR": abi.XEN_MEMORY_MAP.offset_of("nr_entries"),
+        "XMM_BUFFER": abi.XEN_MEMORY_MAP.offset_of("buffer"),
+        "HVMOP_GET_PARAM": abi.HVMOP_GET_PARAM,
+        "DOMID_SELF": abi.DOMID_SELF,
+        "HP_DOMID": abi.XEN_HVM_PARAM.offset_of("domid"),
+        "HP_PAD": abi.XEN_HVM_PARAM.offset_of("pad"),
+        "HP_INDEX": abi.XEN_HVM_PARAM.offset_of("index"),
+        "HP_VALUE": abi.XEN_HVM_PARAM.offset_of("value"),
+        "AP_DOMID": abi.XEN_ADD_TO_PHYSMAP.offset_of("domid"),
+        "AP_SIZE": abi.XEN_ADD_TO_PHYSMAP.offset_of("size"),
+        "AP_SPACE": abi.XEN_ADD_TO_PHYSMAP.offset_of("space"),
+        "AP_IDX": abi.XEN_ADD_TO_PHYSMAP.offset_of("idx"),
+        "AP_GPFN": abi.XEN_ADD_TO_PHYSMAP.offset_of("gpfn"),
+        "PARAM_STORE_PFN": abi.HvmParam.STORE_PFN,
+        "PARAM_STORE_EVTCHN": abi.HvmParam.STORE_EVTCHN,
+        "PARAM_CONSOLE_PFN": abi.HvmParam.CONSOLE_PFN,
+        "PARAM_CONSOLE_EVTCHN": abi.HvmParam.CONSOLE_EVTCHN,
+    }
+    return values
+
+
+# Values the plan decides (addresses); see plan.Plan.layout_values().
+LAYOUT_KEYS = (
+    "SHIM_VIRT",
+    "SHIM_PHYS",
+    "KERNEL_ENTRY",
+    "BOOT_MODE_VIRT",
+    "STACK_TOP_VIRT",
+    "START_INFO_VIRT",
+    "PML4_PHYS",
+    "PML4_VIRT",
+    "NR_PT_FRAMES",
+    "HCALL_PAGE_PHYS",
+    "HCALL_CONSOLE_IO",
+    "HCALL_SCHED_OP",
+    "HCALL_MEMORY_OP",
+    "HCALL_HVM_OP",
+    "SCRATCH_VIRT",
+    "E820_BUF_VIRT",
+    "E820_CAPACITY",
+    "SHARED_INFO_PHYS",
+    "SHARED_INFO_PFN",
+)
+
+
+class _HexValues(dict):
+    def __missing__(self, key: str) -> str:
+        raise AssemblyError(f"template placeholder {{{key}}} has no value")
+
+
+def render(layout: dict[str, int]) -> str:
+    """The shim source with every placeholder replaced by a hex literal."""
+    missing = set(LAYOUT_KEYS) - set(layout)
+    if missing:
+        raise AssemblyError(f"layout values missing: {', '.join(sorted(missing))}")
+    values = _HexValues()
+    for key, value in {**abi_values(), **layout}.items():
+        values[key] = f"{int(value):#x}" if isinstance(value, int) else value
+    source = string.Formatter().vformat(template_text(), (), values)
+    check_hex_only(source)
+    return source
+
+
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_DECIMAL = re.compile(r"(?<![\w%.$])\$?(\d+)(?![\w])")
+
+
+def decimal_literals(source: str) -> list[str]:
+    """Bare decimal numbers Keystone would read as hex (0 and 1 read the same)."""
+    code = _COMMENT.sub("", source)
+    return [m.group(0) for m in _DECIMAL.finditer(code) if int(m.group(1)) > 1]
+
+
+def check_hex_only(source: str) -> None:
+    found = decimal_literals(source)
+    if found:
+        raise AssemblyError(
+            f"decimal literals in the shim source (Keystone reads them as hex): {found[:5]}"
+        )
+
+
+def label_table(labels: tuple[str, ...] = EXPORTED_LABELS) -> str:
+    return "\n".join(f"\t.quad\t{label} - shim_start" for label in labels) + "\n"
+
+
+def keystone_assemble(source: str) -> bytes:
+    """Assemble AT&T source with Keystone at base 0; empty output is an error."""
+    from keystone import KS_ARCH_X86, KS_MODE_64, KS_OPT_SYNTAX_ATT, Ks, KsError
+
+    engine = Ks(KS_ARCH_X86, KS_MODE_64)
+    engine.syntax = KS_OPT_SYNTAX_ATT
+    try:
+        encoding, _count = engine.asm(source, 0)
+    except KsError as error:
+        raise AssemblyError(f"Keystone rejected the shim: {error}") from None
+    if not encoding:
+        raise AssemblyError("Keystone produced no bytes (a silently rejected instruction)")
+    return bytes(encoding)
+
+
+def assemble(layout: dict[str, int]) -> Shim:
+    source = render(layout)
+    table = label_table()
+    raw = keystone_assemble(source + table)
+    size = len(raw) - 8 * len(EXPORTED_LABELS)
+    if size <= 0:
+        raise AssemblyError("the label table is larger than the assembled shim")
+    offsets = [
+        int.from_bytes(raw[size + 8 * n : size + 8 * n + 8], "little")
+        for n in range(len(EXPORTED_LABELS))
+    ]
+    labels = dict(zip(EXPORTED_LABELS, offsets, strict=True))
+    if any(offset >= size for offset in offsets):
+        raise AssemblyError(f"label offsets outside the shim: {labels}")
+    return Shim(code=raw[:size], labels=labels, source=source)

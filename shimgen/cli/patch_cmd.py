@@ -1,0 +1,117 @@
+"""`shimgen patch`: produce the universal image (or show the plan with --dry-run)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .render import console, print_json
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "patch",
+        help="add the boot shim: one image that boots as Xen PV and as PVH",
+        description=(
+            "Write IMAGE plus a boot shim to OUT: a new PT_LOAD (shim code, page tables, "
+            "reserved memory) and a last PT_NOTE with ENTRY and PHYS32_ENTRY pointing into "
+            "the shim, the PV notes a loader needs, and a 'shimgen' metadata note. The input "
+            "is never modified; the output is written atomically and is byte-identical for "
+            "the same input and options. Exit 6 when the image cannot be made universal "
+            "(or is already patched, without --force)."
+        ),
+    )
+    parser.add_argument("image", help="ELF64 x86-64 kernel that boots as a Xen PV guest")
+    parser.add_argument("-o", "--output", required=True, help="where to write the result")
+    parser.add_argument(
+        "--handoff",
+        choices=("start-info",),
+        default="start-info",
+        help="what the kernel's entry expects (default: start-info)",
+    )
+    parser.add_argument(
+        "--entry",
+        metavar="SYMBOL|ADDR",
+        help="the kernel's 64-bit PV entry (default: ENTRY note, else e_entry)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="re-patch an already patched image from its original bytes",
+    )
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.set_defaults(handler=run_patch)
+
+
+def run_patch(args: argparse.Namespace) -> int:
+    from ..patch import patch_file
+
+    result = patch_file(
+        args.image,
+        args.output,
+        handoff=args.handoff,
+        entry=args.entry,
+        force=args.force,
+        dry_run=args.dry_run,
+    )
+    facts = result.plan.to_json() | {
+        "output": None if args.dry_run else args.output,
+        "repatched": result.repatched,
+        "output_size": len(result.data),
+    }
+    if args.json:
+        print_json(facts)
+    else:
+        _show(result.plan, facts, args)
+    return 0
+
+
+def _show(plan: Any, facts: dict[str, Any], args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    out = console()
+    table = Table(title=f"shimgen patch plan ({plan.handoff})", show_header=True)
+    table.add_column("item")
+    table.add_column("value")
+    rows = [
+        ("kernel PV entry", f"{plan.kernel_entry:#x}"),
+        ("VIRT_BASE - PADDR_OFFSET", f"{plan.delta:#x}"),
+        ("shim segment", f"vaddr {plan.shim_vaddr:#x}  paddr {plan.shim_paddr:#x}"),
+        (
+            "shim size",
+            f"code {len(plan.shim.code)} B, filesz {plan.filesz:#x}, memsz {plan.memsz:#x}",
+        ),
+        (
+            "page tables",
+            f"{plan.tables.frames} frames at {plan.tables.base:#x} "
+            f"({plan.tables.large_pages} x 2 MiB, {plan.tables.small_pages} x 4 KiB)",
+        ),
+        ("PV entry (ENTRY, e_entry)", f"{plan.pv_entry:#x}"),
+        ("PVH entry (PHYS32_ENTRY)", f"{plan.pvh_entry:#x}"),
+        (
+            "hypercall page",
+            f"{plan.hypercall_page_virt:#x}"
+            + (" (shim's own)" if plan.hypercall_page_own else " (kernel's)"),
+        ),
+        (
+            "shimgen_boot_mode",
+            "-" if plan.boot_mode_symbol is None else f"{plan.boot_mode_symbol:#x}",
+        ),
+    ]
+    for name, offset in plan.offsets.items():
+        rows.append((f"  {name}", f"+{offset:#x} -> {plan.shim_vaddr + offset:#x}"))
+    for note in plan.notes:
+        rows.append(
+            (f"note {note.owner.decode()} {note.label}", f"{note.action} ({len(note.desc)} bytes)")
+        )
+    for name, value in rows:
+        table.add_row(name, value, style=None)
+    out.print(table)
+    for warning in plan.warnings:
+        out.print(f"[yellow]warning:[/] {warning}")
+    if args.dry_run:
+        out.print("dry run: nothing written")
+    else:
+        what = "re-patched from the original bytes" if facts["repatched"] else "written"
+        out.print(f"{args.output}: {what} ({facts['output_size']} bytes)")

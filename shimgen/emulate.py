@@ -1,0 +1,503 @@
+"""Run a patched image's shim in Unicorn from a Xen- or QEMU-like start state.
+
+One UC_MODE_64 engine runs both paths (FACTS 7). Guest physical memory is one
+RAM block at 0; the image's PT_LOADs are copied to their p_paddr as every loader
+does. The emulator plays the hypervisor:
+
+* PV: long mode with page tables mapping the kernel at p_paddr + (VIRT_BASE -
+  PADDR_OFFSET), start_info and a boot stack after the kernel, rsi and rsp set, the
+  hypercall page filled (Xen does that for a PV guest with a HYPERCALL_PAGE note).
+* PVH: 32-bit flat protected mode, paging off, ebx = hvm_start_info (v1 or v0)
+  with cmdline, one module and (v1) a memory map after the image, as Xen's
+  toolstack places them.
+* Xen present: cpuid leaves 0x40000000.. answer "XenVMMXenVMM"; a wrmsr to the
+  hypercall MSR fills the named page with ``mov $nr, %eax; vmcall; ret`` stubs;
+  vmcall is answered (memory_op: memory_map, add_to_physmap; hvm_op: get_param;
+  console_io). Unicorn cannot hook wrmsr or vmcall by instruction type, so the
+  code hook matches their bytes and skips them.
+
+It stops when the kernel's original PV entry is about to run (or on hlt, or after
+an instruction budget) and reports registers, the instruction count and the
+start_info at rsi, decoded with structs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import pagetables as pt
+from .errors import Refused
+from .image import Image
+from .patch import shim_meta
+from .structs import (
+    HVM_MEMMAP_TABLE_ENTRY,
+    HVM_MODLIST_ENTRY,
+    HVM_START_MAGIC,
+    START_INFO_MAGIC,
+    E820Type,
+    XenNote,
+    hvm_start_info,
+    start_info,
+)
+from .structs import xen_abi as abi
+
+RAM_SIZE = 128 << 20
+LOW_RAM_END = 0x9FC00  # conventional memory below the EBDA, as a PC BIOS reports
+HIGH_RAM_START = 0x100000
+EMU_GDT = 0x1000  # the loader's own GDT (flat 32-bit code/data, 64-bit code)
+EMU_SEL_CODE32, EMU_SEL_DATA, EMU_SEL_CODE64 = 0x8, 0x10, 0x18
+EMU_GDT_ENTRIES = (0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF, abi.GDT_CODE64)
+XEN_HYPERCALL_MSR = 0x40000000  # what the emulated Xen reports in leaf base+2
+XEN_VERSION = (4, 17)
+MODULE_BYTES = b"shimgen emulated module\n" * 100
+INSTRUCTION_BUDGET = 2_000_000
+FAKE_PARAMS = {  # HVM params the emulated toolstack set up for the guest
+    abi.HvmParam.STORE_PFN: 0xFEFFE,
+    abi.HvmParam.STORE_EVTCHN: 1,
+    abi.HvmParam.CONSOLE_PFN: 0xFEFFF,
+    abi.HvmParam.CONSOLE_EVTCHN: 2,
+}
+OP_WRMSR = b"\x0f\x30"
+OP_VMCALL = (b"\x0f\x01\xc1", b"\x0f\x01\xd9")  # Intel vmcall, AMD vmmcall
+OP_HLT = 0xF4
+OP_SPIN = b"\xeb\xfe"  # jmp to itself: how a PV guest (no hlt at CPL 3) stops for good
+
+
+@dataclass
+class StartState:
+    mode: str  # "pv" | "pvh"
+    cmdline: bytes = b""
+    xen: bool = True
+    hvm_version: int = 1
+    bad_magic: bool = False
+    flags: int = 0
+
+
+@dataclass
+class Result:
+    mode: str
+    xen: bool
+    hvm_version: int
+    outcome: str  # "kernel-entry" | "halted" | "budget" | "fault: ..."
+    instructions: int
+    kernel_entry: int
+    registers: dict[str, int]
+    start_info: dict[str, Any] | None
+    start_info_raw: bytes = field(repr=False, default=b"")
+    debug_output: bytes = b""
+    hypercalls: list[str] = field(default_factory=list)
+    trace: list[str] = field(default_factory=list)
+    loader: dict[str, int] = field(default_factory=dict)  # what the loader passed
+
+    @property
+    def reached_kernel(self) -> bool:
+        return self.outcome == "kernel-entry"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "xen": self.xen,
+            "hvm_version": self.hvm_version,
+            "outcome": self.outcome,
+            "instructions": self.instructions,
+            "kernel_entry": self.kernel_entry,
+            "registers": self.registers,
+            "start_info": self.start_info,
+            "debug_output": self.debug_output.decode("latin-1"),
+            "hypercalls": self.hypercalls,
+            "loader": self.loader,
+            "trace": self.trace,
+        }
+
+
+def _round_up(value: int, align: int) -> int:
+    return (value + align - 1) // align * align
+
+
+class Machine:
+    """Guest memory, the emulated hypervisor and the run loop."""
+
+    def __init__(self, image: Image, state: StartState, trace: bool = False) -> None:
+        from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
+
+        meta = shim_meta(image)
+        if meta is None:
+            raise Refused(f"{image.path}: not patched by shimgen: nothing to emulate")
+        self.image, self.state, self.meta = image, state, meta
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        self.uc.mem_map(0, RAM_SIZE)
+        self.count = 0
+        self.outcome = "budget"
+        self.debug = bytearray()
+        self.hypercalls: list[str] = []
+        self.trace: list[str] | None = [] if trace else None
+        self.cr3 = 0
+        self.loader: dict[str, int] = {}
+        self.last_byte = 0
+        self._load_segments()
+        self._write_gdt()
+        self.free = _round_up(max(s.paddr + s.memsz for s in image.loadable_segments), 0x1000)
+
+    # --- memory -------------------------------------------------------------------
+
+    def _load_segments(self) -> None:
+        for segment in self.image.loadable_segments:
+            data = self.image.data[segment.offset : segment.offset + segment.filesz]
+            self.uc.mem_write(segment.paddr, data)
+
+    def _write_gdt(self) -> None:
+        table = b"".join(entry.to_bytes(8, "little") for entry in EMU_GDT_ENTRIES)
+        self.uc.mem_write(EMU_GDT, table)
+
+    def alloc(self, size: int) -> int:
+        address = self.free
+        self.free = _round_up(address + size, 0x1000)
+        return address
+
+    def read(self, paddr: int, size: int) -> bytes:
+        return bytes(self.uc.mem_read(paddr, size))
+
+    def phys(self, vaddr: int) -> int:
+        """Guest virtual to physical through the current CR3 (identity if paging is off)."""
+        from unicorn.x86_const import UC_X86_REG_CR0
+
+        if not self.uc.reg_read(UC_X86_REG_CR0) & abi.CR0_PG:
+            return vaddr
+        cr3 = self._reg("cr3")
+        paddr = pt.translate(self.read, cr3, vaddr)
+        if paddr is None:
+            raise Refused(f"guest address {vaddr:#x} is not mapped")
+        return paddr
+
+    def vread(self, vaddr: int, size: int) -> bytes:
+        return self.read(self.phys(vaddr), size)
+
+    def vwrite(self, vaddr: int, data: bytes) -> None:
+        self.uc.mem_write(self.phys(vaddr), data)
+
+    def _reg(self, name: str) -> int:
+        from unicorn import x86_const
+
+        return self.uc.reg_read(getattr(x86_const, f"UC_X86_REG_{name.upper()}"))
+
+    def _set(self, name: str, value: int) -> None:
+        from unicorn import x86_const
+
+        self.uc.reg_write(getattr(x86_const, f"UC_X86_REG_{name.upper()}"), value)
+
+    # --- the emulated hypervisor -------------------------------------------------------
+
+    def memory_map(self) -> list[tuple[int, int, int]]:
+        return [
+            (0, LOW_RAM_END, E820Type.RAM),
+            (LOW_RAM_END, HIGH_RAM_START - LOW_RAM_END, E820Type.RESERVED),
+            (HIGH_RAM_START, RAM_SIZE - HIGH_RAM_START, E820Type.RAM),
+        ]
+
+    def fill_hypercall_page(self, paddr: int) -> None:
+        stubs = bytearray(abi.PAGE_SIZE)
+        for number in range(abi.PAGE_SIZE // abi.HYPERCALL_STUB_SIZE):
+            stub = b"\xb8" + number.to_bytes(4, "little") + OP_VMCALL[0] + b"\xc3"
+            at = number * abi.HYPERCALL_STUB_SIZE
+            stubs[at : at + len(stub)] = stub
+        self.uc.mem_write(paddr, bytes(stubs))
+
+    def _cpuid(self, uc: Any, _user: Any) -> bool:
+        leaf = self._reg("eax") & 0xFFFFFFFF
+        answer = (0, 0, 0, 0)
+        if self.state.xen and leaf == abi.XEN_CPUID_FIRST_LEAF:
+            ebx, ecx, edx = abi.signature_words()
+            answer = (leaf + 4, ebx, ecx, edx)
+        elif self.state.xen and leaf == abi.XEN_CPUID_FIRST_LEAF + 1:
+            answer = ((XEN_VERSION[0] << 16) | XEN_VERSION[1], 0, 0, 0)
+        elif self.state.xen and leaf == abi.XEN_CPUID_FIRST_LEAF + abi.XEN_CPUID_HYPERCALL_LEAF:
+            answer = (1, XEN_HYPERCALL_MSR, 0, 0)
+        for name, value in zip(("rax", "rbx", "rcx", "rdx"), answer, strict=True):
+            self._set(name, value)
+        return True
+
+    def _out(self, _uc: Any, port: int, _size: int, value: int, _user: Any) -> None:
+        if port == abi.DEBUGCON_PORT:
+            self.debug.append(value & 0xFF)
+
+    def _wrmsr(self) -> None:
+        msr = self._reg("ecx") & 0xFFFFFFFF
+        value = (self._reg("edx") & 0xFFFFFFFF) << 32 | (self._reg("eax") & 0xFFFFFFFF)
+        if self.state.xen and msr == XEN_HYPERCALL_MSR:
+            self.fill_hypercall_page(value & ~0xFFF)
+            self.hypercalls.append(f"wrmsr {msr:#x} <- {value:#x} (hypercall page)")
+            return
+        raise Refused(f"wrmsr to unknown MSR {msr:#x}")
+
+    def _hypercall(self) -> int:
+        number = self._reg("rax")
+        arg1, arg2 = self._reg("rdi"), self._reg("rsi")
+        if not self.state.xen:
+            raise Refused("vmcall without a hypervisor")
+        handlers = {
+            abi.Hypercall.MEMORY_OP: self._memory_op,
+            abi.Hypercall.HVM_OP: self._hvm_op,
+            abi.Hypercall.CONSOLE_IO: self._console_io,
+        }
+        handler = handlers.get(number)
+        name = abi.Hypercall(number).name if number in abi.Hypercall._value2member_map_ else number
+        result = handler(arg1, arg2) if handler else -abi.ENOSYS
+        self.hypercalls.append(f"{name}({arg1:#x}, {arg2:#x}) = {result}")
+        return result
+
+    def _memory_op(self, cmd: int, arg: int) -> int:
+        if cmd == abi.XENMEM_MEMORY_MAP:
+            record = abi.XEN_MEMORY_MAP
+            request = record.parse(self.vread(arg, record.size))
+            entries = self.memory_map()[: request.nr_entries]
+            raw = b"".join(
+                abi.E820_ENTRY.build({"addr": a, "size": s, "type": t})[: abi.E820_ENTRY_STRIDE]
+                for a, s, t in entries
+            )
+            self.vwrite(request.buffer, raw)
+            self.vwrite(arg, record.build({"nr_entries": len(entries), "buffer": request.buffer}))
+            return 0
+        if cmd == abi.XENMEM_ADD_TO_PHYSMAP:
+            record = abi.XEN_ADD_TO_PHYSMAP
+            request = record.parse(self.vread(arg, record.size))
+            if request.space != abi.XENMAPSPACE_SHARED_INFO:
+                return -abi.ENOSYS
+            self.loader["shared_info_gpfn"] = request.gpfn
+            return 0
+        return -abi.ENOSYS
+
+    def _hvm_op(self, cmd: int, arg: int) -> int:
+        if cmd != abi.HVMOP_GET_PARAM:
+            return -abi.ENOSYS
+        record = abi.XEN_HVM_PARAM
+        request = record.parse(self.vread(arg, record.size))
+        if request.index not in FAKE_PARAMS:
+            return -abi.ENOSYS
+        values = dict(request) | {"value": FAKE_PARAMS[request.index]}
+        self.vwrite(arg, record.build(values))
+        return 0
+
+    def _console_io(self, cmd: int, length: int) -> int:
+        if cmd == abi.CONSOLEIO_WRITE:
+            self.debug += self.vread(self._reg("rdx"), length)
+            return 0
+        return -abi.ENOSYS
+
+    # --- run -----------------------------------------------------------------------
+
+    def _code(self, uc: Any, address: int, size: int, _user: Any) -> None:
+        if address == self.meta.original_pv_entry and self._long_mode():
+            self.outcome = "kernel-entry"
+            uc.emu_stop()
+            return
+        self.count += 1
+        head = self.vread(address, 3)
+        self.last_byte = head[0]
+        if self.trace is not None:
+            self.trace.append(f"{address:#x} {head[: min(size, 3)].hex()}")
+        if head[:2] == OP_SPIN:
+            self.outcome = "halted"
+            uc.emu_stop()
+        elif head[:2] == OP_WRMSR and (self._reg("ecx") & 0xFFFFFFFF) != abi.MSR_EFER:
+            self._wrmsr()
+            self._set("rip", address + len(OP_WRMSR))
+        elif head in OP_VMCALL:
+            self._set("rax", self._hypercall() & ((1 << 64) - 1))
+            self._set("rip", address + len(head))
+
+    def _long_mode(self) -> bool:
+        from unicorn.x86_const import UC_X86_REG_CR0
+
+        return bool(self.uc.reg_read(UC_X86_REG_CR0) & abi.CR0_PG)
+
+    def run(self, start: int) -> None:
+        from unicorn import UC_HOOK_CODE, UC_HOOK_INSN, UcError
+        from unicorn.x86_const import UC_X86_INS_CPUID, UC_X86_INS_OUT
+
+        self.uc.hook_add(UC_HOOK_CODE, self._code)
+        self.uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, UC_X86_INS_CPUID)
+        self.uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, UC_X86_INS_OUT)
+        try:
+            self.uc.emu_start(start, 0, count=INSTRUCTION_BUDGET)
+        except UcError as error:
+            self.outcome = f"fault: {error} at {self._reg('rip'):#x}"
+            return
+        except Refused as error:
+            self.outcome = f"fault: {error}"
+            return
+        if self.outcome != "kernel-entry" and self.last_byte == OP_HLT:
+            self.outcome = "halted"
+
+
+# --- start states ----------------------------------------------------------------------
+
+
+def _set_32bit_flat(machine: Machine) -> None:
+    """FACTS 7: leave Unicorn's default long mode, then load flat 32-bit selectors."""
+    machine._set("cr0", 0x80000011)
+    machine._set("cr0", abi.CR0_PE | 0x10)
+    machine.uc.reg_write(_reg_const("MSR"), (abi.MSR_EFER, 0))
+    machine._set("cr4", 0)
+    machine.uc.reg_write(_reg_const("GDTR"), (0, EMU_GDT, 8 * len(EMU_GDT_ENTRIES) - 1, 0))
+    machine._set("cs", EMU_SEL_CODE32)
+    for name in ("ds", "es", "ss", "fs", "gs"):
+        machine._set(name, EMU_SEL_DATA)
+
+
+def _reg_const(name: str) -> int:
+    from unicorn import x86_const
+
+    return getattr(x86_const, f"UC_X86_REG_{name}")
+
+
+def _place_pvh_info(machine: Machine, state: StartState) -> int:
+    """hvm_start_info, cmdline, module and memory map after the image, as Xen does."""
+    version = state.hvm_version
+    record = hvm_start_info(version)
+    info_at = machine.alloc(abi.PAGE_SIZE)
+    cmdline_at = machine.alloc(len(state.cmdline) + 1) if state.cmdline else 0
+    if cmdline_at:
+        machine.uc.mem_write(cmdline_at, state.cmdline + b"\0")
+    module_at = machine.alloc(len(MODULE_BYTES))
+    machine.uc.mem_write(module_at, MODULE_BYTES)
+    modlist_at = machine.alloc(HVM_MODLIST_ENTRY.size)
+    machine.uc.mem_write(
+        modlist_at,
+        HVM_MODLIST_ENTRY.build(
+            {"paddr": module_at, "size": len(MODULE_BYTES), "cmdline_paddr": 0, "reserved": 0}
+        ),
+    )
+    values = {
+        "magic": 0 if state.bad_magic else HVM_START_MAGIC,
+        "version": version,
+        "flags": state.flags,
+        "nr_modules": 1,
+        "modlist_paddr": modlist_at,
+        "cmdline_paddr": cmdline_at,
+        "rsdp_paddr": 0,
+    }
+    if version >= 1:
+        entries = machine.memory_map()
+        memmap_at = machine.alloc(HVM_MEMMAP_TABLE_ENTRY.size * len(entries))
+        raw = b"".join(
+            HVM_MEMMAP_TABLE_ENTRY.build({"addr": a, "size": s, "type": t, "reserved": 0})
+            for a, s, t in entries
+        )
+        machine.uc.mem_write(memmap_at, raw)
+        values |= {"memmap_paddr": memmap_at, "memmap_entries": len(entries), "reserved": 0}
+    machine.uc.mem_write(info_at, record.build(values))
+    machine.loader.update(
+        hvm_start_info=info_at,
+        cmdline=cmdline_at,
+        module=module_at,
+        module_size=len(MODULE_BYTES),
+        nr_pages=RAM_SIZE >> abi.PAGE_SHIFT,
+    )
+    return info_at
+
+
+def _start_pvh(machine: Machine) -> int:
+    info = _place_pvh_info(machine, machine.state)
+    _set_32bit_flat(machine)
+    machine._set("rbx", info)
+    return machine.meta.pvh_entry
+
+
+def _start_pv(machine: Machine) -> int:
+    """Xen's PV64 state: the kernel mapped at VIRT_BASE, start_info and a stack after it."""
+    state, image = machine.state, machine.image
+    delta = machine.meta.shim_vaddr - machine.meta.shim_paddr
+    mask = (1 << 64) - 1
+    info_at = machine.alloc(abi.PAGE_SIZE)
+    stack_at = machine.alloc(abi.PAGE_SIZE)
+    regions = [
+        pt.Region(
+            (s.vaddr - s.vaddr % 0x1000) & mask,
+            s.paddr - s.vaddr % 0x1000,
+            _round_up(s.memsz + s.vaddr % 0x1000, 0x1000),
+        )
+        for s in image.loadable_segments
+    ]
+    regions += [
+        pt.Region((info_at + delta) & mask, info_at, abi.PAGE_SIZE),
+        pt.Region((stack_at + delta) & mask, stack_at, abi.PAGE_SIZE),
+        pt.Region(0, 0, 0x200000),
+    ]  # the loader's own GDT, low memory
+    tables_at = machine.free
+    tables = pt.build(regions, tables_at)
+    machine.uc.mem_write(machine.alloc(len(tables.data)), tables.data)
+    record = start_info(64)
+    magic = b"" if state.bad_magic else START_INFO_MAGIC[64]
+    info = {
+        "magic": magic.ljust(32, b"\0"),
+        "nr_pages": RAM_SIZE >> abi.PAGE_SHIFT,
+        "shared_info": 0,
+        "flags": state.flags,
+        "store_mfn": 0,
+        "store_evtchn": 0,
+        "console": {"domU": {"mfn": 0, "evtchn": 0}, "dom0": {"info_off": 0, "info_size": 0}},
+        "pt_base": (tables_at + delta) & mask,
+        "nr_pt_frames": tables.frames,
+        "mfn_list": 0,
+        "mod_start": 0,
+        "mod_len": 0,
+        "cmd_line": state.cmdline[:1023].ljust(1024, b"\0"),
+        "first_p2m_pfn": 0,
+        "nr_p2m_frames": 0,
+    }
+    machine.uc.mem_write(info_at, record.build(info))
+    hcall = next((int(n.value) for n in image.xen_notes if n.type == XenNote.HYPERCALL_PAGE), None)
+    machine.cr3 = tables.cr3
+    machine._set("cr3", tables.cr3)
+    machine._set("cr4", abi.CR4_PAE)
+    machine.uc.reg_write(_reg_const("MSR"), (abi.MSR_EFER, abi.EFER_LME | abi.EFER_LMA))
+    machine._set("cr0", abi.CR0_PG | abi.CR0_PE | 0x10)
+    machine.uc.reg_write(_reg_const("GDTR"), (0, EMU_GDT, 8 * len(EMU_GDT_ENTRIES) - 1, 0))
+    if hcall is not None:
+        machine.fill_hypercall_page(machine.phys(hcall))
+    machine._set("rsi", (info_at + delta) & mask)
+    machine._set("rsp", (stack_at + abi.PAGE_SIZE + delta) & mask)
+    machine.loader.update(
+        start_info=(info_at + delta) & mask, rsp=(stack_at + abi.PAGE_SIZE + delta) & mask
+    )
+    return machine.meta.pv_entry
+
+
+REGISTERS = ("rip", "rsp", "rdi", "rsi", "rdx", "rax", "rbx", "rcx", "cr0", "cr3", "cr4")
+
+
+def emulate(image: Image, state: StartState, trace: bool = False) -> Result:
+    machine = Machine(image, state, trace)
+    start = _start_pv(machine) if state.mode == "pv" else _start_pvh(machine)
+    machine.run(start)
+    registers = {name: machine._reg(name) for name in REGISTERS}
+    decoded, raw = None, b""
+    if machine.outcome == "kernel-entry":
+        record = start_info(64)
+        raw = machine.vread(registers["rsi"], record.size)
+        decoded = _plain(record.parse(raw))
+    return Result(
+        mode=state.mode,
+        xen=state.xen,
+        hvm_version=state.hvm_version,
+        outcome=machine.outcome,
+        instructions=machine.count,
+        kernel_entry=machine.meta.original_pv_entry,
+        registers=registers,
+        start_info=decoded,
+        start_info_raw=raw,
+        debug_output=bytes(machine.debug),
+        hypercalls=machine.hypercalls,
+        trace=machine.trace or [],
+        loader=machine.loader,
+    )
+
+
+def _plain(container: Any) -> Any:
+    """construct Containers to plain dicts; char arrays cut at their first NUL."""
+    if isinstance(container, dict):
+        return {k: _plain(v) for k, v in container.items() if not k.startswith("_")}
+    if isinstance(container, bytes):
+        return container.split(b"\0", 1)[0].decode("latin-1")
+    return container

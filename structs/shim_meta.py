@@ -1,0 +1,82 @@
+"""The "shimgen" ELF note: what a patch did, so inspect, diff and re-patching know.
+
+One note, owner "shimgen", type SHIM_META_NOTE_TYPE (never 18: QEMU matches note
+type 18 whatever the owner). Its desc is the construct below: fixed-width numbers
+first, then length-prefixed strings. Enough of the original image is recorded to
+rebuild it byte for byte: a patch only appends to the file and rewrites three ELF
+header fields (e_entry, e_phoff, e_phnum), so the original is the first
+``original_size`` bytes with those fields restored, checked against its sha256.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import construct as cs
+
+SHIM_META_OWNER = b"shimgen"
+SHIM_META_NOTE_TYPE = 0x5348  # "SH"; any type but Xen's PHYS32_ENTRY (18) would do
+SHIM_META_FORMAT = 1
+
+_TEXT = cs.PascalString(cs.Int32ul, "utf8")
+
+SHIM_META = cs.Struct(
+    "format" / cs.Const(SHIM_META_FORMAT, cs.Int32ul),
+    "tool_version" / _TEXT,
+    "handoff" / _TEXT,
+    "original_size" / cs.Int64ul,
+    "original_sha256" / cs.Bytes(32),
+    "original_e_entry" / cs.Int64ul,
+    "original_e_phoff" / cs.Int64ul,
+    "original_e_phnum" / cs.Int16ul,
+    "original_pv_entry" / cs.Int64ul,  # ENTRY note (or e_entry) the shim jumps to
+    "original_phys32_entry" / cs.Int64ul,  # 0: the input had none
+    "shim_vaddr" / cs.Int64ul,
+    "shim_paddr" / cs.Int64ul,
+    "shim_filesz" / cs.Int64ul,
+    "shim_memsz" / cs.Int64ul,
+    "shim_code_size" / cs.Int64ul,
+    "pv_entry" / cs.Int64ul,
+    "pvh_entry" / cs.Int64ul,
+    "options" / _TEXT,  # JSON, keys sorted: deterministic bytes
+)
+
+
+@dataclass
+class ShimMeta:
+    tool_version: str
+    handoff: str
+    original_size: int
+    original_sha256: bytes
+    original_e_entry: int
+    original_e_phoff: int
+    original_e_phnum: int
+    original_pv_entry: int
+    original_phys32_entry: int
+    shim_vaddr: int
+    shim_paddr: int
+    shim_filesz: int
+    shim_memsz: int
+    shim_code_size: int
+    pv_entry: int
+    pvh_entry: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> bytes:
+        values = asdict(self)
+        values["options"] = json.dumps(self.options, sort_keys=True, separators=(",", ":"))
+        return SHIM_META.build(values)
+
+    @classmethod
+    def parse(cls, desc: bytes) -> ShimMeta:
+        parsed = SHIM_META.parse(desc)
+        values = {name: parsed[name] for name in cls.__dataclass_fields__}
+        values["options"] = json.loads(parsed.options)
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["original_sha256"] = self.original_sha256.hex()
+        return data

@@ -1,0 +1,153 @@
+"""Every Xen and x86 ABI number the boot shim uses, each with the header it comes from.
+
+The assembly templates take these values when they are rendered; no hypercall
+number, MSR, control-register bit or struct offset is typed into a template. Struct
+layouts are declared with the layout engine (offsets computed, never typed), and
+tests compile Xen's public headers (Debian libxen-dev) with gcc to compare.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .clayout import U16, U32, U64, Field, Record
+
+# --- hypercall numbers: xen/include/public/xen.h -----------------------------------
+
+
+class Hypercall(enum.IntEnum):
+    """__HYPERVISOR_* numbers (the slot in the hypercall page)."""
+
+    MEMORY_OP = 12
+    XEN_VERSION = 17
+    CONSOLE_IO = 18
+    SCHED_OP = 29
+    HVM_OP = 34
+
+
+HYPERCALL_STUB_SIZE = 32  # each hypercall has a 32-byte stub in the page (xen.h)
+PAGE_SHIFT = 12  # x86 4 KiB pages
+PAGE_SIZE = 1 << PAGE_SHIFT
+
+DOMID_SELF = 0x7FF0  # xen.h
+CONSOLEIO_WRITE = 0  # xen.h, CONSOLEIO_write
+SCHEDOP_SHUTDOWN = 2  # sched.h
+SHUTDOWN_CRASH = 3  # sched.h
+
+# --- memory_op: xen/include/public/memory.h ----------------------------------------
+
+XENMEM_ADD_TO_PHYSMAP = 7
+XENMEM_MEMORY_MAP = 9
+XENMAPSPACE_SHARED_INFO = 0
+
+XEN_ADD_TO_PHYSMAP = Record(
+    "xen_add_to_physmap",
+    (
+        Field("domid", U16, "DOMID_SELF"),
+        Field("size", U16, "pages, gmfn_range only"),
+        Field("space", U32, "XENMAPSPACE_*"),
+        Field("idx", U64, "index into the space"),
+        Field("gpfn", U64, "guest frame where the page appears"),
+    ),
+    doc="XENMEM_add_to_physmap argument (memory.h)",
+)
+
+XEN_MEMORY_MAP = Record(
+    "xen_memory_map",
+    (
+        Field("nr_entries", U32, "in: capacity of buffer; out: entries written"),
+        Field("buffer", U64, "guest handle of an e820 entry array"),
+    ),
+    doc="XENMEM_memory_map argument (memory.h)",
+)
+
+# XENMEM_memory_map fills BIOS INT 15h E820 entries: Xen's struct e820entry is
+# packed (asm-x86/e820.h), so entries are 20 bytes apart, not 24.
+E820_ENTRY = Record(
+    "e820entry",
+    (
+        Field("addr", U64, "base address"),
+        Field("size", U64, "length in bytes"),
+        Field("type", U32, "E820 type"),
+    ),
+    doc="one entry of the XENMEM_memory_map buffer (packed)",
+)
+E820_ENTRY_STRIDE = E820_ENTRY.offset_of("type") + 4  # packed: no tail padding
+
+# --- hvm_op: xen/include/public/hvm/hvm_op.h, hvm/params.h -------------------------
+
+HVMOP_GET_PARAM = 1
+
+XEN_HVM_PARAM = Record(
+    "xen_hvm_param",
+    (
+        Field("domid", U16, "DOMID_SELF"),
+        Field("pad", U16),
+        Field("index", U32, "HVM_PARAM_*"),
+        Field("value", U64, "out"),
+    ),
+    doc="HVMOP_get_param argument (hvm/hvm_op.h)",
+)
+
+
+class HvmParam(enum.IntEnum):
+    STORE_PFN = 1
+    STORE_EVTCHN = 2
+    CONSOLE_PFN = 17
+    CONSOLE_EVTCHN = 18
+
+
+# --- Xen's cpuid leaves (xen/include/public/arch-x86/cpuid.h) ------------------------
+
+XEN_CPUID_FIRST_LEAF = 0x40000000
+XEN_CPUID_LEAF_STRIDE = 0x100  # Xen may sit at base + 0x100*i (viridian first)
+XEN_CPUID_LAST_LEAF = 0x40010000  # exclusive end of the search
+XEN_CPUID_SIGNATURE = b"XenVMMXenVMM"  # ebx, ecx, edx of the base leaf
+XEN_CPUID_HYPERCALL_LEAF = 2  # base + 2: ebx = MSR that installs the hypercall page
+
+
+def signature_words(signature: bytes = XEN_CPUID_SIGNATURE) -> tuple[int, int, int]:
+    """(ebx, ecx, edx) as cpuid returns the 12-byte signature."""
+    return tuple(int.from_bytes(signature[i : i + 4], "little") for i in (0, 4, 8))  # type: ignore[return-value]
+
+
+# --- x86 architecture (Intel SDM vol. 3, AMD APM vol. 2) -----------------------------
+
+CR0_PE = 1 << 0
+CR0_PG = 1 << 31
+CR4_PAE = 1 << 5
+MSR_EFER = 0xC0000080
+EFER_LME = 1 << 8
+EFER_LMA = 1 << 10
+
+PTE_PRESENT = 1 << 0
+PTE_WRITE = 1 << 1
+PTE_LARGE = 1 << 7  # PS bit in a PDE: 2 MiB page
+PTE_ADDR_MASK = 0x000F_FFFF_FFFF_F000
+LARGE_PAGE_SIZE = 1 << 21
+ENTRIES_PER_TABLE = 1 << 9
+
+# GDT descriptors for a flat long-mode code segment and a flat data segment.
+GDT_CODE64 = 0x00AF9A000000FFFF  # L=1, P, DPL0, code exec/read
+GDT_DATA = 0x00CF92000000FFFF  # G, D/B, P, DPL0, data read/write
+GDT_DESCRIPTOR_SIZE = 8
+GDT_SELECTOR_CODE64 = 1 * GDT_DESCRIPTOR_SIZE
+GDT_SELECTOR_DATA = 2 * GDT_DESCRIPTOR_SIZE
+
+# --- ports and the shim's boot modes (DESIGN.md "Handoff ABIs") -----------------------
+
+DEBUGCON_PORT = 0xE9  # QEMU -debugcon and Xen's HVM debug port
+
+
+class BootMode(enum.IntEnum):
+    """Value in rdi at the kernel entry and in ``shimgen_boot_mode``."""
+
+    XEN_PV = 1
+    XEN_PVH = 2
+    PVH_NO_XEN = 3
+
+
+BOOT_MODE_SYMBOL = "shimgen_boot_mode"
+
+# Errors returned in rax by hypercalls the emulator does not implement.
+ENOSYS = 38

@@ -1,0 +1,178 @@
+"""Shim templates and their assembly: Keystone's bytes equal GNU as's, byte for byte."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shimgen import assemble as asm
+from shimgen.image import read_image
+from shimgen.plan import make_plan
+
+HEADER_WORDS = ("Entry state", "Exit state", "Clobber")
+# The only literals a template may spell out itself: zero, one, a shift by 32,
+# alignment 8. Everything else arrives as a {PLACEHOLDER}.
+ALLOWED_TEMPLATE_LITERALS = {"0x0", "0x1", "0x20", "0x8"}
+
+
+@pytest.fixture(scope="module", params=["pv-hello", "pv-highhalf"])
+def plan(request, samples_build: Path):
+    return make_plan(read_image(samples_build / request.param))
+
+
+def _gnu_as(source: str, tmp_path: Path) -> bytes:
+    if shutil.which("as") is None or shutil.which("objcopy") is None:
+        pytest.fail("GNU as/objcopy missing: apt-get install binutils")
+    src, obj, binary = tmp_path / "shim.S", tmp_path / "shim.o", tmp_path / "shim.bin"
+    src.write_text(source)
+    subprocess.run(["as", "--64", "-o", str(obj), str(src)], check=True)
+    subprocess.run(["objcopy", "-O", "binary", str(obj), str(binary)], check=True)
+    return binary.read_bytes()
+
+
+def test_keystone_matches_gnu_as(plan, tmp_path: Path) -> None:
+    source = plan.shim.source + asm.label_table()
+    gnu = _gnu_as(source, tmp_path)
+    assert asm.keystone_assemble(source) == gnu
+    assert gnu[: len(plan.shim.code)] == plan.shim.code
+
+
+def test_labels_match_gnu_symbols(plan, tmp_path: Path) -> None:
+    (tmp_path / "s.S").write_text(plan.shim.source)
+    subprocess.run(["as", "--64", "-o", str(tmp_path / "s.o"), str(tmp_path / "s.S")], check=True)
+    nm = subprocess.run(
+        ["nm", str(tmp_path / "s.o")], capture_output=True, text=True, check=True
+    ).stdout
+    symbols = {
+        line.split()[2]: int(line.split()[0], 16)
+        for line in nm.splitlines()
+        if len(line.split()) == 3
+    }
+    for label, offset in plan.shim.labels.items():
+        assert symbols[label] == offset, label
+
+
+def test_every_template_documents_its_contract() -> None:
+    from importlib import resources
+
+    files = resources.files("shimgen.asm_templates")
+    for name in asm.template_names():
+        head = files.joinpath(name).read_text().split("*/", 1)[0]
+        assert head.lstrip().startswith("/*"), name
+        if "data" not in name:
+            for word in HEADER_WORDS:
+                assert word in head, f"{name}: header lacks '{word}'"
+
+
+def test_no_abi_number_typed_into_templates() -> None:
+    code = re.sub(r"/\*.*?\*/", "", asm.template_text(), flags=re.S)
+    literals = set(re.findall(r"0x[0-9a-fA-F]+", code))
+    assert literals <= ALLOWED_TEMPLATE_LITERALS
+    assert not asm.decimal_literals(asm.template_text())
+
+
+def test_rendered_source_is_hex_only(plan) -> None:
+    assert asm.decimal_literals(plan.shim.source) == []
+    with pytest.raises(asm.AssemblyError, match="decimal"):
+        asm.check_hex_only("mov $16, %eax")
+
+
+def test_empty_output_is_an_error() -> None:
+    # ljmpl makes Keystone return nothing at all (FACTS 7)
+    with pytest.raises(asm.AssemblyError):
+        asm.keystone_assemble(".code32\nljmpl $0x8, $0x100000\n")
+
+
+def test_missing_placeholder_is_reported() -> None:
+    with pytest.raises(asm.AssemblyError, match="layout values missing"):
+        asm.render({})
+
+
+def test_struct_offsets_come_from_structs() -> None:
+    from shimgen.structs import hvm_start_info, start_info
+
+    values = asm.abi_values()
+    assert values["SI_CMDLINE"] == start_info(64).offset_of("cmd_line")
+    assert values["SI_CONSOLE_EVTCHN"] == start_info(64).offset_of("console.domU.evtchn")
+    assert values["HVM_MEMMAP"] == hvm_start_info(1).offset_of("memmap_paddr")
+
+
+def test_code_size_independent_of_layout(plan) -> None:
+    zeros = {key: 0 for key in asm.LAYOUT_KEYS}
+    assert len(asm.assemble(zeros).code) == len(plan.shim.code)
+    print(f"shim code: {len(plan.shim.code)} bytes")
+
+
+XEN_ABI_PROBE = r"""
+/* a current interface version: older ones map sched_op to sched_op_compat (6) */
+#define __XEN_INTERFACE_VERSION__ 0x00040e00
+#include <stdio.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <xen/xen.h>
+#include <xen/memory.h>
+#include <xen/sched.h>
+#include <xen/hvm/hvm_op.h>
+#include <xen/hvm/params.h>
+#define P(name, value) printf("%s %lu\n", name, (unsigned long)(value))
+int main(void) {
+    P("memory_op", __HYPERVISOR_memory_op); P("console_io", __HYPERVISOR_console_io);
+    P("hvm_op", __HYPERVISOR_hvm_op); P("sched_op", __HYPERVISOR_sched_op);
+    P("xen_version", __HYPERVISOR_xen_version);
+    P("XENMEM_memory_map", XENMEM_memory_map); P("XENMEM_add_to_physmap", XENMEM_add_to_physmap);
+    P("XENMAPSPACE_shared_info", XENMAPSPACE_shared_info); P("HVMOP_get_param", HVMOP_get_param);
+    P("STORE_PFN", HVM_PARAM_STORE_PFN); P("STORE_EVTCHN", HVM_PARAM_STORE_EVTCHN);
+    P("CONSOLE_PFN", HVM_PARAM_CONSOLE_PFN); P("CONSOLE_EVTCHN", HVM_PARAM_CONSOLE_EVTCHN);
+    P("DOMID_SELF", DOMID_SELF); P("CONSOLEIO_write", CONSOLEIO_write);
+    P("SCHEDOP_shutdown", SCHEDOP_shutdown); P("SHUTDOWN_crash", SHUTDOWN_crash);
+    P("hp.index", offsetof(struct xen_hvm_param, index));
+    P("hp.value", offsetof(struct xen_hvm_param, value));
+    P("hp.size", sizeof(struct xen_hvm_param));
+    P("ap.space", offsetof(struct xen_add_to_physmap, space));
+    P("ap.idx", offsetof(struct xen_add_to_physmap, idx));
+    P("ap.gpfn", offsetof(struct xen_add_to_physmap, gpfn));
+    P("mm.buffer", offsetof(struct xen_memory_map, buffer));
+    return 0;
+}
+"""
+
+
+def test_xen_abi_matches_xen_headers(tmp_path: Path) -> None:
+    from shimgen.structs import xen_abi as abi
+
+    if shutil.which("gcc") is None or not Path("/usr/include/xen/xen.h").exists():
+        pytest.fail("gcc and libxen-dev are needed: apt-get install gcc libxen-dev")
+    (tmp_path / "probe.c").write_text(XEN_ABI_PROBE)
+    subprocess.run(["gcc", "-o", str(tmp_path / "probe"), str(tmp_path / "probe.c")], check=True)
+    out = subprocess.run(
+        [str(tmp_path / "probe")], capture_output=True, text=True, check=True
+    ).stdout
+    got = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()}
+    assert got["memory_op"] == abi.Hypercall.MEMORY_OP
+    assert got["console_io"] == abi.Hypercall.CONSOLE_IO
+    assert got["hvm_op"] == abi.Hypercall.HVM_OP
+    assert got["xen_version"] == abi.Hypercall.XEN_VERSION
+    assert got["sched_op"] == abi.Hypercall.SCHED_OP
+    assert got["XENMEM_memory_map"] == abi.XENMEM_MEMORY_MAP
+    assert got["XENMEM_add_to_physmap"] == abi.XENMEM_ADD_TO_PHYSMAP
+    assert got["XENMAPSPACE_shared_info"] == abi.XENMAPSPACE_SHARED_INFO
+    assert got["HVMOP_get_param"] == abi.HVMOP_GET_PARAM
+    assert got["STORE_PFN"] == abi.HvmParam.STORE_PFN
+    assert got["STORE_EVTCHN"] == abi.HvmParam.STORE_EVTCHN
+    assert got["CONSOLE_PFN"] == abi.HvmParam.CONSOLE_PFN
+    assert got["CONSOLE_EVTCHN"] == abi.HvmParam.CONSOLE_EVTCHN
+    assert got["DOMID_SELF"] == abi.DOMID_SELF
+    assert got["CONSOLEIO_write"] == abi.CONSOLEIO_WRITE
+    assert got["SCHEDOP_shutdown"] == abi.SCHEDOP_SHUTDOWN
+    assert got["SHUTDOWN_crash"] == abi.SHUTDOWN_CRASH
+    assert got["hp.index"] == abi.XEN_HVM_PARAM.offset_of("index")
+    assert got["hp.value"] == abi.XEN_HVM_PARAM.offset_of("value")
+    assert got["hp.size"] == abi.XEN_HVM_PARAM.size
+    assert got["ap.space"] == abi.XEN_ADD_TO_PHYSMAP.offset_of("space")
+    assert got["ap.idx"] == abi.XEN_ADD_TO_PHYSMAP.offset_of("idx")
+    assert got["ap.gpfn"] == abi.XEN_ADD_TO_PHYSMAP.offset_of("gpfn")
+    assert got["mm.buffer"] == abi.XEN_MEMORY_MAP.offset_of("buffer")

@@ -1,0 +1,126 @@
+"""The shim in Unicorn: both entry paths, hvm_start_info v0/v1, with and without Xen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from shimgen.structs import MAX_GUEST_CMDLINE, START_INFO_MAGIC, start_info
+from shimgen.structs import xen_abi as abi
+
+from shimgen.cli import main
+from shimgen.emulate import RAM_SIZE, StartState, emulate
+from shimgen.image import read_image
+from shimgen.patch import patch_file
+
+# Instructions from the entry to the kernel's entry, for the samples' shim. They
+# change only when the shim changes: update them (and README/bench) on purpose.
+EXPECTED_COUNTS = {
+    # (mode, xen, hvm_version, cmdline length): instructions
+    ("pv", True, 1, 0): 8,
+    ("pvh", True, 1, 0): 254,
+    ("pvh", True, 0, 0): 266,  # + XENMEM_memory_map
+    ("pvh", False, 1, 0): 1925,  # the cpuid search runs to its end
+    ("pvh", False, 0, 0): 1885,
+    ("pvh", True, 1, 1023): 6395,  # about 6 instructions per command-line byte
+    ("pvh", True, 1, 5000): 6395,  # cut at 1023 bytes: same work
+}
+
+
+@pytest.fixture(scope="module", params=["pv-hello", "pv-highhalf"])
+def patched(request, samples_build: Path, tmp_path_factory) -> object:
+    out = tmp_path_factory.mktemp("emulate") / f"{request.param}.universal"
+    patch_file(samples_build / request.param, out)
+    return read_image(out)
+
+
+def _run(image, **kwargs):
+    return emulate(image, StartState(**kwargs))
+
+
+def test_pv_path_passes_through(patched) -> None:
+    result = _run(patched, mode="pv", cmdline=b"pv args")
+    assert result.reached_kernel
+    assert result.registers["rdi"] == abi.BootMode.XEN_PV
+    assert result.registers["rsi"] == result.loader["start_info"]
+    assert result.registers["rsp"] == result.loader["rsp"]
+    assert result.start_info["cmd_line"] == "pv args"
+    assert result.instructions == EXPECTED_COUNTS[("pv", True, 1, 0)]
+
+
+@pytest.mark.parametrize("xen", [True, False], ids=["xen", "no-xen"])
+@pytest.mark.parametrize("version", [1, 0], ids=["v1", "v0"])
+def test_pvh_path(patched, xen: bool, version: int) -> None:
+    result = _run(patched, mode="pvh", xen=xen, hvm_version=version, flags=3)
+    assert result.reached_kernel, result.outcome
+    info = result.start_info
+    mode = abi.BootMode.XEN_PVH if xen else abi.BootMode.PVH_NO_XEN
+    assert result.registers["rdi"] == mode
+    assert result.registers["rdx"] == result.loader["hvm_start_info"]
+    assert result.registers["rsp"] % 16 == 0
+    assert info["magic"] == START_INFO_MAGIC[64].decode()
+    assert info["flags"] == 3
+    assert info["mod_start"] == result.loader["module"]
+    assert info["mod_len"] == result.loader["module_size"]
+    assert info["nr_pt_frames"] > 0 and info["pt_base"] != 0
+    # v1 carries a memory map; v0 asks Xen (XENMEM_memory_map); v0 without Xen: 0
+    expected_pages = RAM_SIZE >> abi.PAGE_SHIFT if (xen or version == 1) else 0
+    assert info["nr_pages"] == expected_pages
+    if xen:
+        assert info["store_mfn"] and info["console"]["domU"]["evtchn"]
+        assert info["shared_info"] >> abi.PAGE_SHIFT == result.loader["shared_info_gpfn"]
+        assert any("hypercall page" in line for line in result.hypercalls)
+    else:
+        assert info["store_mfn"] == info["shared_info"] == 0
+        assert result.hypercalls == []
+    assert result.instructions == EXPECTED_COUNTS[("pvh", xen, version, 0)]
+    print(f"pvh xen={xen} v{version}: {result.instructions} instructions")
+
+
+@pytest.mark.parametrize("length", [0, MAX_GUEST_CMDLINE - 1, 5000])
+def test_cmdline_bounded(patched, length: int) -> None:
+    cmdline = bytes(0x41 + i % 26 for i in range(length))
+    result = _run(patched, mode="pvh", cmdline=cmdline)
+    assert result.reached_kernel
+    kept = min(length, MAX_GUEST_CMDLINE - 1)
+    assert result.start_info["cmd_line"] == cmdline[:kept].decode()
+    raw = result.start_info_raw
+    cmd_at = start_info(64).offset_of("cmd_line")
+    assert raw[cmd_at + kept] == 0
+    if length:
+        assert result.instructions == EXPECTED_COUNTS[("pvh", True, 1, length)]
+    print(f"cmdline {length}: {result.instructions} instructions")
+
+
+@pytest.mark.parametrize("mode", ["pvh", "pv"])
+def test_bad_magic_never_reaches_kernel(patched, mode: str) -> None:
+    result = _run(patched, mode=mode, bad_magic=True)
+    assert not result.reached_kernel
+    assert b"bad boot magic" in result.debug_output
+    assert result.outcome == "halted"
+    if mode == "pv":  # console_io, SCHEDOP_shutdown(crash), then a spin loop
+        assert any("SCHED_OP" in line for line in result.hypercalls)
+
+
+def test_deterministic_counts(patched) -> None:
+    counts = {_run(patched, mode="pvh").instructions for _ in range(2)}
+    assert len(counts) == 1
+
+
+def test_cli_json_and_exit_status(samples_build: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "u.elf"
+    assert main(["patch", str(samples_build / "pv-hello"), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["emulate", str(out), "--mode", "pvh", "--cmdline", "x y", "--json"]) == 0
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    assert data["outcome"] == "kernel-entry"
+    assert data["start_info"]["cmd_line"] == "x y"
+    assert main(["emulate", str(out), "--mode", "pvh", "--bad-magic"]) == 1
+    assert main(["emulate", str(out), "--mode", "pv", "--trace"]) == 0
+    assert "0x" in capsys.readouterr().out
+
+
+def test_unpatched_is_refused(samples_build: Path, capsys) -> None:
+    assert main(["emulate", str(samples_build / "pv-hello"), "--mode", "pv"]) == 6
