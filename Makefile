@@ -43,15 +43,26 @@ cache: venv
 samples:
 	$(MAKE) -s -C samples
 
+# The main job: make the PV-only sample universal, check it as Xen would, boot it
+# as Xen PV, as Xen PVH and under QEMU's PVH loader.
+DEMO_IN := samples/build/pv-hello
+DEMO_OUT := build/demo/pv-hello.universal
+DEMO_CMDLINE := hello from shimgen
+
 demo: setup
-	$(BIN)/shimgen inspect samples/build/pv-hello
-	$(BIN)/shimgen check samples/build/pv-hello --mode pv
-	$(BIN)/shimgen boot samples/build/pv-hello --loader xen-pv --cmdline "hello from shimgen"
-	$(BIN)/shimgen boot samples/build/pvh-hello --loader qemu-pvh --cmdline "hello from shimgen"
+	@mkdir -p $(dir $(DEMO_OUT))
+	$(BIN)/shimgen patch $(DEMO_IN) -o $(DEMO_OUT) --force
+	$(BIN)/shimgen check $(DEMO_OUT) --mode both --xen-parser
+	$(BIN)/shimgen boot $(DEMO_OUT) --loader xen-pv --cmdline "$(DEMO_CMDLINE)"
+	$(BIN)/shimgen boot $(DEMO_OUT) --loader xen-pvh --cmdline "$(DEMO_CMDLINE)"
+	$(BIN)/shimgen boot $(DEMO_OUT) --loader qemu-pvh --cmdline "$(DEMO_CMDLINE)"
 
 test: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/bench.py
 
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
