@@ -1,11 +1,11 @@
 """Read an x86 ELF image the way Xen's loaders see it.
 
-LIEF parses the ELF headers, segments, sections and symbols; the note bytes are
-walked here, from the raw file, with the same steps as Xen's libelf (12-byte header
-in both classes, name and desc padded to 4), so that a malformed note is reported
-where it is instead of being normalised away. Every Xen note keeps where it came
-from: a PT_NOTE segment, an SHT_NOTE section, or a key of the legacy ``__xen_guest``
-section.
+The ELF tables come from shimgen.elffile (declared in structs/elf.py; checked
+against LIEF in the tests); the note bytes are walked here, from the raw file,
+with the same steps as Xen's libelf (12-byte header in both classes, name and desc
+padded to 4), so that a malformed note is reported where it is instead of being
+normalised away. Every Xen note keeps where it came from: a PT_NOTE segment, an
+SHT_NOTE section, or a key of the legacy ``__xen_guest`` section.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .elffile import ElfTables, read_tables
 from .errors import BadInput
 from .structs import (
     ELF_NOTE_HEADER,
@@ -33,7 +34,6 @@ from .structs import (
 from .structs.elf import (
     EI_CLASS,
     EI_DATA,
-    ELF_HEADER_SIZE,
     ELF_MAGIC,
     ELFCLASS32,
     ELFCLASS64,
@@ -43,6 +43,7 @@ from .structs.elf import (
     Machine,
     SegmentFlags,
     SegmentType,
+    elf_header,
 )
 
 MAX_DECOMPRESSED = 1 << 30  # refuse gzip bombs: no unikernel is larger than 1 GiB
@@ -245,18 +246,16 @@ def read_image(path: str | Path) -> Image:
 def image_from_bytes(raw: bytes, name: str = "<bytes>") -> Image:
     compressed = raw[:2] == GZIP_MAGIC
     data = _gunzip(raw, name) if compressed else raw
-    elf_class = _check_ident(data, name)
-    binary = _lief_parse(data, name)
-    machine = int(binary.header.machine_type)
+    _check_ident(data, name)
+    tables = read_tables(data, name)
+    machine = tables.header["e_machine"]
     if machine not in Machine._value2member_map_:
         raise BadInput(
-            f"{name}: ELF machine {machine} ({_lief_name(binary.header.machine_type)}) "
-            "is not x86: shimgen reads x86 and x86-64 images only"
+            f"{name}: ELF machine {machine} is not x86: shimgen reads x86 and x86-64 images only"
         )
     findings: list[Finding] = []
-    segments = _segments(binary)
-    sections = _sections(binary)
-    overflow = _header_overflow(data, binary, elf_class)
+    segments = _segments(tables)
+    sections = _sections(tables)
     notes: list[Note] = []
     segment_xen: list[XenNoteRecord] = []
     for segment in segments:
@@ -287,11 +286,11 @@ def image_from_bytes(raw: bytes, name: str = "<bytes>") -> Image:
         size=len(raw),
         sha256=hashlib.sha256(raw).hexdigest(),
         compressed=compressed,
-        elf_class=64 if elf_class == ELFCLASS64 else 32,
+        elf_class=tables.bits,
         machine=machine,
         machine_name=Machine(machine).name.replace("_", "-").lower(),
-        elf_type=int(binary.header.file_type),
-        entry=int(binary.header.entrypoint),
+        elf_type=tables.header["e_type"],
+        entry=tables.header["e_entry"],
         segments=segments,
         sections=sections,
         notes=notes,
@@ -300,9 +299,9 @@ def image_from_bytes(raw: bytes, name: str = "<bytes>") -> Image:
         legacy_xen_notes=legacy_notes,
         legacy_guest_text=legacy_text,
         findings=findings,
-        symbols=_symbols(binary),
+        symbols=tables.symbols,
         data=data,
-        header_overflow=overflow,
+        header_overflow=tables.problems,
     )
 
 
@@ -326,82 +325,48 @@ def _check_ident(data: bytes, name: str) -> int:
         raise BadInput(f"{name}: unknown ELF class {elf_class}")
     if data[EI_DATA] != ELFDATA2LSB:
         raise BadInput(f"{name}: big-endian ELF: not an x86 image")
-    if len(data) < ELF_HEADER_SIZE[elf_class]:
+    if len(data) < elf_header(64 if elf_class == ELFCLASS64 else 32).size:
         raise BadInput(f"{name}: truncated: {len(data)} bytes, shorter than an ELF header")
     return elf_class
 
 
-def _lief_parse(data: bytes, name: str) -> Any:
-    import lief  # heavy: imported only when an image is read
-
-    lief.logging.disable()
-    binary = lief.ELF.parse(io.BytesIO(data))
-    if binary is None:
-        raise BadInput(f"{name}: malformed ELF: headers cannot be parsed")
-    return binary
-
-
-def _lief_name(value: Any) -> str:
-    return str(value).rsplit(".", 1)[-1]
-
-
-def _segments(binary: Any) -> list[Segment]:
+def _segments(tables: ElfTables) -> list[Segment]:
     result = []
-    for index, segment in enumerate(binary.segments):
-        kind = int(segment.type)
+    for index, phdr in enumerate(tables.program_headers):
+        kind = phdr["p_type"]
+        known = kind in SegmentType._value2member_map_
         result.append(
             Segment(
                 index=index,
                 type=kind,
-                type_name=SegmentType(kind).name
-                if kind in SegmentType._value2member_map_
-                else f"{kind:#x}",
-                offset=int(segment.file_offset),
-                vaddr=int(segment.virtual_address),
-                paddr=int(segment.physical_address),
-                filesz=int(segment.physical_size),
-                memsz=int(segment.virtual_size),
-                flags=int(segment.flags),
-                align=int(segment.alignment),
+                type_name=SegmentType(kind).name if known else f"{kind:#x}",
+                offset=phdr["p_offset"],
+                vaddr=phdr["p_vaddr"],
+                paddr=phdr["p_paddr"],
+                filesz=phdr["p_filesz"],
+                memsz=phdr["p_memsz"],
+                flags=phdr["p_flags"],
+                align=phdr["p_align"],
             )
         )
     return result
 
 
-def _sections(binary: Any) -> list[Section]:
+def _sections(tables: ElfTables) -> list[Section]:
     return [
         Section(
             index=index,
-            name=section.name,
-            type=int(section.type),
-            offset=int(section.offset),
-            addr=int(section.virtual_address),
-            size=int(section.size),
-            align=int(section.alignment),
+            name=name,
+            type=shdr["sh_type"],
+            offset=shdr["sh_offset"],
+            addr=shdr["sh_addr"],
+            size=shdr["sh_size"],
+            align=shdr["sh_addralign"],
         )
-        for index, section in enumerate(binary.sections)
+        for index, (shdr, name) in enumerate(
+            zip(tables.section_headers, tables.section_names, strict=True)
+        )
     ]
-
-
-def _symbols(binary: Any) -> dict[str, int]:
-    table: dict[str, int] = {}
-    for symbol in binary.symbols:
-        if symbol.name and symbol.name not in table:
-            table[symbol.name] = int(symbol.value)
-    return table
-
-
-def _header_overflow(data: bytes, binary: Any, elf_class: int) -> list[str]:
-    """libelf's elf_init refuses tables that run past the end of the file."""
-    header = binary.header
-    problems = []
-    ph_end = header.program_header_offset + header.program_header_size * header.numberof_segments
-    if ph_end > len(data):
-        problems.append(f"program header table ends at {ph_end:#x}, past the end of the file")
-    sh_end = header.section_header_offset + header.section_header_size * header.numberof_sections
-    if sh_end > len(data):
-        problems.append(f"section header table ends at {sh_end:#x}, past the end of the file")
-    return problems
 
 
 # --- notes -------------------------------------------------------------------------
