@@ -15,6 +15,7 @@ import hashlib
 import io
 import zlib
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,6 @@ class XenNoteRecord:
 class Image:
     path: str
     size: int
-    sha256: str
     compressed: bool
     elf_class: int  # 32 or 64
     machine: int
@@ -161,8 +161,14 @@ class Image:
     legacy_guest_text: str | None
     findings: list[Finding]
     symbols: dict[str, int]
-    data: bytes = field(repr=False)
+    data: bytes = field(repr=False)  # the ELF bytes (decompressed when compressed)
+    raw: bytes = field(repr=False, default=b"")  # the file's bytes as read
     header_overflow: list[str] = field(default_factory=list)
+
+    @cached_property
+    def sha256(self) -> str:
+        """Of the file as read; computed on demand (hashing 100 MB takes 70 ms)."""
+        return hashlib.sha256(self.raw or self.data).hexdigest()
 
     # --- what libelf would use -------------------------------------------------
 
@@ -284,7 +290,7 @@ def image_from_bytes(raw: bytes, name: str = "<bytes>") -> Image:
     return Image(
         path=name,
         size=len(raw),
-        sha256=hashlib.sha256(raw).hexdigest(),
+        raw=raw,
         compressed=compressed,
         elf_class=tables.bits,
         machine=machine,
