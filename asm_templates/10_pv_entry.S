@@ -21,17 +21,3 @@ pv_entry:
 	mov	${MODE_XEN_PV}, %edi
 	xor	%eax, %eax
 	jmp	*kernel_entry_ptr(%rip)
-
-pv_bad_magic:
-	mov	${CONSOLEIO_WRITE}, %edi
-	mov	$(msg_bad_magic_end - msg_bad_magic), %esi
-	lea	msg_bad_magic(%rip), %rdx
-	movabs	${HCALL_CONSOLE_IO}, %rax
-	call	*%rax
-	push	${SHUTDOWN_CRASH}		/* struct sched_shutdown on the stack */
-	mov	${SCHEDOP_SHUTDOWN}, %edi
-	mov	%rsp, %rsi
-	movabs	${HCALL_SCHED_OP}, %rax
-	call	*%rax
-pv_spin:
-	jmp	pv_spin

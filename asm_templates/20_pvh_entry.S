@@ -1,5 +1,6 @@
 /*
- * PVH entry of the start-info shim: the PHYS32_ENTRY note points here (physical).
+ * PVH entry of the start-info and hvm-start-info shims: the PHYS32_ENTRY note points
+ * here (physical), or the single polyglot entry jumps here in 32-bit mode.
  *
  * Entry state assumed (PVH, FACTS 4): 32-bit flat protected mode, paging off,
  *   CR4 0, ebx = physical address of struct hvm_start_info, no stack, other
@@ -40,17 +41,3 @@ pvh_entry:
 	.byte	{OPCODE_JMP_FAR}
 	.long	{SHIM_PHYS} + (pvh_long_entry - shim_start)
 	.word	{SEL_CODE64}
-
-pvh_bad_magic:
-	mov	$({SHIM_PHYS} + (msg_bad_magic - shim_start)), %esi
-	mov	${DEBUGCON_PORT}, %edx
-pvh_bad_magic_loop:
-	lodsb
-	test	%al, %al
-	jz	pvh_halt
-	outb	%al, %dx
-	jmp	pvh_bad_magic_loop
-pvh_halt:
-	cli
-	hlt
-	jmp	pvh_halt

@@ -15,6 +15,11 @@ from the plan (addresses), and is rendered in hex. Keystone 0.9.2 has traps
 Every absolute address in the templates is written ``BASE + (label - shim_start)``,
 so the bytes do not depend on the assembly base and GNU as (tests) can produce the
 very same bytes from the same source.
+
+Each handoff has its own template set (:data:`TEMPLATE_SETS`), concatenated in the
+order given; parts two handoffs share (the 32-bit mode switch, the Xen cpuid
+search, the error exits) are files of their own that both sets list.
+``--single-entry`` adds the polyglot entry before the data.
 """
 
 from __future__ import annotations
@@ -33,12 +38,46 @@ from .structs import (
     MAX_GUEST_CMDLINE,
     START_INFO_MAGIC,
     E820Type,
+    StartInfoFlags,
     hvm_start_info,
     start_info,
 )
 from .structs import xen_abi as abi
 
-# Labels whose offsets the plan, the emulator and inspect need.
+# The templates of each handoff, in assembly order (the first defines shim_start).
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "start-info": (
+        "10_pv_entry.S",
+        "11_pv_bad_magic.S",
+        "20_pvh_entry.S",
+        "21_pvh_bad_magic.S",
+        "29_pvh_long_entry.S",
+        "30_pvh_long.S",
+        "32_xen_detect.S",
+        "33_hypercall_page.S",
+        "40_start_info.S",
+        "90_data.S",
+    ),
+    "hvm-start-info": (
+        "12_hvm_pv_entry.S",
+        "11_pv_bad_magic.S",
+        "14_hvm_from_start_info.S",
+        "20_pvh_entry.S",
+        "21_pvh_bad_magic.S",
+        "29_pvh_long_entry.S",
+        "31_hvm_pvh_long.S",
+        "32_xen_detect.S",
+        "90_data.S",
+    ),
+    "pvh-passthrough": (
+        "16_passthrough_entry.S",
+        "21_pvh_bad_magic.S",
+        "91_passthrough_data.S",
+    ),
+}
+SINGLE_ENTRY_TEMPLATE = "80_single_entry.S"  # goes right before the set's data template
+
+# Labels whose offsets the plan, the emulator and inspect need (start-info's set).
 EXPORTED_LABELS = (
     "pv_entry",
     "pvh_entry",
@@ -51,6 +90,23 @@ EXPORTED_LABELS = (
     "gdt",
     "msg_bad_magic",
 )
+_SET_LABELS: dict[str, tuple[str, ...]] = {
+    "start-info": EXPORTED_LABELS,
+    "hvm-start-info": (
+        "pv_entry",
+        "pvh_entry",
+        "pvh_long_entry",
+        "pvh_virtual",
+        "pvh_halt",
+        "pv_spin",
+        "hvm_from_start_info",
+        "kernel_entry_ptr",
+        "gdt",
+        "msg_bad_magic",
+    ),
+    "pvh-passthrough": ("pvh_entry", "pvh_halt", "kernel_entry_ptr", "msg_bad_magic"),
+}
+SINGLE_ENTRY_LABEL = "single_entry"
 OPCODE_JMP_FAR = 0xEA  # jmp ptr16:32, the one far-jump form Keystone cannot mangle
 BAD_MAGIC_MESSAGE = b"shimgen: bad boot magic, not entering the kernel; halted\n"
 START_INFO_MAGIC_PREFIX = 8  # bytes of the magic the PV entry compares ("xen-3.0-")
@@ -72,9 +128,31 @@ def template_names() -> list[str]:
     return sorted(entry.name for entry in files.iterdir() if entry.name.endswith(".S"))
 
 
-def template_text() -> str:
+def template_text(names: list[str] | tuple[str, ...] | None = None) -> str:
+    """The named templates (default: every template file), concatenated."""
     files = resources.files("shimgen.asm_templates")
-    return "\n".join(files.joinpath(name).read_text() for name in template_names())
+    chosen = template_names() if names is None else names
+    return "\n".join(files.joinpath(name).read_text() for name in chosen)
+
+
+def template_set(handoff: str = "start-info", single_entry: bool = False) -> list[str]:
+    """The templates one shim is made of, in order."""
+    if handoff not in TEMPLATE_SETS:
+        raise AssemblyError(f"no template set for handoff {handoff}")
+    names = list(TEMPLATE_SETS[handoff])
+    if single_entry:
+        names.insert(len(names) - 1, SINGLE_ENTRY_TEMPLATE)
+    return names
+
+
+def exported_labels(handoff: str = "start-info", single_entry: bool = False) -> tuple[str, ...]:
+    labels = _SET_LABELS[handoff]
+    return (*labels, SINGLE_ENTRY_LABEL) if single_entry else labels
+
+
+def placeholders(source: str) -> set[str]:
+    """Every {NAME} a template text asks for."""
+    return {name for _, name, _, _ in string.Formatter().parse(source) if name}
 
 
 def _hex_bytes(data: bytes) -> str:
@@ -90,6 +168,7 @@ def abi_values() -> dict[str, int | str]:
     # Both memory-map formats are walked by one loop: their fields must coincide.
     for name in ("addr", "size", "type"):
         assert HVM_MEMMAP_TABLE_ENTRY.offset_of(name) == abi.E820_ENTRY.offset_of(name)
+    built = built_hvm_layout()
     values: dict[str, int | str] = {
         "SI_MAGIC_PREFIX": int.from_bytes(magic[:START_INFO_MAGIC_PREFIX], "little"),
         "SI_MAGIC_BYTES": _hex_bytes(magic + b"\0"),
@@ -168,11 +247,44 @@ def abi_values() -> dict[str, int | str]:
         "PARAM_STORE_EVTCHN": abi.HvmParam.STORE_EVTCHN,
         "PARAM_CONSOLE_PFN": abi.HvmParam.CONSOLE_PFN,
         "PARAM_CONSOLE_EVTCHN": abi.HvmParam.CONSOLE_EVTCHN,
+        # hvm-start-info: the hvm_start_info v1 the PV path builds (built_hvm_layout)
+        "HVM_MAGIC": hvm.offset_of("magic"),
+        "HVM_INFO_VERSION": BUILT_HVM_VERSION,
+        "SIF_MOD_START_PFN": StartInfoFlags.MOD_START_PFN,
+        "BUILT_CMDLINE": built["cmdline"],
+        "BUILT_MODLIST": built["modlist"],
+        "BUILT_MEMMAP": built["memmap"],
+        "BUILT_MOD_PADDR": built["modlist"] + HVM_MODLIST_ENTRY.offset_of("paddr"),
+        "BUILT_MOD_SIZE": built["modlist"] + HVM_MODLIST_ENTRY.offset_of("size"),
+        "BUILT_MEMMAP_SIZE": built["memmap"] + HVM_MEMMAP_TABLE_ENTRY.offset_of("size"),
+        "BUILT_MEMMAP_TYPE": built["memmap"] + HVM_MEMMAP_TABLE_ENTRY.offset_of("type"),
     }
     return values
 
 
-# Values the plan decides (addresses); see plan.Plan.layout_values().
+BUILT_HVM_VERSION = 1  # the PV path of hvm-start-info builds a version-1 struct
+
+
+@cache
+def built_hvm_layout() -> dict[str, int]:
+    """Offsets, in the page the hvm-start-info PV path fills, of what it builds: the
+    struct, one module entry, one memory-map entry, the command line (+ NUL)."""
+    layout, cursor = {}, 0
+    for name, size, align in (
+        ("info", hvm_start_info(BUILT_HVM_VERSION).size, 8),
+        ("modlist", HVM_MODLIST_ENTRY.size, 8),
+        ("memmap", HVM_MEMMAP_TABLE_ENTRY.size, 8),
+        ("cmdline", MAX_GUEST_CMDLINE, 1),
+    ):
+        cursor += -cursor % align
+        layout[name] = cursor
+        cursor += size
+    layout["end"] = cursor
+    return layout
+
+
+# Values the plan decides (addresses) for the start-info set; other sets ask for
+# others (render() reports whatever a set's templates need and the layout lacks).
 LAYOUT_KEYS = (
     "SHIM_VIRT",
     "SHIM_PHYS",
@@ -201,15 +313,16 @@ class _HexValues(dict):
         raise AssemblyError(f"template placeholder {{{key}}} has no value")
 
 
-def render(layout: dict[str, int]) -> str:
+def render(layout: dict[str, int], handoff: str = "start-info", single_entry: bool = False) -> str:
     """The shim source with every placeholder replaced by a hex literal."""
-    missing = set(LAYOUT_KEYS) - set(layout)
+    text = template_text(template_set(handoff, single_entry))
+    missing = placeholders(text) - set(abi_values()) - set(layout)
     if missing:
         raise AssemblyError(f"layout values missing: {', '.join(sorted(missing))}")
     values = _HexValues()
     for key, value in {**abi_values(), **layout}.items():
         values[key] = f"{int(value):#x}" if isinstance(value, int) else value
-    source = string.Formatter().vformat(template_text(), (), values)
+    source = string.Formatter().vformat(text, (), values)
     check_hex_only(source)
     return source
 
@@ -251,18 +364,19 @@ def keystone_assemble(source: str) -> bytes:
     return bytes(encoding)
 
 
-def assemble(layout: dict[str, int]) -> Shim:
-    source = render(layout)
-    table = label_table()
-    raw = keystone_assemble(source + table)
-    size = len(raw) - 8 * len(EXPORTED_LABELS)
+def assemble(
+    layout: dict[str, int], handoff: str = "start-info", single_entry: bool = False
+) -> Shim:
+    source = render(layout, handoff, single_entry)
+    names = exported_labels(handoff, single_entry)
+    raw = keystone_assemble(source + label_table(names))
+    size = len(raw) - 8 * len(names)
     if size <= 0:
         raise AssemblyError("the label table is larger than the assembled shim")
     offsets = [
-        int.from_bytes(raw[size + 8 * n : size + 8 * n + 8], "little")
-        for n in range(len(EXPORTED_LABELS))
+        int.from_bytes(raw[size + 8 * n : size + 8 * n + 8], "little") for n in range(len(names))
     ]
-    labels = dict(zip(EXPORTED_LABELS, offsets, strict=True))
+    labels = dict(zip(names, offsets, strict=True))
     if any(offset >= size for offset in offsets):
         raise AssemblyError(f"label offsets outside the shim: {labels}")
     return Shim(code=raw[:size], labels=labels, source=source)

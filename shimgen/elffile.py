@@ -129,7 +129,9 @@ def _string(data: bytes, table: dict[str, int] | None, index: int) -> str:
     end = min(table["sh_offset"] + table["sh_size"], len(data))
     if start >= end:
         return ""
-    return data[start:end].split(b"\0", 1)[0].decode("latin-1")
+    # find, not slice-then-split: a symbol costs its name's length, not the table's.
+    stop = data.find(b"\0", start, end)
+    return data[start : end if stop < 0 else stop].decode("latin-1")
 
 
 def _section_names(data: bytes, shdrs: list[dict[str, int]], strndx: int) -> list[str]:
@@ -138,20 +140,25 @@ def _section_names(data: bytes, shdrs: list[dict[str, int]], strndx: int) -> lis
 
 
 def _symbols(data: bytes, bits: int, shdrs: list[dict[str, int]]) -> dict[str, int]:
-    """Named symbols of .symtab, then .dynsym; the first definition of a name wins."""
+    """Named symbols of .symtab, then .dynsym; the first definition of a name wins.
+
+    The gABI allows one table of each kind, so only the first of each is read (a
+    hostile file with thousands of symbol tables costs no more than a real one).
+    """
     record = symbol(bits)
     table: dict[str, int] = {}
     for kind in (SHT_SYMTAB, SHT_DYNSYM):
-        for shdr in shdrs:
-            if shdr["sh_type"] != kind:
-                continue
-            strings = shdrs[shdr["sh_link"]] if shdr["sh_link"] < len(shdrs) else None
-            count = min(shdr["sh_size"] // record.size, MAX_SYMBOLS)
-            for index in range(count):
-                entry = _parse(record, data, shdr["sh_offset"] + index * record.size)
-                if entry is None:
-                    break
-                name = _string(data, strings, entry["st_name"])
-                if name and name not in table:
-                    table[name] = entry["st_value"]
+        shdr = next((s for s in shdrs if s["sh_type"] == kind), None)
+        if shdr is None:
+            continue
+        strings = shdrs[shdr["sh_link"]] if shdr["sh_link"] < len(shdrs) else None
+        in_file = max(0, len(data) - shdr["sh_offset"]) // record.size
+        count = min(shdr["sh_size"] // record.size, in_file, MAX_SYMBOLS)
+        for index in range(count):
+            entry = _parse(record, data, shdr["sh_offset"] + index * record.size)
+            if entry is None:
+                break
+            name = _string(data, strings, entry["st_name"])
+            if name and name not in table:
+                table[name] = entry["st_value"]
     return table

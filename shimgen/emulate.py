@@ -9,16 +9,23 @@ does. The emulator plays the hypervisor:
   hypercall page filled (Xen does that for a PV guest with a HYPERCALL_PAGE note).
 * PVH: 32-bit flat protected mode, paging off, ebx = hvm_start_info (v1 or v0)
   with cmdline, one module and (v1) a memory map after the image, as Xen's
-  toolstack places them.
+  toolstack places them. The registers PVH leaves unspecified (eax, ecx, edx, esi,
+  edi, ebp, esp) and EFLAGS hold recognisable values (PVH_LOADER_REGISTERS), so a
+  test can see what a shim passes on untouched.
+* PV also carries one module (mapped after the kernel, mod_start its virtual
+  address, or its frame number with SIF_MOD_START_PFN).
 * Xen present: cpuid leaves 0x40000000.. answer "XenVMMXenVMM"; a wrmsr to the
   hypercall MSR fills the named page with ``mov $nr, %eax; vmcall; ret`` stubs;
   vmcall is answered (memory_op: memory_map, add_to_physmap; hvm_op: get_param;
   console_io). Unicorn cannot hook wrmsr or vmcall by instruction type, so the
   code hook matches their bytes and skips them.
 
-It stops when the kernel's original PV entry is about to run (or on hlt, or after
-an instruction budget) and reports registers, the instruction count and the
-start_info at rsi, decoded with structs.
+It stops when the kernel's entry is about to run (or on hlt, or after an
+instruction budget) and reports registers, the instruction count and the boot
+structure the kernel gets, decoded with structs: the start_info at rsi
+(start-info), the hvm_start_info at rsi with its tables (hvm-start-info: a physical,
+under PV pseudo-physical, address), or the loader's hvm_start_info at ebx
+(pvh-passthrough, whose kernel entry is its own 32-bit one).
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ from .structs import (
     HVM_MEMMAP_TABLE_ENTRY,
     HVM_MODLIST_ENTRY,
     HVM_START_MAGIC,
+    MAX_GUEST_CMDLINE,
     START_INFO_MAGIC,
     E820Type,
+    StartInfoFlags,
     XenNote,
     hvm_start_info,
     start_info,
@@ -62,6 +71,19 @@ OP_WRMSR = b"\x0f\x30"
 OP_VMCALL = (b"\x0f\x01\xc1", b"\x0f\x01\xd9")  # Intel vmcall, AMD vmmcall
 OP_HLT = 0xF4
 OP_SPIN = b"\xeb\xfe"  # jmp to itself: how a PV guest (no hlt at CPL 3) stops for good
+# What an emulated PVH loader leaves in the registers PVH does not define: values no
+# shim would compute, so a pass-through is visible (EFLAGS: CF, DF and bit 1).
+PVH_LOADER_REGISTERS = {
+    "rax": 0x2BADB002,
+    "rcx": 0xC0C0C0C0,
+    "rdx": 0xD0D0D0D0,
+    "rsi": 0x51515151,
+    "rdi": 0xD1D1D1D1,
+    "rbp": 0xB0B0B0B0,
+    "rsp": 0x7F00,
+    "rflags": 0x403,
+}
+MAX_DECODED = 16  # entries of a module list or memory map shown
 
 
 @dataclass
@@ -85,6 +107,9 @@ class Result:
     registers: dict[str, int]
     start_info: dict[str, Any] | None
     start_info_raw: bytes = field(repr=False, default=b"")
+    handoff: str = "start-info"
+    hvm_start_info: dict[str, Any] | None = None  # with "cmdline", "modules", "memmap"
+    boot_mode_var: int | None = None  # the kernel's shimgen_boot_mode at its entry
     debug_output: bytes = b""
     hypercalls: list[str] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)
@@ -102,8 +127,11 @@ class Result:
             "outcome": self.outcome,
             "instructions": self.instructions,
             "kernel_entry": self.kernel_entry,
+            "handoff": self.handoff,
             "registers": self.registers,
             "start_info": self.start_info,
+            "hvm_start_info": self.hvm_start_info,
+            "boot_mode_var": self.boot_mode_var,
             "debug_output": self.debug_output.decode("latin-1"),
             "hypercalls": self.hypercalls,
             "loader": self.loader,
@@ -135,6 +163,12 @@ class Machine:
         self.cr3 = 0
         self.loader: dict[str, int] = {}
         self.last_byte = 0
+        # where the kernel is entered: its 64-bit entry in long mode, or (passthrough)
+        # its own 32-bit PVH entry with paging off
+        self.passthrough = meta.handoff == "pvh-passthrough"
+        self.kernel_entry = (
+            meta.original_phys32_entry if self.passthrough else meta.original_pv_entry
+        )
         self._load_segments()
         self._write_gdt()
         self.free = _round_up(max(s.paddr + s.memsz for s in image.loadable_segments), 0x1000)
@@ -287,7 +321,7 @@ class Machine:
     # --- run -----------------------------------------------------------------------
 
     def _code(self, uc: Any, address: int, size: int, _user: Any) -> None:
-        if address == self.meta.original_pv_entry and self._long_mode():
+        if address == self.kernel_entry and self._long_mode() != self.passthrough:
             self.outcome = "kernel-entry"
             uc.emu_stop()
             return
@@ -400,17 +434,27 @@ def _place_pvh_info(machine: Machine, state: StartState) -> int:
 def _start_pvh(machine: Machine) -> int:
     info = _place_pvh_info(machine, machine.state)
     _set_32bit_flat(machine)
+    for name, value in PVH_LOADER_REGISTERS.items():
+        machine._set(name, value)
     machine._set("rbx", info)
+    machine.loader["registers"] = PVH_LOADER_REGISTERS | {"rbx": info}
     return machine.meta.pvh_entry
 
 
 def _start_pv(machine: Machine) -> int:
     """Xen's PV64 state: the kernel mapped at VIRT_BASE, start_info and a stack after it."""
     state, image = machine.state, machine.image
+    if not machine.meta.pv_entry:
+        raise Refused(
+            f"{image.path}: no PV entry (handoff {machine.meta.handoff}): a PV guest starts "
+            "in long mode and cannot enter a 32-bit PVH entry"
+        )
     delta = machine.meta.shim_vaddr - machine.meta.shim_paddr
     mask = (1 << 64) - 1
     info_at = machine.alloc(abi.PAGE_SIZE)
     stack_at = machine.alloc(abi.PAGE_SIZE)
+    module_at = machine.alloc(len(MODULE_BYTES))
+    machine.uc.mem_write(module_at, MODULE_BYTES)
     regions = [
         pt.Region(
             (s.vaddr - s.vaddr % 0x1000) & mask,
@@ -422,6 +466,7 @@ def _start_pv(machine: Machine) -> int:
     regions += [
         pt.Region((info_at + delta) & mask, info_at, abi.PAGE_SIZE),
         pt.Region((stack_at + delta) & mask, stack_at, abi.PAGE_SIZE),
+        pt.Region((module_at + delta) & mask, module_at, _round_up(len(MODULE_BYTES), 0x1000)),
         pt.Region(0, 0, 0x200000),
     ]  # the loader's own GDT, low memory
     tables_at = machine.free
@@ -440,9 +485,15 @@ def _start_pv(machine: Machine) -> int:
         "pt_base": (tables_at + delta) & mask,
         "nr_pt_frames": tables.frames,
         "mfn_list": 0,
-        "mod_start": 0,
-        "mod_len": 0,
-        "cmd_line": state.cmdline[:1023].ljust(1024, b"\0"),
+        "mod_start": (
+            module_at >> abi.PAGE_SHIFT
+            if state.flags & StartInfoFlags.MOD_START_PFN
+            else (module_at + delta) & mask
+        ),
+        "mod_len": len(MODULE_BYTES),
+        # cut to the field, NUL-terminated only when shorter: a careless loader could
+        # fill cmd_line completely, and the shims must bound what they copy
+        "cmd_line": state.cmdline[:MAX_GUEST_CMDLINE].ljust(MAX_GUEST_CMDLINE, b"\0"),
         "first_p2m_pfn": 0,
         "nr_p2m_frames": 0,
     }
@@ -459,12 +510,31 @@ def _start_pv(machine: Machine) -> int:
     machine._set("rsi", (info_at + delta) & mask)
     machine._set("rsp", (stack_at + abi.PAGE_SIZE + delta) & mask)
     machine.loader.update(
-        start_info=(info_at + delta) & mask, rsp=(stack_at + abi.PAGE_SIZE + delta) & mask
+        start_info=(info_at + delta) & mask,
+        rsp=(stack_at + abi.PAGE_SIZE + delta) & mask,
+        module=module_at,
+        module_virt=(module_at + delta) & mask,
+        module_size=len(MODULE_BYTES),
+        nr_pages=RAM_SIZE >> abi.PAGE_SHIFT,
     )
     return machine.meta.pv_entry
 
 
-REGISTERS = ("rip", "rsp", "rdi", "rsi", "rdx", "rax", "rbx", "rcx", "cr0", "cr3", "cr4")
+REGISTERS = (
+    "rip",
+    "rsp",
+    "rdi",
+    "rsi",
+    "rdx",
+    "rax",
+    "rbx",
+    "rcx",
+    "rbp",
+    "rflags",
+    "cr0",
+    "cr3",
+    "cr4",
+)
 
 
 def emulate(image: Image, state: StartState, trace: bool = False) -> Result:
@@ -472,18 +542,24 @@ def emulate(image: Image, state: StartState, trace: bool = False) -> Result:
     start = _start_pv(machine) if state.mode == "pv" else _start_pvh(machine)
     machine.run(start)
     registers = {name: machine._reg(name) for name in REGISTERS}
-    decoded, raw = None, b""
-    if machine.outcome == "kernel-entry":
+    decoded, raw, hvm = None, b"", None
+    handoff = machine.meta.handoff
+    if machine.outcome == "kernel-entry" and handoff == "start-info":
         record = start_info(64)
         raw = machine.vread(registers["rsi"], record.size)
         decoded = _plain(record.parse(raw))
+    elif machine.outcome == "kernel-entry":
+        # physical (PV: pseudo-physical, which is where the emulator's RAM holds it)
+        pointer = registers["rbx"] if machine.passthrough else registers["rsi"]
+        hvm = decode_hvm_start_info(machine.read, pointer)
+    boot_mode_var = _boot_mode_var(machine) if machine.outcome == "kernel-entry" else None
     return Result(
         mode=state.mode,
         xen=state.xen,
         hvm_version=state.hvm_version,
         outcome=machine.outcome,
         instructions=machine.count,
-        kernel_entry=machine.meta.original_pv_entry,
+        kernel_entry=machine.kernel_entry,
         registers=registers,
         start_info=decoded,
         start_info_raw=raw,
@@ -491,7 +567,47 @@ def emulate(image: Image, state: StartState, trace: bool = False) -> Result:
         hypercalls=machine.hypercalls,
         trace=machine.trace or [],
         loader=machine.loader,
+        handoff=handoff,
+        hvm_start_info=hvm,
+        boot_mode_var=boot_mode_var,
     )
+
+
+def _boot_mode_var(machine: Machine) -> int | None:
+    """The u32 at the kernel's shimgen_boot_mode, read where the loader put it."""
+    vaddr = machine.image.symbols.get(abi.BOOT_MODE_SYMBOL)
+    for segment in machine.image.loadable_segments:
+        if vaddr is not None and segment.vaddr <= vaddr < segment.vaddr + segment.memsz:
+            return int.from_bytes(machine.read(segment.paddr + vaddr - segment.vaddr, 4), "little")
+    return None
+
+
+def decode_hvm_start_info(read: Any, paddr: int) -> dict[str, Any]:
+    """The struct at paddr (version 0 or 1) with its command line, module list and
+    memory map; read(paddr, size) -> bytes reads physical memory."""
+    head = hvm_start_info(0).parse(read(paddr, hvm_start_info(0).size))
+    record = hvm_start_info(1 if head.version >= 1 else 0)
+    info = _plain(record.parse(read(paddr, record.size)))
+    info["cmdline"] = (
+        read(info["cmdline_paddr"], MAX_GUEST_CMDLINE).split(b"\0", 1)[0].decode("latin-1")
+        if info["cmdline_paddr"]
+        else None
+    )
+    info["modules"] = [
+        _plain(
+            HVM_MODLIST_ENTRY.parse(
+                read(info["modlist_paddr"] + n * HVM_MODLIST_ENTRY.size, HVM_MODLIST_ENTRY.size)
+            )
+        )
+        for n in range(min(info["nr_modules"], MAX_DECODED) if info["modlist_paddr"] else 0)
+    ]
+    entries = info.get("memmap_entries", 0) if info.get("memmap_paddr") else 0
+    size = HVM_MEMMAP_TABLE_ENTRY.size
+    info["memmap"] = [
+        _plain(HVM_MEMMAP_TABLE_ENTRY.parse(read(info["memmap_paddr"] + n * size, size)))
+        for n in range(min(entries, MAX_DECODED))
+    ]
+    return info
 
 
 def _plain(container: Any) -> Any:

@@ -48,7 +48,7 @@ from .structs.elf import (
 )
 
 MAX_DECOMPRESSED = 1 << 30  # refuse gzip bombs: no unikernel is larger than 1 GiB
-MAX_NOTES_PER_CONTAINER = 65536  # libelf's ELF_MAX_TOTAL_NOTE_COUNT
+MAX_NOTES_PER_CONTAINER = 65536  # libelf's ELF_MAX_TOTAL_NOTE_COUNT, over all containers
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,7 @@ class Image:
     data: bytes = field(repr=False)  # the ELF bytes (decompressed when compressed)
     raw: bytes = field(repr=False, default=b"")  # the file's bytes as read
     header_overflow: list[str] = field(default_factory=list)
+    notes_cut: bool = False  # the note walk stopped at its bound (_NoteBudget)
 
     @cached_property
     def sha256(self) -> str:
@@ -263,6 +264,7 @@ def image_from_bytes(raw: bytes, name: str = "<bytes>") -> Image:
     segments = _segments(tables)
     sections = _sections(tables)
     notes: list[Note] = []
+    budget = _NoteBudget.for_file(data)
     segment_xen: list[XenNoteRecord] = []
     for segment in segments:
         if segment.type != SegmentType.NOTE:
@@ -274,7 +276,7 @@ def image_from_bytes(raw: bytes, name: str = "<bytes>") -> Image:
                 Finding("warning", where, "p_offset is 0: Xen's libelf skips this PT_NOTE")
             )
             continue
-        found = _walk_notes(data, segment.offset, segment.filesz, where, findings)
+        found = _walk_notes(data, segment.offset, segment.filesz, where, findings, budget)
         notes.extend(found)
         segment_xen.extend(_decode_xen_note(data, n, findings) for n in found if n.is_xen)
         findings.extend(_note_segment_layout(segment, found, where))
@@ -283,7 +285,7 @@ def image_from_bytes(raw: bytes, name: str = "<bytes>") -> Image:
         if section.type != SHT_NOTE or section.index == 0:
             continue
         where = f"section {section.name or f'[{section.index}]'}"
-        found = _walk_notes(data, section.offset, section.size, where, findings)
+        found = _walk_notes(data, section.offset, section.size, where, findings, budget)
         notes.extend(found)
         section_xen.extend(_decode_xen_note(data, n, findings) for n in found if n.is_xen)
     legacy_text, legacy_notes = _legacy_guest(data, sections, findings)
@@ -308,6 +310,7 @@ def image_from_bytes(raw: bytes, name: str = "<bytes>") -> Image:
         symbols=tables.symbols,
         data=data,
         header_overflow=tables.problems,
+        notes_cut=budget.reported,
     )
 
 
@@ -382,10 +385,43 @@ def _align_up(value: int) -> int:
     return (value + NOTE_ALIGN - 1) & ~(NOTE_ALIGN - 1)
 
 
+@dataclass
+class _NoteBudget:
+    """What the note containers of one image may still yield, all together.
+
+    libelf counts notes over every container it walks (ELF_MAX_TOTAL_NOTE_COUNT);
+    the payload bound stops containers that overlap (thousands of PT_NOTEs over the
+    same bytes) from copying the file again and again.
+    """
+
+    notes: int
+    payload: int
+    reported: bool = False  # said once, not once per remaining container
+
+    @classmethod
+    def for_file(cls, data: bytes) -> _NoteBudget:
+        # Legitimate images walk each note at most twice (a PT_NOTE and its section).
+        return cls(notes=MAX_NOTES_PER_CONTAINER, payload=2 * len(data) + (1 << 20))
+
+    def exhausted(self) -> str | None:
+        if self.notes <= 0:
+            return f"more than {MAX_NOTES_PER_CONTAINER} notes in all: Xen stops here"
+        if self.payload < 0:
+            return "note containers overlap and repeat too many payload bytes: not read further"
+        return None
+
+
 def _walk_notes(
-    data: bytes, start: int, length: int, where: str, findings: list[Finding]
+    data: bytes,
+    start: int,
+    length: int,
+    where: str,
+    findings: list[Finding],
+    budget: _NoteBudget | None = None,
 ) -> list[Note]:
     """Every note in data[start:start+length], as libelf's elf_note_next steps."""
+    if budget is None:
+        budget = _NoteBudget.for_file(data)
     end = start + length
     if end > len(data):
         findings.append(
@@ -398,12 +434,10 @@ def _walk_notes(
     notes: list[Note] = []
     position = start
     while position < end:
-        if len(notes) >= MAX_NOTES_PER_CONTAINER:
-            findings.append(
-                Finding(
-                    "error", where, f"more than {MAX_NOTES_PER_CONTAINER} notes: Xen stops here"
-                )
-            )
+        if (exhausted := budget.exhausted()) is not None:
+            if not budget.reported:
+                findings.append(Finding("error", where, exhausted))
+                budget.reported = True
             break
         if position + header_size > len(data):
             findings.append(
@@ -412,7 +446,7 @@ def _walk_notes(
                 )
             )
             break
-        header = ELF_NOTE_HEADER.parse(data[position : position + header_size])
+        header = _NoteHeader(**ELF_NOTE_HEADER.unpack_from(data, position))
         name_at = position + header_size
         desc_at = name_at + _align_up(header.namesz)
         next_at = desc_at + _align_up(header.descsz)
@@ -440,6 +474,8 @@ def _walk_notes(
                 )
             )
         owner = data[name_at : name_at + header.namesz].split(b"\0", 1)[0]
+        budget.notes -= 1
+        budget.payload -= min(header.descsz, max(0, len(data) - desc_at))
         notes.append(
             Note(
                 owner=owner.decode("latin-1"),
@@ -453,6 +489,13 @@ def _walk_notes(
         )
         position = next_at
     return notes
+
+
+@dataclass(frozen=True)
+class _NoteHeader:
+    namesz: int
+    descsz: int
+    type: int
 
 
 def _note_segment_layout(segment: Segment, found: list[Note], where: str) -> list[Finding]:
@@ -628,4 +671,5 @@ def _strtoull(text: str) -> int:
         if char not in digits:
             break
         prefix += char
-    return int(prefix, base) if prefix else 0
+    # C saturates at ULLONG_MAX (ERANGE): never a value wider than 64 bits.
+    return min(int(prefix, base), (1 << 64) - 1) if prefix else 0

@@ -62,7 +62,8 @@ def _chunks(regions: list[Region]) -> dict[int, list[tuple[int, int, int]]]:
         if region.size <= 0:
             continue
         if region.vaddr % PAGE_SIZE or region.paddr % PAGE_SIZE:
-            raise ValueError(f"region {region.name or region.vaddr:#x} is not page aligned")
+            where = region.name or f"{region.vaddr:#x}"
+            raise ValueError(f"region {where} is not page aligned")
         delta = region.vaddr - region.paddr
         start, end = region.vaddr, region.vaddr + _page_round_up(region.size)
         chunk = start - start % LARGE_PAGE_SIZE

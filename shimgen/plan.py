@@ -1,44 +1,99 @@
-"""Plan a patch: where the shim goes, what it reserves, which notes it writes.
+"""Plan a patch: which handoff, where the shim goes, what it reserves, which notes it
+writes.
 
 The shim segment follows the image, virtually and physically, with the image's own
 translation (p_paddr = p_vaddr - (VIRT_BASE - PADDR_OFFSET)) so a PV loader maps it
 where it was linked and a PVH loader puts it where its page tables say. Layout of
 the segment, from its start:
 
-    code        the assembled shim (PV entry first)
+    code        the assembled shim
     notes       the exact bytes of the new PT_NOTE (4-aligned)
-    tables      prebuilt page tables (page aligned)            <- end of p_filesz
-    start_info  the synthesized start_info_t (one page)
-    scratch     hypercall arguments and the XENMEM_memory_map buffer (one page)
-    shared_info the frame Xen's shared_info is mapped into (one page)
-    hypercall   the shim's own hypercall page, only when the kernel has none
-    stack       the shim's stack, rsp starts at its top        <- end of p_memsz
+    tables      prebuilt page tables (page aligned; none for pvh-passthrough)
+                                                               <- end of p_filesz
+    reserved    one page each, per handoff (HandoffSpec.reserved):
+                start-info: start_info (the synthesized start_info_t), scratch
+                (hypercall arguments, XENMEM_memory_map buffer), shared_info (the
+                frame Xen's shared_info is mapped into);
+                hvm-start-info: hvm_info (the hvm_start_info v1 the PV path
+                builds, with its module entry, memory map and command line),
+                scratch;
+                pvh-passthrough: scratch (saved esp, the fallback mode word)
+    hypercall   the shim's own hypercall page, only for a PV handoff whose kernel
+                has none
+    stack       the shim's stack, rsp starts at its top          <- end of p_memsz
+
+Handoffs (DESIGN.md "Handoff ABIs"): ``start-info`` enters a kernel's 64-bit PV
+entry; ``hvm-start-info`` enters a 64-bit entry that takes a struct hvm_start_info
+(``entry64``); ``pvh-passthrough`` keeps a PVH-only kernel's own 32-bit entry and
+gives it no PV entry, because a PV guest starts in long mode at CPL 3 and can never
+reach 32-bit protected mode. ``auto`` picks pvh-passthrough for a PVH-only kernel,
+hvm-start-info when ``entry64`` is given, start-info otherwise.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import __version__
 from . import pagetables as pt
 from .assemble import Shim, assemble
-from .check import evaluate
+from .check import Verdicts, evaluate
+from .container import normalize
 from .errors import Refused
-from .image import Image
+from .image import MAX_NOTES_PER_CONTAINER, Image
 from .structs import XEN_NOTE_NAME, Payload, XenNote
 from .structs import xen_abi as abi
 from .structs.elf import Machine
 from .structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
 
-HANDOFFS = ("start-info",)
 PAGE = abi.PAGE_SIZE
 IDENTITY_MAP_SIZE = 1 << 32  # every address a PVH loader can hand in ebx or a paddr field
-STACK_PAGES = 4
 SCRATCH_E820_OFFSET = 0x100  # hypercall argument structs use the first 256 bytes
+# pvh-passthrough: the scratch page holds the fallback mode word at 0 (as for the
+# other handoffs) and the loader's esp right after it.
+SAVED_ESP_OFFSET = 8
+NOTE_SEGMENT_ALIGN = 4  # Xen pads notes to 4; a PT_NOTE aligned more makes QEMU misread
 PV_NOTES_DEFAULTS = {XenNote.LOADER: "generic", XenNote.XEN_VERSION: "xen-3.0"}
 SHIM_REPLACED = (XenNote.ENTRY, XenNote.PHYS32_ENTRY)
 MASK64 = (1 << 64) - 1
+MAX_MAPPED_CHUNKS = 1 << 16  # 2 MiB chunks the shim's page tables may cover: 128 GiB
+AUTO = "auto"
+
+PV_IMPOSSIBLE = (
+    "a PV guest starts in long mode at CPL 3 and can never switch to the 32-bit "
+    "protected mode a PHYS32_ENTRY expects"
+)
+PV_NEEDS = (
+    "to boot it as PV too, the kernel needs a 64-bit entry that takes a struct "
+    "hvm_start_info: patch with --handoff hvm-start-info --entry64 SYMBOL|ADDR"
+)
+
+
+@dataclass(frozen=True)
+class HandoffSpec:
+    """What a handoff's shim is made of (the templates: assemble.TEMPLATE_SETS)."""
+
+    name: str
+    pv: bool  # has a PV entry: ENTRY note, the PV notes a loader needs
+    page_tables: bool  # its PVH path enters long mode with prebuilt tables
+    reserved: tuple[str, ...]  # reserved pages after the tables, in order
+    stack_pages: int
+    replaces: tuple[XenNote, ...]  # input notes the shim's own notes supersede
+
+
+HANDOFF_SPECS = {
+    "start-info": HandoffSpec(
+        "start-info", True, True, ("start_info", "scratch", "shared_info"), 4, SHIM_REPLACED
+    ),
+    "hvm-start-info": HandoffSpec(
+        "hvm-start-info", True, True, ("hvm_info", "scratch"), 4, SHIM_REPLACED
+    ),
+    "pvh-passthrough": HandoffSpec(
+        "pvh-passthrough", False, False, ("scratch",), 1, (XenNote.PHYS32_ENTRY,)
+    ),
+}
+HANDOFFS = tuple(HANDOFF_SPECS)
 
 
 def _round_up(value: int, align: int) -> int:
@@ -68,11 +123,11 @@ def _pad4(data: bytes) -> bytes:
 @dataclass
 class Plan:
     handoff: str
-    image: Image = field(repr=False)
+    image: Image = field(repr=False)  # the ELF64 image patched (converted if it was not)
     delta: int  # p_vaddr - p_paddr of the image (VIRT_BASE - PADDR_OFFSET)
-    kernel_entry: int
+    kernel_entry: int  # what the shim jumps to (virtual; physical for pvh-passthrough)
     boot_mode_symbol: int | None
-    hypercall_page_virt: int
+    hypercall_page_virt: int | None
     hypercall_page_own: bool
     shim_vaddr: int
     shim_paddr: int
@@ -84,14 +139,29 @@ class Plan:
     notes: list[NoteEntry]
     options: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    single_entry: bool = False
+    dropped_note_segments: tuple[int, ...] = ()  # input PT_NOTEs left out of the output
 
     @property
-    def pv_entry(self) -> int:
+    def pv_entry(self) -> int | None:
+        """ENTRY (virtual); None when the handoff has no PV entry."""
+        if self.single_entry:
+            return self.shim_vaddr + self.shim.labels["single_entry"]
+        if "pv_entry" not in self.shim.labels:
+            return None
         return self.shim_vaddr + self.shim.labels["pv_entry"]
 
     @property
     def pvh_entry(self) -> int:
-        return self.shim_paddr + self.shim.labels["pvh_entry"]
+        """PHYS32_ENTRY (physical)."""
+        label = "single_entry" if self.single_entry else "pvh_entry"
+        return self.shim_paddr + self.shim.labels[label]
+
+    @property
+    def e_entry(self) -> int:
+        """The PV entry; the input's own e_entry when there is none (linux-loader
+        wants e_entry >= 1 MiB even for PVH, and the input's already is)."""
+        return self.image.entry if self.pv_entry is None else self.pv_entry
 
     @property
     def note_bytes(self) -> bytes:
@@ -133,6 +203,8 @@ class Plan:
             },
             "pv_entry": self.pv_entry,
             "pvh_entry": self.pvh_entry,
+            "e_entry": self.e_entry,
+            "single_entry": self.single_entry,
             "page_tables": {
                 "base": self.tables.base,
                 "frames": self.tables.frames,
@@ -149,6 +221,7 @@ class Plan:
                 }
                 for n in self.notes
             ],
+            "dropped_note_segments": list(self.dropped_note_segments),
             "options": self.options,
             "warnings": self.warnings,
         }
@@ -160,8 +233,44 @@ class Plan:
 def _require_x86_64(image: Image) -> None:
     if image.elf_class != 64 or image.machine != Machine.X86_64:
         raise Refused(
-            f"{image.path}: handoff start-info needs an ELF64 x86-64 kernel "
-            f"(this is ELF{image.elf_class} {image.machine_name})"
+            f"{image.path}: shimgen patches x86-64 kernels in an ELF64 container (or an "
+            f"ELF32 container with e_machine EM_X86_64, converted to ELF64); this is "
+            f"ELF{image.elf_class} {image.machine_name}"
+        )
+
+
+def _require_mappable_segments(image: Image) -> None:
+    """Segments the shim's page tables can map: inside the 64-bit address space, and
+    p_vaddr and p_paddr at the same offset in their page."""
+    for segment in image.loadable_segments:
+        where = f"{image.path}: segment {segment.index}"
+        if max(segment.vaddr, segment.paddr) + segment.memsz > MASK64 + 1:
+            raise Refused(f"{where} runs past the end of the 64-bit address space")
+        if (segment.vaddr - segment.paddr) % PAGE:
+            raise Refused(
+                f"{where}: p_vaddr {segment.vaddr:#x} and p_paddr {segment.paddr:#x} differ "
+                "inside a page: no page table maps one to the other"
+            )
+
+
+def _require_note_room(image: Image, added: int) -> None:
+    """libelf stops after 65536 notes over all PT_NOTEs: the shim's, last, must count."""
+    before = sum(1 for note in image.notes if note.source.startswith("PT_NOTE["))
+    if image.notes_cut or before + added > MAX_NOTES_PER_CONTAINER:
+        raise Refused(
+            f"{image.path}: its PT_NOTE segments hold too many notes: Xen stops reading "
+            f"after {MAX_NOTES_PER_CONTAINER} and would never see the shim's"
+        )
+
+
+def _require_bounded_tables(image: Image, regions: list[pt.Region]) -> None:
+    """Page tables for absurd segments (terabytes of p_memsz, thousands of copies)
+    would take gigabytes and minutes to build: refuse them first."""
+    chunks = sum(region.size // abi.LARGE_PAGE_SIZE + 2 for region in regions)
+    if chunks > MAX_MAPPED_CHUNKS:
+        raise Refused(
+            f"{image.path}: its loadable segments span more than "
+            f"{MAX_MAPPED_CHUNKS * abi.LARGE_PAGE_SIZE >> 30} GiB: too much for the shim to map"
         )
 
 
@@ -179,39 +288,89 @@ def _virt_to_phys(image: Image, vaddr: int, what: str) -> int:
     return segment.paddr + (vaddr - segment.vaddr)
 
 
-def _translation(image: Image) -> int:
+def _translation(image: Image, verdicts: Verdicts) -> int:
     """VIRT_BASE - PADDR_OFFSET as libelf computes them for PV."""
-    details = evaluate(image).pv.details
+    details = verdicts.pv.details
     if "virt_base" in details:
         return (details["virt_base"] - details["elf_paddr_offset"]) & MASK64
     loads = image.loadable_segments
     return (loads[0].vaddr - loads[0].paddr) & MASK64 if loads else 0
 
 
-def _kernel_entry(image: Image, entry: str | None) -> int:
+def _pvh_only(image: Image, verdicts: Verdicts) -> int | None:
+    """The PHYS32_ENTRY of a kernel that boots as PVH and has no PV entry, else None."""
+    if verdicts.pv.ok or any(n.type == XenNote.ENTRY for n in image.xen_notes):
+        return None
+    if not verdicts.pvh.ok:
+        return None
+    return verdicts.pvh.details.get("phys_entry")
+
+
+def _symbol_or_address(image: Image, value: str, option: str) -> int:
+    if value in image.symbols:
+        return image.symbols[value]
+    try:
+        return int(value, 0)
+    except ValueError:
+        raise Refused(f"{option} {value}: no such symbol and not an address") from None
+
+
+def _require_executable(image: Image, vaddr: int, what: str, hint: str) -> int:
+    segment = _segment_of(image, vaddr)
+    if segment is None or not segment.flags & 1:
+        raise Refused(
+            f"{image.path}: {what} {vaddr:#x} is not in an executable loadable segment; {hint}"
+        )
+    return vaddr
+
+
+def _kernel_entry(image: Image, entry: str | None, verdicts: Verdicts) -> int:
+    """start-info: the kernel's 64-bit PV entry."""
     if entry is not None:
-        if entry in image.symbols:
-            value = image.symbols[entry]
-        else:
-            try:
-                value = int(entry, 0)
-            except ValueError:
-                raise Refused(f"--entry {entry}: no such symbol and not an address") from None
+        value = _symbol_or_address(image, entry, "--entry")
     else:
-        details = evaluate(image).pv.details
-        value = details.get("virt_entry")
+        phys32 = _pvh_only(image, verdicts)
+        if phys32 is not None:
+            raise Refused(
+                f"{image.path}: a PVH-only kernel (32-bit PHYS32_ENTRY {phys32:#x}, no PV "
+                f"entry) cannot be made to boot as PV: {PV_IMPOSSIBLE}. Patch it with "
+                f"--handoff pvh-passthrough (PVH only); {PV_NEEDS}"
+            )
+        value = verdicts.pv.details.get("virt_entry")
         note = next((n for n in image.xen_notes if n.type == XenNote.ENTRY), None)
         if note is not None and isinstance(note.value, int):
             value = note.value
         if value is None:
             value = image.entry
-    segment = _segment_of(image, value)
-    if segment is None or not segment.flags & 1:
+    return _require_executable(
+        image, value, "PV entry", "give the kernel's 64-bit PV entry with --entry SYMBOL|ADDR"
+    )
+
+
+def _entry64(image: Image, entry64: str | None) -> int:
+    """hvm-start-info: the kernel's 64-bit entry that takes a struct hvm_start_info."""
+    if entry64 is None:
         raise Refused(
-            f"{image.path}: PV entry {value:#x} is not in an executable loadable segment; "
-            "give the kernel's 64-bit PV entry with --entry SYMBOL|ADDR"
+            f"{image.path}: handoff hvm-start-info needs the kernel's 64-bit entry that "
+            "takes a struct hvm_start_info: give it with --entry64 SYMBOL|ADDR"
         )
-    return value
+    value = _symbol_or_address(image, entry64, "--entry64")
+    return _require_executable(
+        image, value, "--entry64", "it must be the kernel's 64-bit code (a virtual address)"
+    )
+
+
+def _passthrough_entry(image: Image, verdicts: Verdicts) -> int:
+    """pvh-passthrough: the kernel's own PHYS32_ENTRY, as Xen reads it (last one wins)."""
+    verdict = verdicts.pvh
+    phys = verdict.details.get("phys_entry")
+    if phys is None or not verdict.ok:
+        reasons = "; ".join(verdict.reasons) or "no PHYS32_ENTRY note"
+        raise Refused(
+            f"{image.path}: handoff pvh-passthrough keeps the kernel's own PVH entry, and "
+            f"this image has none that boots ({reasons})"
+        )
+    return phys
 
 
 def _hypercall_page(image: Image) -> int | None:
@@ -228,6 +387,63 @@ def _legacy_virt_base(image: Image) -> int:
     return next((int(n.value) for n in image.legacy_xen_notes if n.type == XenNote.VIRT_BASE), 0)
 
 
+def resolve_handoff(
+    image: Image,
+    handoff: str,
+    entry: str | None,
+    entry64: str | None,
+    verdicts: Verdicts | None = None,
+) -> str:
+    """The handoff to use: as asked, or for ``auto`` the one the image calls for."""
+    if handoff == AUTO:
+        if entry64 is not None:
+            return "hvm-start-info"
+        verdicts = verdicts or evaluate(image)
+        if entry is None and image.loadable_segments and _pvh_only(image, verdicts) is not None:
+            return "pvh-passthrough"
+        return "start-info"
+    if handoff not in HANDOFF_SPECS:
+        raise Refused(f"unknown handoff {handoff} (available: {', '.join(HANDOFFS)}, auto)")
+    return handoff
+
+
+def _check_options(handoff: str, entry: str | None, entry64: str | None, single: bool) -> None:
+    if entry is not None and handoff != "start-info":
+        raise Refused(
+            f"--entry names a start_info PV entry: handoff {handoff} does not take it"
+            + (" (use --entry64)" if handoff == "hvm-start-info" else "")
+        )
+    if entry64 is not None and handoff != "hvm-start-info":
+        raise Refused(
+            "--entry64 names an entry that takes a struct hvm_start_info: use it with "
+            "--handoff hvm-start-info"
+        )
+    if single and not HANDOFF_SPECS[handoff].pv:
+        raise Refused(
+            f"--single-entry: handoff {handoff} has no PV entry to share the PVH one with "
+            f"({PV_IMPOSSIBLE})"
+        )
+
+
+def _pv_virt_base(image: Image, handoff: str, delta: int, verdicts: Verdicts) -> int:
+    """hvm-start-info: what the PV path subtracts from a virtual address to get the
+    pseudo-physical one. Xen's initial mapping puts pfn N at VIRT_BASE + N pages, so
+    pseudo-physical = virtual - VIRT_BASE; that equals p_paddr only when PADDR_OFFSET
+    is 0, and the kernel is promised one address space for both modes."""
+    if handoff != "hvm-start-info":
+        return 0
+    details = verdicts.pv.details
+    if any(n.type == XenNote.VIRT_BASE for n in image.xen_notes) and "virt_base" in details:
+        if details["elf_paddr_offset"]:
+            raise Refused(
+                f"{image.path}: PADDR_OFFSET {details['elf_paddr_offset']:#x} is not 0: under "
+                "PV its pseudo-physical addresses would differ from its p_paddr, and "
+                "hvm-start-info gives the kernel one physical address space in both modes"
+            )
+        return details["virt_base"]
+    return delta  # VIRT_BASE = delta is added as a note (_translation_notes)
+
+
 # --- notes ----------------------------------------------------------------------------
 
 
@@ -235,20 +451,49 @@ def _number(value: int, width: int = 8) -> bytes:
     return (value & ((1 << (8 * width)) - 1)).to_bytes(width, "little")
 
 
-def _copied_notes(image: Image) -> list[NoteEntry]:
-    """Xen notes from sections or __xen_guest that must move into the new PT_NOTE.
+def _superseded_note_segments(image: Image, replaces: tuple[XenNote, ...]) -> tuple[int, ...]:
+    """Input PT_NOTEs the output's program header table leaves out, their Xen notes
+    moving into the shim's PT_NOTE: those holding a PHYS32_ENTRY the shim replaces,
+    so that the output has exactly one (Xen, QEMU 7.2 and linux-loader all take the
+    last one, measured; the kernel's own, left in place, is what a reader stopping
+    at the first would take, bypassing the shim), and those holding Xen notes in a
+    PT_NOTE aligned beyond 4 (QEMU pads notes by p_align and misreads them, FACTS 5)."""
+    types: dict[str, set[int]] = {}  # source -> Xen note types found there
+    for note in image.segment_xen_notes:
+        types.setdefault(note.source, set()).add(note.type)
+    dropped = []
+    for segment in image.note_segments():
+        found = types.get(f"PT_NOTE[{segment.index}]")
+        if segment.offset == 0 or not found:
+            continue  # libelf skips p_offset 0; no Xen note, nothing to confuse
+        replaced = XenNote.PHYS32_ENTRY in replaces and XenNote.PHYS32_ENTRY in found
+        if replaced or segment.align > NOTE_SEGMENT_ALIGN:
+            dropped.append(segment.index)
+    return tuple(dropped)
+
+
+def _copied_notes(
+    image: Image, dropped: tuple[int, ...] = (), replaces: tuple[XenNote, ...] = SHIM_REPLACED
+) -> list[NoteEntry]:
+    """Xen notes that must move into the new PT_NOTE.
 
     libelf reads sections only when no PT_NOTE holds a Xen note; ours will, so
-    everything it would have read from elsewhere is copied. Legacy values are
-    converted: HYPERCALL_PAGE is a page number there, ELF_PADDR_OFFSET defaults to
-    VIRT_BASE there and to 0 with notes.
+    everything it would have read from elsewhere is copied, and so is what the
+    PT_NOTEs left out of the output held. Legacy values are converted:
+    HYPERCALL_PAGE is a page number there, ELF_PADDR_OFFSET defaults to VIRT_BASE
+    there and to 0 with notes.
     """
-    if image.note_origin in ("segments", None):
+    if image.note_origin is None:
         return []
+    if image.note_origin == "segments":
+        sources = {f"PT_NOTE[{index}]" for index in dropped}
+        notes = [n for n in image.segment_xen_notes if n.source in sources]
+    else:
+        notes = image.xen_notes
     copied = []
     legacy = image.note_origin == "legacy"
-    for note in image.xen_notes:
-        if note.type in SHIM_REPLACED or not note.known:
+    for note in notes:
+        if note.type in replaces or not note.known:
             continue
         kind = XenNote(note.type)
         if legacy:
@@ -258,6 +503,9 @@ def _copied_notes(image: Image) -> list[NoteEntry]:
                 desc = _number(int(note.value))
             else:
                 desc = str(note.value).encode("latin-1") + b"\0"
+        elif kind.payload in (Payload.STRING, Payload.FEATURES):
+            # What libelf reads: it runs past a desc that holds no NUL.
+            desc = str(note.value).encode("latin-1") + b"\0"
         else:
             desc = note.raw
         copied.append(NoteEntry(XEN_NOTE_NAME, note.type, desc, "copied", kind.name))
@@ -268,6 +516,7 @@ def _copied_notes(image: Image) -> list[NoteEntry]:
 
 
 def _added_notes(image: Image, hypercall_virt: int, own_page: bool) -> list[NoteEntry]:
+    """The notes a PV loader needs and the input lacks."""
     notes = []
     present = {n.type for n in image.xen_notes}
     for kind, text in PV_NOTES_DEFAULTS.items():
@@ -293,40 +542,101 @@ def _added_notes(image: Image, hypercall_virt: int, own_page: bool) -> list[Note
     return notes
 
 
-def _entry_notes(image: Image, pv_entry: int, pvh_entry: int) -> list[NoteEntry]:
+def _translation_notes(image: Image, handoff: str, delta: int) -> list[NoteEntry]:
+    """hvm-start-info on an image linked p_vaddr != p_paddr without a VIRT_BASE note:
+    Linux's convention (VIRT_BASE = p_vaddr - p_paddr, PADDR_OFFSET 0) makes Xen's PV
+    loader map it at p_vaddr and keeps pseudo-physical = p_paddr."""
     present = {n.type for n in image.xen_notes}
+    if handoff != "hvm-start-info" or not delta or XenNote.VIRT_BASE in present:
+        return []
+    return [
+        NoteEntry(XEN_NOTE_NAME, XenNote.VIRT_BASE, _number(delta), "added", "VIRT_BASE"),
+        NoteEntry(XEN_NOTE_NAME, XenNote.PADDR_OFFSET, _number(0), "added", "PADDR_OFFSET"),
+    ]
+
+
+def _entry_notes(
+    image: Image, pv_entry: int | None, pvh_entry: int, replaces: tuple[XenNote, ...]
+) -> list[NoteEntry]:
+    present = {n.type for n in image.xen_notes}
+    wanted = [(XenNote.PHYS32_ENTRY, _number(pvh_entry, 4))]
+    if pv_entry is not None:
+        wanted.insert(0, (XenNote.ENTRY, _number(pv_entry)))
     return [
         NoteEntry(
             XEN_NOTE_NAME,
-            XenNote.ENTRY,
-            _number(pv_entry),
-            "replaced" if XenNote.ENTRY in present else "added",
-            "ENTRY",
-        ),
-        NoteEntry(
-            XEN_NOTE_NAME,
-            XenNote.PHYS32_ENTRY,
-            _number(pvh_entry, 4),
-            "replaced" if XenNote.PHYS32_ENTRY in present else "added",
-            "PHYS32_ENTRY",
-        ),
+            kind,
+            desc,
+            "replaced" if kind in present and kind in replaces else "added",
+            kind.name,
+        )
+        for kind, desc in wanted
     ]
 
 
 # --- layout ---------------------------------------------------------------------------
 
 
-def _reserved_layout(tables_end: int, own_hypercall_page: bool) -> tuple[dict[str, int], int]:
+@dataclass
+class _Draft:
+    """What the planner has decided so far (the shim is assembled from it twice: once
+    at address 0 for its size, once in place)."""
+
+    image: Image
+    spec: HandoffSpec
+    single_entry: bool
+    kernel_entry: int
+    boot_mode: int | None  # the kernel's shimgen_boot_mode (virtual)
+    kernel_hcall: int | None  # the kernel's HYPERCALL_PAGE (virtual)
+    pv_virt_base: int
+    shim_vaddr: int = 0
+    shim_paddr: int = 0
+    offsets: dict[str, int] = field(default_factory=dict)
+    frames: int = 0
+
+    @property
+    def own_hcall(self) -> bool:
+        return self.spec.pv and self.kernel_hcall is None
+
+    @property
+    def reserved_names(self) -> list[str]:
+        return [*self.spec.reserved, *(["hypercall_page"] if self.own_hcall else [])]
+
+    def virt(self, name: str) -> int:
+        return (self.shim_vaddr + self.offsets[name]) & MASK64
+
+    def phys(self, name: str) -> int:
+        return self.shim_paddr + self.offsets[name]
+
+    def hcall_virt(self) -> int:
+        if self.own_hcall:
+            return self.virt("hypercall_page")
+        return self.kernel_hcall or 0
+
+    def hcall_phys(self) -> int:
+        if self.own_hcall:
+            return self.phys("hypercall_page")
+        if self.kernel_hcall is None:
+            return 0
+        return _virt_to_phys(self.image, self.kernel_hcall, "HYPERCALL_PAGE")
+
+    def boot_mode_virt(self) -> int:
+        return self.boot_mode if self.boot_mode is not None else self.virt("scratch")
+
+    def boot_mode_phys(self) -> int:
+        if self.boot_mode is None:
+            return self.phys("scratch")
+        return _virt_to_phys(self.image, self.boot_mode, abi.BOOT_MODE_SYMBOL)
+
+
+def _reserved_layout(draft: _Draft, tables_end: int) -> tuple[dict[str, int], int]:
     offsets: dict[str, int] = {}
     cursor = tables_end
-    names = ["start_info", "scratch", "shared_info"]
-    if own_hypercall_page:
-        names.append("hypercall_page")
-    for name in names:
+    for name in draft.reserved_names:
         offsets[name] = cursor
         cursor += PAGE
     offsets["stack"] = cursor
-    cursor += STACK_PAGES * PAGE
+    cursor += draft.spec.stack_pages * PAGE
     offsets["stack_top"] = cursor
     return offsets, cursor
 
@@ -342,70 +652,82 @@ def _regions(image: Image, shim_vaddr: int, shim_paddr: int, memsz: int) -> list
     return regions
 
 
-def _layout_values(
-    plan_offsets: dict[str, int],
-    vaddr: int,
-    paddr: int,
-    kernel_entry: int,
-    boot_mode: int,
-    hcall_virt: int,
-    hcall_phys: int,
-    frames: int,
-) -> dict[str, int]:
-    def v(name: str) -> int:
-        return (vaddr + plan_offsets[name]) & MASK64
-
-    def p(name: str) -> int:
-        return paddr + plan_offsets[name]
-
+def _layout_values(draft: _Draft) -> dict[str, int]:
+    """Every address a template of any handoff may ask for (assemble.render takes
+    what its set needs)."""
     stub = abi.HYPERCALL_STUB_SIZE
-    return {
-        "SHIM_VIRT": vaddr,
-        "SHIM_PHYS": paddr,
-        "KERNEL_ENTRY": kernel_entry,
-        "BOOT_MODE_VIRT": boot_mode,
-        "STACK_TOP_VIRT": v("stack_top"),
-        "START_INFO_VIRT": v("start_info"),
-        "PML4_PHYS": p("tables"),
-        "PML4_VIRT": v("tables"),
-        "NR_PT_FRAMES": frames,
-        "HCALL_PAGE_PHYS": hcall_phys,
-        "HCALL_CONSOLE_IO": hcall_virt + abi.Hypercall.CONSOLE_IO * stub,
-        "HCALL_SCHED_OP": hcall_virt + abi.Hypercall.SCHED_OP * stub,
-        "HCALL_MEMORY_OP": hcall_virt + abi.Hypercall.MEMORY_OP * stub,
-        "HCALL_HVM_OP": hcall_virt + abi.Hypercall.HVM_OP * stub,
-        "SCRATCH_VIRT": v("scratch"),
-        "E820_BUF_VIRT": v("scratch") + SCRATCH_E820_OFFSET,
+    hcall = draft.hcall_virt()
+    values = {
+        "SHIM_VIRT": draft.shim_vaddr,
+        "SHIM_PHYS": draft.shim_paddr,
+        "KERNEL_ENTRY": draft.kernel_entry,
+        "BOOT_MODE_VIRT": draft.boot_mode_virt(),
+        "BOOT_MODE_PHYS": draft.boot_mode_phys(),
+        "STACK_TOP_VIRT": draft.virt("stack_top"),
+        "STACK_TOP_PHYS": draft.phys("stack_top"),
+        "SCRATCH_VIRT": draft.virt("scratch"),
+        "SAVED_ESP_PHYS": draft.phys("scratch") + SAVED_ESP_OFFSET,
+        "PML4_PHYS": draft.phys("tables"),
+        "PML4_VIRT": draft.virt("tables"),
+        "NR_PT_FRAMES": draft.frames,
+        "HCALL_PAGE_PHYS": draft.hcall_phys(),
+        "HCALL_CONSOLE_IO": hcall + abi.Hypercall.CONSOLE_IO * stub,
+        "HCALL_SCHED_OP": hcall + abi.Hypercall.SCHED_OP * stub,
+        "HCALL_MEMORY_OP": hcall + abi.Hypercall.MEMORY_OP * stub,
+        "HCALL_HVM_OP": hcall + abi.Hypercall.HVM_OP * stub,
+        "E820_BUF_VIRT": draft.virt("scratch") + SCRATCH_E820_OFFSET,
         "E820_CAPACITY": (PAGE - SCRATCH_E820_OFFSET) // abi.E820_ENTRY_STRIDE,
-        "SHARED_INFO_PHYS": p("shared_info"),
-        "SHARED_INFO_PFN": p("shared_info") >> abi.PAGE_SHIFT,
+        "PV_VIRT_BASE": draft.pv_virt_base,
+    }
+    if "start_info" in draft.offsets:
+        values["START_INFO_VIRT"] = draft.virt("start_info")
+    if "shared_info" in draft.offsets:
+        values["SHARED_INFO_PHYS"] = draft.phys("shared_info")
+        values["SHARED_INFO_PFN"] = draft.phys("shared_info") >> abi.PAGE_SHIFT
+    if "hvm_info" in draft.offsets:
+        values["HVM_INFO_VIRT"] = draft.virt("hvm_info")
+        values["HVM_INFO_PHYS"] = draft.phys("hvm_info")
+    return values
+
+
+def _assemble(draft: _Draft) -> Shim:
+    return assemble(_layout_values(draft), draft.spec.name, draft.single_entry)
+
+
+def _options(
+    handoff: str,
+    entry: str | None,
+    entry64: str | None,
+    single_entry: bool,
+    input_forms: list[str],
+    input_offset: int,
+) -> dict[str, Any]:
+    """Recorded in the metadata note: enough to plan the same patch again. Keys appear
+    only when they differ from the default, so a default patch stays byte-identical."""
+    options: dict[str, Any] = {"handoff": handoff, "entry": entry}
+    if entry64 is not None:
+        options["entry64"] = entry64
+    if single_entry:
+        options["single_entry"] = True
+    if input_forms:
+        options["input"] = ",".join(input_forms)
+    if input_offset:
+        options["input_offset"] = input_offset
+    return options
+
+
+def plan_arguments(options: dict[str, Any], handoff: str = "start-info") -> dict[str, Any]:
+    """make_plan keyword arguments from a metadata note's options (re-planning)."""
+    return {
+        "handoff": options.get("handoff", handoff),
+        "entry": options.get("entry"),
+        "entry64": options.get("entry64"),
+        "single_entry": bool(options.get("single_entry", False)),
+        "gzip_input": "gzip" in str(options.get("input", "")).split(","),
     }
 
 
-def make_plan(
-    image: Image,
-    handoff: str = "start-info",
-    entry: str | None = None,
-    original: dict[str, Any] | None = None,
-) -> Plan:
-    """Everything the patch writes, decided from the image and the options."""
-    if handoff not in HANDOFFS:
-        raise Refused(f"handoff {handoff} is not implemented yet (available: start-info)")
-    _require_x86_64(image)
-    if not image.loadable_segments:
-        raise Refused(f"{image.path}: no loadable segment")
-    delta = _translation(image)
-    kernel_entry = _kernel_entry(image, entry)
-    warnings = []
-    boot_mode = image.symbols.get(abi.BOOT_MODE_SYMBOL)
-    if boot_mode is not None and _segment_of(image, boot_mode) is None:
-        warnings.append(f"{abi.BOOT_MODE_SYMBOL} at {boot_mode:#x} is not loaded: not written")
-        boot_mode = None
-    kernel_hcall = _hypercall_page(image)
-    own_hcall = kernel_hcall is None
-    if any(n.type == XenNote.PHYS32_ENTRY for n in image.segment_xen_notes):
-        warnings.append("the input already has a PHYS32_ENTRY note; the shim's (last) one wins")
-
+def _shim_address(image: Image, delta: int) -> tuple[int, int]:
     loads = image.loadable_segments
     vend = max((s.vaddr + s.memsz) & MASK64 for s in loads)
     pend = max(s.paddr + s.memsz for s in loads)
@@ -413,129 +735,227 @@ def make_plan(
     shim_paddr = (shim_vaddr - delta) & MASK64
     if shim_paddr >= IDENTITY_MAP_SIZE:
         raise Refused(f"shim would sit at physical {shim_paddr:#x}, above 4 GiB: no PVH entry")
+    return shim_vaddr, shim_paddr
 
-    options = {"handoff": handoff, "entry": entry}
-    provisional = _assemble_at(
-        0,
-        0,
-        {"tables": 0, "start_info": 0, "scratch": 0, "shared_info": 0, "stack_top": 0},
-        0,
-        0,
-        0,
-        0,
-        0,
-    )
-    code_size = len(provisional.code)
-    meta_stub = _meta(image, handoff, options, original, kernel_entry, 0, 0, 0, 0, code_size, 0, 0)
-    note_count_bytes = sum(
-        len(n.encode())
-        for n in _copied_notes(image)
-        + _added_notes(image, 0, own_hcall)
-        + _entry_notes(image, 0, 0)
-        + [meta_stub]
-    )
+
+def _require_single_entry(image: Image, draft: _Draft, delta: int) -> None:
+    if delta:
+        raise Refused(
+            f"{image.path}: --single-entry needs an image linked virtual == physical, and "
+            f"this one has VIRT_BASE - PADDR_OFFSET = {delta:#x}: the shim would sit at "
+            f"virtual {draft.shim_vaddr:#x} for PV and at physical {draft.shim_paddr:#x} for "
+            "PVH, and one entry address cannot be both. Leave out --single-entry for two "
+            "entries"
+        )
+
+
+def _boot_mode_symbol(image: Image, warnings: list[str]) -> int | None:
+    boot_mode = image.symbols.get(abi.BOOT_MODE_SYMBOL)
+    if boot_mode is not None and _segment_of(image, boot_mode) is None:
+        warnings.append(f"{abi.BOOT_MODE_SYMBOL} at {boot_mode:#x} is not loaded: not written")
+        return None
+    return boot_mode
+
+
+def _note_warnings(image: Image, dropped: tuple[int, ...], handoff: str) -> list[str]:
+    warnings = []
+    for index in dropped:
+        warnings.append(
+            f"PT_NOTE[{index}] of the input is left out of the output's program headers "
+            "(it holds a PHYS32_ENTRY the shim replaces, or Xen notes aligned beyond 4); "
+            "its Xen notes move into the shim's PT_NOTE"
+        )
+    if not dropped and any(n.type == XenNote.PHYS32_ENTRY for n in image.segment_xen_notes):
+        warnings.append("the input already has a PHYS32_ENTRY note; the shim's (last) one wins")
+    if handoff == "pvh-passthrough":
+        warnings.append(f"PVH only, no PV entry: {PV_IMPOSSIBLE}; {PV_NEEDS}")
+    return warnings
+
+
+def _layout_shim(draft: _Draft, code_size: int, note_size: int) -> tuple[int, int]:
+    """Offsets of notes, tables and reserved pages; (filesz, memsz). Sets draft.frames
+    and draft.offsets."""
     offsets = {"code": 0, "notes": _round_up(code_size, 4)}
-    offsets["tables"] = _round_up(offsets["notes"] + note_count_bytes, PAGE)
-
-    frames = 1
+    offsets["tables"] = _round_up(offsets["notes"] + note_size, PAGE)
+    image = draft.image
+    frames = 1 if draft.spec.page_tables else 0
+    if draft.spec.page_tables:
+        _require_bounded_tables(image, _regions(image, draft.shim_vaddr, draft.shim_paddr, 0))
     while True:
-        reserved, memsz = _reserved_layout(offsets["tables"] + frames * PAGE, own_hcall)
-        regions = _regions(image, shim_vaddr, shim_paddr, memsz)
-        needed = pt.count_frames(regions)
+        reserved, memsz = _reserved_layout(draft, offsets["tables"] + frames * PAGE)
+        if not draft.spec.page_tables:
+            break
+        needed = pt.count_frames(_regions(image, draft.shim_vaddr, draft.shim_paddr, memsz))
         if needed == frames:
             break
         frames = needed
-    offsets.update(reserved)
-    filesz = offsets["tables"] + frames * PAGE
-    tables = pt.build(regions, shim_paddr + offsets["tables"])
+    draft.offsets = offsets | reserved
+    draft.frames = frames
+    return offsets["tables"] + frames * PAGE, memsz
 
-    hcall_virt = (shim_vaddr + offsets["hypercall_page"]) if own_hcall else kernel_hcall
-    hcall_phys = (
-        (shim_paddr + offsets["hypercall_page"])
-        if own_hcall
-        else _virt_to_phys(image, kernel_hcall, "HYPERCALL_PAGE")
+
+def _zero_draft(draft: _Draft) -> _Draft:
+    """The same shim at address 0 with every offset 0: assembled for its size (the
+    templates encode every address at a fixed width, so it is the final size)."""
+    names = ["tables", *draft.reserved_names, "stack", "stack_top"]
+    return replace(draft, shim_vaddr=0, shim_paddr=0, offsets=dict.fromkeys(names, 0))
+
+
+def make_plan(
+    image: Image,
+    handoff: str = AUTO,
+    entry: str | None = None,
+    original: dict[str, Any] | None = None,
+    *,
+    entry64: str | None = None,
+    single_entry: bool = False,
+    gzip_input: bool = False,
+) -> Plan:
+    """Everything the patch writes, decided from the image and the options.
+
+    An ELF32 container of x86-64 code is converted to ELF64 first (container.py);
+    ``original`` (the input's size, sha256 and header fields) defaults to the facts
+    of ``image`` as given. ``gzip_input`` records that the input was compressed when
+    ``image`` is already the decompressed form (re-patching).
+    """
+    facts = original or original_facts(image)
+    compressed = image.compressed or gzip_input
+    converted = normalize(image)
+    image = converted.image
+    verdicts = evaluate(image)  # libelf's view, asked once (hostile images make it slow)
+    handoff = resolve_handoff(image, handoff, entry, entry64, verdicts)
+    spec = HANDOFF_SPECS[handoff]
+    _check_options(handoff, entry, entry64, single_entry)
+    _require_x86_64(image)
+    if not image.loadable_segments:
+        raise Refused(f"{image.path}: no loadable segment")
+    _require_mappable_segments(image)
+    delta = _translation(image, verdicts)
+    if delta % PAGE:
+        raise Refused(
+            f"{image.path}: VIRT_BASE - PADDR_OFFSET is {delta:#x}, not page aligned: "
+            "no page table maps the image"
+        )
+    kernel_entry = {
+        "start-info": lambda: _kernel_entry(image, entry, verdicts),
+        "hvm-start-info": lambda: _entry64(image, entry64),
+        "pvh-passthrough": lambda: _passthrough_entry(image, verdicts),
+    }[handoff]()
+    warnings: list[str] = []
+    dropped = _superseded_note_segments(image, spec.replaces)
+    warnings += _note_warnings(image, dropped, handoff)
+    draft = _Draft(
+        image=image,
+        spec=spec,
+        single_entry=single_entry,
+        kernel_entry=kernel_entry,
+        boot_mode=_boot_mode_symbol(image, warnings),
+        kernel_hcall=_hypercall_page(image) if spec.pv else None,
+        pv_virt_base=_pv_virt_base(image, handoff, delta, verdicts),
     )
-    boot_mode_target = boot_mode if boot_mode is not None else shim_vaddr + offsets["scratch"]
-    shim = _assemble_at(
-        shim_vaddr,
-        shim_paddr,
-        offsets,
-        kernel_entry,
-        boot_mode_target,
-        hcall_virt,
-        hcall_phys,
-        frames,
+    draft.shim_vaddr, draft.shim_paddr = _shim_address(image, delta)
+    if single_entry:
+        _require_single_entry(image, draft, delta)
+    forms = (["gzip"] if compressed else []) + ([converted.form] if converted.form else [])
+    options = _options(handoff, entry, entry64, single_entry, forms, converted.offset)
+
+    zero = _zero_draft(draft)
+    code_size = len(_assemble(zero).code)
+    stub_notes = _notes(zero, dropped, delta, 0, 0, _meta_stub(facts, draft, options, code_size))
+    filesz, memsz = _layout_shim(draft, code_size, sum(len(n.encode()) for n in stub_notes))
+    tables = (
+        pt.build(_regions(image, draft.shim_vaddr, draft.shim_paddr, memsz), draft.phys("tables"))
+        if spec.page_tables
+        else pt.PageTables(base=draft.phys("tables"), data=b"")
     )
+    shim = _assemble(draft)
     if len(shim.code) != code_size:
         raise Refused(
             f"internal: shim size changed with its layout ({code_size} -> {len(shim.code)})"
         )
-    pv_entry = shim_vaddr + shim.labels["pv_entry"]
-    pvh_entry = shim_paddr + shim.labels["pvh_entry"]
-    meta = _meta(
-        image,
-        handoff,
-        options,
-        original,
-        kernel_entry,
-        shim_vaddr,
-        shim_paddr,
-        filesz,
-        memsz,
-        code_size,
-        pv_entry,
-        pvh_entry,
-    )
-    notes = (
-        _copied_notes(image)
-        + _added_notes(image, hcall_virt, own_hcall)
-        + _entry_notes(image, pv_entry, pvh_entry)
-        + [meta]
-    )
     plan = Plan(
         handoff=handoff,
         image=image,
         delta=delta,
         kernel_entry=kernel_entry,
-        boot_mode_symbol=boot_mode,
-        hypercall_page_virt=hcall_virt,
-        hypercall_page_own=own_hcall,
-        shim_vaddr=shim_vaddr,
-        shim_paddr=shim_paddr,
-        offsets=offsets,
+        boot_mode_symbol=draft.boot_mode,
+        hypercall_page_virt=draft.hcall_virt() if spec.pv else None,
+        hypercall_page_own=draft.own_hcall,
+        shim_vaddr=draft.shim_vaddr,
+        shim_paddr=draft.shim_paddr,
+        offsets=draft.offsets,
         filesz=filesz,
         memsz=memsz,
         shim=shim,
         tables=tables,
-        notes=notes,
+        notes=[],
         options=options,
         warnings=warnings,
+        single_entry=single_entry,
+        dropped_note_segments=dropped,
     )
+    meta = _meta(facts, plan, code_size)
+    plan.notes = _notes(draft, dropped, delta, plan.pv_entry, plan.pvh_entry, meta)
+    _require_note_room(image, len(plan.notes))
     _check_tables(plan)
     return plan
 
 
-def _assemble_at(
-    vaddr: int,
-    paddr: int,
-    offsets: dict[str, int],
-    kernel_entry: int,
-    boot_mode: int,
-    hcall_virt: int,
-    hcall_phys: int,
-    frames: int,
-) -> Shim:
-    layout = _layout_values(
-        offsets, vaddr, paddr, kernel_entry, boot_mode, hcall_virt, hcall_phys, frames
+def _notes(
+    draft: _Draft,
+    dropped: tuple[int, ...],
+    delta: int,
+    pv_entry: int | None,
+    pvh_entry: int,
+    meta: NoteEntry,
+) -> list[NoteEntry]:
+    """The shim's PT_NOTE, in order; the entry notes come after everything copied so
+    they win where the input repeats them (libelf: the last note wins)."""
+    image, spec = draft.image, draft.spec
+    notes = _copied_notes(image, dropped, spec.replaces)
+    if spec.pv:
+        notes += _added_notes(image, draft.hcall_virt(), draft.own_hcall)
+        notes += _translation_notes(image, spec.name, delta)
+    notes += _entry_notes(image, pv_entry if spec.pv else None, pvh_entry, spec.replaces)
+    return [*notes, meta]
+
+
+def _meta_stub(facts: dict[str, Any], draft: _Draft, options: dict[str, Any], code: int) -> Any:
+    """A metadata note of the final size (its numbers are fixed width)."""
+    return NoteEntry(
+        SHIM_META_OWNER,
+        SHIM_META_NOTE_TYPE,
+        _meta_record(
+            facts, draft.spec.name, options, draft.kernel_entry, 0, 0, 0, 0, code, 0, 0
+        ).build(),
+        "metadata",
+        "shimgen",
     )
-    return assemble(layout)
 
 
-def _meta(
-    image: Image,
+def _meta(facts: dict[str, Any], plan: Plan, code_size: int) -> NoteEntry:
+    record = _meta_record(
+        facts,
+        plan.handoff,
+        plan.options,
+        plan.kernel_entry,
+        plan.shim_vaddr,
+        plan.shim_paddr,
+        plan.filesz,
+        plan.memsz,
+        code_size,
+        plan.pv_entry or 0,
+        plan.pvh_entry,
+        passthrough_entry=plan.kernel_entry if plan.pv_entry is None else None,
+        image=plan.image,
+    )
+    return NoteEntry(SHIM_META_OWNER, SHIM_META_NOTE_TYPE, record.build(), "metadata", "shimgen")
+
+
+def _meta_record(
+    facts: dict[str, Any],
     handoff: str,
     options: dict[str, Any],
-    original: dict[str, Any] | None,
     kernel_entry: int,
     vaddr: int,
     paddr: int,
@@ -544,17 +964,22 @@ def _meta(
     code_size: int,
     pv_entry: int,
     pvh_entry: int,
-) -> NoteEntry:
-    facts = original or original_facts(image)
-    phys32 = next(
-        (
-            int(n.value)
-            for n in image.segment_xen_notes + image.section_xen_notes
-            if n.type == XenNote.PHYS32_ENTRY and isinstance(n.value, int)
-        ),
-        0,
-    )
-    meta = ShimMeta(
+    passthrough_entry: int | None = None,
+    image: Image | None = None,
+) -> ShimMeta:
+    if passthrough_entry is not None:
+        phys32, kernel_entry = passthrough_entry, 0
+    else:
+        notes = [] if image is None else image.segment_xen_notes + image.section_xen_notes
+        phys32 = next(
+            (
+                int(n.value)
+                for n in notes
+                if n.type == XenNote.PHYS32_ENTRY and isinstance(n.value, int)
+            ),
+            0,
+        )
+    return ShimMeta(
         tool_version=__version__,
         handoff=handoff,
         original_size=facts["size"],
@@ -573,16 +998,15 @@ def _meta(
         pvh_entry=pvh_entry,
         options=options,
     )
-    return NoteEntry(SHIM_META_OWNER, SHIM_META_NOTE_TYPE, meta.build(), "metadata", "shimgen")
 
 
 def original_facts(image: Image) -> dict[str, Any]:
     """What the metadata records to rebuild the input (see structs/shim_meta.py)."""
     import hashlib
 
-    from .patch import ehdr_fields
+    from .structs.elf import elf_header
 
-    header = ehdr_fields(image.data)
+    header = elf_header(image.elf_class).unpack_from(image.data, 0)
     return {
         "size": len(image.data),
         "sha256": hashlib.sha256(image.data).digest(),
@@ -594,6 +1018,8 @@ def original_facts(image: Image) -> dict[str, Any]:
 
 def _check_tables(plan: Plan) -> None:
     """The mode switch runs at physical addresses, the rest at virtual ones: verify."""
+    if not HANDOFF_SPECS[plan.handoff].page_tables:
+        return
     read = pt.reader_for(plan.tables)
     probes = [
         (

@@ -65,17 +65,23 @@ def start_info(word_bits: int = 64) -> Record:
         (
             Field(
                 "domU",
-                Record("start_info_console_domU", (
-                    Field("mfn", pfn, "machine frame of the console ring"),
-                    Field("evtchn", U32, "event channel of the console ring"),
-                )),
+                Record(
+                    "start_info_console_domU",
+                    (
+                        Field("mfn", pfn, "machine frame of the console ring"),
+                        Field("evtchn", U32, "event channel of the console ring"),
+                    ),
+                ),
             ),
             Field(
                 "dom0",
-                Record("start_info_console_dom0", (
-                    Field("info_off", U32, "offset of console_info in start_info page"),
-                    Field("info_size", U32, "size of console_info"),
-                )),
+                Record(
+                    "start_info_console_dom0",
+                    (
+                        Field("info_off", U32, "offset of console_info in start_info page"),
+                        Field("info_size", U32, "size of console_info"),
+                    ),
+                ),
             ),
         ),
         kind="union",

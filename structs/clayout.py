@@ -120,11 +120,11 @@ class Record:
     def c_name(self) -> str:
         return f"{self.kind} {self.name}"
 
-    @property
+    @cached_property
     def align(self) -> int:
         return max(member.type.align for member in self.fields)
 
-    @property
+    @cached_property
     def size(self) -> int:
         if self.kind == "union":
             end = max(member.type.size for member in self.fields)

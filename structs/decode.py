@@ -65,9 +65,7 @@ def select_structure(name: str, version: int | None = None) -> tuple[str, Record
     """The CLI name and record for ``name``, optionally another version of it."""
     structures = boot_structures()
     if name not in structures:
-        raise UnknownStructure(
-            f"unknown structure {name!r}; valid names: {', '.join(structures)}"
-        )
+        raise UnknownStructure(f"unknown structure {name!r}; valid names: {', '.join(structures)}")
     if version is None:
         return name, structures[name]
     family = _version_families().get(name)
@@ -233,25 +231,35 @@ def _check_start_info(record: Record, values: dict[str, int | bytes]) -> list[Fi
     bits = record.size_of("nr_pages") * 8
     if not text.startswith(START_INFO_MAGIC_PREFIX):
         prefix = START_INFO_MAGIC_PREFIX.decode()
-        findings.append(Finding(
-            "magic", "bad-magic", f"bad magic {shown!r}: a start_info magic starts with {prefix!r}"
-        ))
+        findings.append(
+            Finding(
+                "magic",
+                "bad-magic",
+                f"bad magic {shown!r}: a start_info magic starts with {prefix!r}",
+            )
+        )
     else:
         # A right-looking magic for the other word size means the wrong layout was picked.
         for other_bits, other_magic in START_INFO_MAGIC.items():
             if other_bits != bits and text == other_magic:
-                findings.append(Finding(
-                    "magic", "word-size-mismatch",
-                    f"magic {shown!r} is a {other_bits}-bit guest's, decoded with the "
-                    f"{bits}-bit layout (use --version {other_bits})",
-                ))
+                findings.append(
+                    Finding(
+                        "magic",
+                        "word-size-mismatch",
+                        f"magic {shown!r} is a {other_bits}-bit guest's, decoded with the "
+                        f"{bits}-bit layout (use --version {other_bits})",
+                    )
+                )
     cmd_line = values["cmd_line"]
     assert isinstance(cmd_line, bytes)
     if b"\0" not in cmd_line:
-        findings.append(Finding(
-            "cmd_line", "unterminated-string",
-            f"cmd_line has no NUL in its {len(cmd_line)} bytes",
-        ))
+        findings.append(
+            Finding(
+                "cmd_line",
+                "unterminated-string",
+                f"cmd_line has no NUL in its {len(cmd_line)} bytes",
+            )
+        )
     return findings
 
 
@@ -260,18 +268,21 @@ def _check_hvm_start_info(record: Record, values: dict[str, int | bytes]) -> lis
     magic, version = values["magic"], values["version"]
     assert isinstance(magic, int) and isinstance(version, int)
     if magic != HVM_START_MAGIC:
-        findings.append(Finding(
-            "magic", "bad-magic", f"bad magic {magic:#x}, expected {HVM_START_MAGIC:#x}"
-        ))
+        findings.append(
+            Finding("magic", "bad-magic", f"bad magic {magic:#x}, expected {HVM_START_MAGIC:#x}")
+        )
     layout_version = 1 if "memmap_paddr" in values else 0
     if version not in (0, 1):
         findings.append(Finding("version", "unknown-version", f"unknown version {version}"))
     elif version < layout_version:
-        findings.append(Finding(
-            "version", "version-mismatch",
-            f"version field is {version} but decoded with the v{layout_version} layout: "
-            "the fields after rsdp_paddr are not part of the structure",
-        ))
+        findings.append(
+            Finding(
+                "version",
+                "version-mismatch",
+                f"version field is {version} but decoded with the v{layout_version} layout: "
+                "the fields after rsdp_paddr are not part of the structure",
+            )
+        )
     findings += _count_without_table(values, "nr_modules", "modlist_paddr")
     if layout_version >= 1:
         findings += _count_without_table(values, "memmap_entries", "memmap_paddr")
@@ -280,9 +291,9 @@ def _check_hvm_start_info(record: Record, values: dict[str, int | bytes]) -> lis
 
 def _count_without_table(values: dict[str, int | bytes], count: str, table: str) -> list[Finding]:
     if values[count] and not values[table]:
-        return [Finding(
-            table, "missing-table", f"{count} is {values[count]} but {table} is 0 (absent)"
-        )]
+        return [
+            Finding(table, "missing-table", f"{count} is {values[count]} but {table} is 0 (absent)")
+        ]
     return []
 
 
@@ -379,9 +390,11 @@ def decode(
         if _parsed_value(parsed, leaf.path) != value:
             raise AssertionError(f"construct and layout disagree on {chosen}.{leaf.path}")
         values[leaf.path] = value
-        fields.append(DecodedField(
-            leaf.path, leaf.offset, leaf.size, leaf.c_type, value, _meaning(record, leaf, value)
-        ))
+        fields.append(
+            DecodedField(
+                leaf.path, leaf.offset, leaf.size, leaf.c_type, value, _meaning(record, leaf, value)
+            )
+        )
     checker = _CHECKERS.get(record.name, _check_reserved_only)
     order = {path: index for index, path in enumerate(values)}
     findings = sorted(checker(record, values), key=lambda finding: order.get(finding.field, -1))

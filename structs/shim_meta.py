@@ -6,6 +6,13 @@ first, then length-prefixed strings. Enough of the original image is recorded to
 rebuild it byte for byte: a patch only appends to the file and rewrites three ELF
 header fields (e_entry, e_phoff, e_phnum), so the original is the first
 ``original_size`` bytes with those fields restored, checked against its sha256.
+An ELF32 container converted to ELF64 (options "input": "elf32") is instead
+``original_size`` bytes at options "input_offset", unchanged; a gzip input
+("input": "gzip") comes back decompressed (size and sha256 are of that).
+
+options holds what planning the same patch again needs: "handoff" and "entry"
+always, "entry64", "single_entry", "input", "input_offset" only when set
+(plan.plan_arguments turns them back into make_plan arguments).
 """
 
 from __future__ import annotations
@@ -31,15 +38,18 @@ SHIM_META = cs.Struct(
     "original_e_entry" / cs.Int64ul,
     "original_e_phoff" / cs.Int64ul,
     "original_e_phnum" / cs.Int16ul,
-    "original_pv_entry" / cs.Int64ul,  # ENTRY note (or e_entry) the shim jumps to
-    "original_phys32_entry" / cs.Int64ul,  # 0: the input had none
+    # the kernel's 64-bit entry the shim jumps to: start-info its PV entry (ENTRY note,
+    # e_entry or --entry), hvm-start-info --entry64; 0 for pvh-passthrough
+    "original_pv_entry" / cs.Int64ul,
+    # the input's PHYS32_ENTRY (0: none); for pvh-passthrough the entry jumped to
+    "original_phys32_entry" / cs.Int64ul,
     "shim_vaddr" / cs.Int64ul,
     "shim_paddr" / cs.Int64ul,
     "shim_filesz" / cs.Int64ul,
     "shim_memsz" / cs.Int64ul,
     "shim_code_size" / cs.Int64ul,
-    "pv_entry" / cs.Int64ul,
-    "pvh_entry" / cs.Int64ul,
+    "pv_entry" / cs.Int64ul,  # ENTRY and e_entry; 0 without a PV entry (pvh-passthrough)
+    "pvh_entry" / cs.Int64ul,  # PHYS32_ENTRY (with --single-entry, equal to pv_entry)
     "options" / _TEXT,  # JSON, keys sorted: deterministic bytes
 )
 

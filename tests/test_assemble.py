@@ -176,3 +176,45 @@ def test_xen_abi_matches_xen_headers(tmp_path: Path) -> None:
     assert got["ap.idx"] == abi.XEN_ADD_TO_PHYSMAP.offset_of("idx")
     assert got["ap.gpfn"] == abi.XEN_ADD_TO_PHYSMAP.offset_of("gpfn")
     assert got["mm.buffer"] == abi.XEN_MEMORY_MAP.offset_of("buffer")
+
+
+# --- every handoff's template set ------------------------------------------------------
+
+SETS = [
+    (handoff, single)
+    for handoff in asm.TEMPLATE_SETS
+    for single in (False, True)
+    if not (single and handoff == "pvh-passthrough")  # no PV entry to share
+]
+
+
+def _layout_for(handoff: str, single: bool, value: int) -> dict[str, int]:
+    text = asm.template_text(asm.template_set(handoff, single))
+    return dict.fromkeys(asm.placeholders(text) - set(asm.abi_values()), value)
+
+
+def test_every_template_belongs_to_a_set() -> None:
+    used = {name for names in asm.TEMPLATE_SETS.values() for name in names}
+    assert used | {asm.SINGLE_ENTRY_TEMPLATE} == set(asm.template_names())
+
+
+@pytest.mark.parametrize(("handoff", "single"), SETS)
+def test_each_set_matches_gnu_as(handoff: str, single: bool, tmp_path: Path) -> None:
+    layout = _layout_for(handoff, single, 0x12345000)
+    source = asm.render(layout, handoff, single) + asm.label_table(
+        asm.exported_labels(handoff, single)
+    )
+    assert asm.keystone_assemble(source) == _gnu_as(source, tmp_path)
+
+
+@pytest.mark.parametrize(("handoff", "single"), SETS)
+def test_each_set_size_independent_of_layout(handoff: str, single: bool) -> None:
+    small = asm.assemble(_layout_for(handoff, single, 0), handoff, single)
+    large = asm.assemble(_layout_for(handoff, single, 0x7FFFF000), handoff, single)
+    assert len(small.code) == len(large.code) and small.labels == large.labels
+    print(f"{handoff}{' single' if single else ''}: {len(small.code)} bytes")
+
+
+def test_each_set_reports_missing_values() -> None:
+    with pytest.raises(asm.AssemblyError, match="HVM_INFO_PHYS"):
+        asm.render(_layout_for("start-info", False, 0), "hvm-start-info")

@@ -33,7 +33,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run(
         [sys.executable, "-m", "shimgen", *args],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
 
 
@@ -54,22 +57,36 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *
 def start_info_values(**changes: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         "magic": START_INFO_MAGIC[64].ljust(32, b"\0"),
-        "nr_pages": 0x8000, "shared_info": 0x7F000, "flags": 0,
-        "store_mfn": 0x1234, "store_evtchn": 1,
+        "nr_pages": 0x8000,
+        "shared_info": 0x7F000,
+        "flags": 0,
+        "store_mfn": 0x1234,
+        "store_evtchn": 1,
         "console": {"domU": {"mfn": 0x1235, "evtchn": 2}},
-        "pt_base": 0x400000, "nr_pt_frames": 4, "mfn_list": 0x300000,
-        "mod_start": 0, "mod_len": 0,
+        "pt_base": 0x400000,
+        "nr_pt_frames": 4,
+        "mfn_list": 0x300000,
+        "mod_start": 0,
+        "mod_len": 0,
         "cmd_line": CMDLINE.ljust(1024, b"\0"),
-        "first_p2m_pfn": 0, "nr_p2m_frames": 0,
+        "first_p2m_pfn": 0,
+        "nr_p2m_frames": 0,
     }
     return {**values, **changes}
 
 
 def hvm_values(**changes: Any) -> dict[str, Any]:
     values = {
-        "magic": HVM_START_MAGIC, "version": 1, "flags": 0, "nr_modules": 0,
-        "modlist_paddr": 0, "cmdline_paddr": 0x2000, "rsdp_paddr": 0xF0000,
-        "memmap_paddr": 0x3000, "memmap_entries": 3, "reserved": 0,
+        "magic": HVM_START_MAGIC,
+        "version": 1,
+        "flags": 0,
+        "nr_modules": 0,
+        "modlist_paddr": 0,
+        "cmdline_paddr": 0x2000,
+        "rsdp_paddr": 0xF0000,
+        "memmap_paddr": 0x3000,
+        "memmap_entries": 3,
+        "reserved": 0,
     }
     return {**values, **changes}
 
@@ -86,8 +103,16 @@ def dump(tmp_path: Path, data: bytes, name: str = "dump.bin") -> str:
 def test_layout_table_mentions_fields_holes_and_size() -> None:
     result = run_cli("layout", "start_info")
     assert result.returncode == 0, result.stderr
-    for text in ("struct start_info", "cmd_line", "console", "domU", "info_size", "1168",
-                 "4 bytes hole", "xen_pfn_t"):
+    for text in (
+        "struct start_info",
+        "cmd_line",
+        "console",
+        "domU",
+        "info_size",
+        "1168",
+        "4 bytes hole",
+        "xen_pfn_t",
+    ):
         assert text in result.stdout, text
 
 
@@ -115,11 +140,15 @@ def test_layout_json_gives_the_engine_layout() -> None:
         fields = [(f["path"], f["offset"], f["size"]) for f in data[name]["fields"]]
         assert fields == [(leaf.path, leaf.offset, leaf.size) for leaf in record.layout()]
         assert data[name]["size"] == record.size
-    holes = [(gap["offset"], gap["size"]) for gap in data["start_info"]["gaps"]
-             if gap["kind"] == "hole"]
+    holes = [
+        (gap["offset"], gap["size"]) for gap in data["start_info"]["gaps"] if gap["kind"] == "hole"
+    ]
     assert holes == [(52, 4), (68, 4)]  # after flags and after store_evtchn
-    padding = [(gap["offset"], gap["size"], gap["in"]) for gap in data["start_info"]["gaps"]
-               if gap["kind"] == "padding"]
+    padding = [
+        (gap["offset"], gap["size"], gap["in"])
+        for gap in data["start_info"]["gaps"]
+        if gap["kind"] == "padding"
+    ]
     assert padding == [(84, 4, "console.domU")]  # the union's domU view ends at 84
 
 
@@ -135,7 +164,8 @@ def test_layout_c_output_compiles(tmp_path: Path, args: tuple[str, ...]) -> None
     user.write_text('#include "shimgen_boot.h"\nint shimgen_user;\n')
     gcc = subprocess.run(
         ["gcc", "-std=c11", "-Wall", "-Werror", "-fsyntax-only", str(user)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert gcc.returncode == 0, gcc.stderr
     if args:
@@ -151,8 +181,11 @@ def test_layout_unknown_struct_is_a_usage_error() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("hvm_modlist_entry", "--version", "1"), ("hvm_start_info", "--version", "2"),
-     ("--version", "1")],
+    [
+        ("hvm_modlist_entry", "--version", "1"),
+        ("hvm_start_info", "--version", "2"),
+        ("--version", "1"),
+    ],
 )
 def test_layout_bad_version_is_a_usage_error(args: tuple[str, ...]) -> None:
     assert_one_line_error(run_cli("layout", *args), ExitCode.USAGE)
@@ -186,14 +219,23 @@ def test_decode_bad_hvm_magic_json(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert [finding["code"] for finding in data["findings"]] == ["bad-magic"]
     assert data["fields"][0] == {
-        "path": "magic", "offset": 0, "size": 4, "type": "uint32_t",
-        "value": 0x12345678, "meaning": f"expected {HVM_START_MAGIC:#x}",
+        "path": "magic",
+        "offset": 0,
+        "size": 4,
+        "type": "uint32_t",
+        "value": 0x12345678,
+        "meaning": f"expected {HVM_START_MAGIC:#x}",
     }
 
 
 def test_decode_hvm_version_comes_from_the_dump(tmp_path: Path) -> None:
-    v0 = hvm_start_info(0).build({k: v for k, v in hvm_values(version=0).items()
-                                  if k in {leaf.path for leaf in hvm_start_info(0).layout()}})
+    v0 = hvm_start_info(0).build(
+        {
+            k: v
+            for k, v in hvm_values(version=0).items()
+            if k in {leaf.path for leaf in hvm_start_info(0).layout()}
+        }
+    )
     result = run_cli("decode", "hvm_start_info", dump(tmp_path, v0), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["structure"] == "hvm_start_info_v0"
@@ -282,9 +324,7 @@ def test_hvm_start_info_findings() -> None:
     assert codes("hvm_start_info", build(hvm_values(reserved=1))) == ["reserved-nonzero"]
     assert codes("hvm_start_info", build(hvm_values(version=7))) == ["unknown-version"]
     assert codes("hvm_start_info", build(hvm_values(nr_modules=2))) == ["missing-table"]
-    assert codes("hvm_start_info", build(hvm_values(version=0)), version=1) == [
-        "version-mismatch"
-    ]
+    assert codes("hvm_start_info", build(hvm_values(version=0)), version=1) == ["version-mismatch"]
     both = codes("hvm_start_info", build(hvm_values(magic=0, flags=1 << 20)))
     assert both == ["bad-magic", "unknown-flags"]  # in layout order
 
@@ -294,9 +334,10 @@ def test_table_entry_findings() -> None:
     entry = modlist.build({"paddr": 1, "size": 2, "cmdline_paddr": 0, "reserved": 5})
     assert codes("hvm_modlist_entry", entry) == ["reserved-nonzero"]
     memmap = boot_structures()["hvm_memmap_table_entry"]
-    ram = decode("hvm_memmap_table_entry", memmap.build(
-        {"addr": 0, "size": 0x9F000, "type": 1, "reserved": 0}
-    ))
+    ram = decode(
+        "hvm_memmap_table_entry",
+        memmap.build({"addr": 0, "size": 0x9F000, "type": 1, "reserved": 0}),
+    )
     assert ram.clean and ram.field("type").meaning == "RAM"
 
 

@@ -72,8 +72,8 @@ def _check_build_then_parse(record: Record, values: dict[str, Any]) -> None:
     # Every leaf, the other union members included, reads the bytes at its offset.
     for leaf in record.layout():
         raw = built[leaf.offset : leaf.offset + leaf.size]
-        expected = raw if isinstance(_leaf(parsed, leaf.path), bytes) else (
-            int.from_bytes(raw, "little")
+        expected = (
+            raw if isinstance(_leaf(parsed, leaf.path), bytes) else (int.from_bytes(raw, "little"))
         )
         assert _leaf(parsed, leaf.path) == expected, leaf.path
 

@@ -16,7 +16,14 @@ from .. import __version__
 from ..errors import ExitCode, ShimgenError
 
 # Command modules, in the order --help lists them.
-_COMMAND_MODULES = ("layout_cmd", "inspect_cmd", "patch_cmd", "emulate_cmd", "boot_cmd")
+_COMMAND_MODULES = (
+    "layout_cmd",
+    "inspect_cmd",
+    "patch_cmd",
+    "emulate_cmd",
+    "boot_cmd",
+    "diff_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

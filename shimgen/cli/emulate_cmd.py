@@ -15,9 +15,12 @@ def register(commands: Any) -> None:
         description=(
             "Run the shim of a patched IMAGE in Unicorn from the start state Xen (or QEMU "
             "with --no-xen) builds, playing the hypervisor's cpuid leaves, MSR and "
-            "hypercalls, until the kernel's PV entry. Shows registers, instructions "
-            "executed and the synthesized start_info. Exit 0 when the kernel entry was "
-            "reached, 1 when the shim halted or faulted."
+            "hypercalls, until the kernel's entry. Shows registers, instructions executed "
+            "and the boot structure the kernel gets: the synthesized start_info "
+            "(start-info), the hvm_start_info with its command line, modules and memory "
+            "map (hvm-start-info, pvh-passthrough). Exit 0 when the kernel entry was "
+            "reached, 1 when the shim halted or faulted, 6 for --mode pv on an image "
+            "without a PV entry."
         ),
     )
     parser.add_argument("image", help="an image patched by `shimgen patch`")
@@ -86,14 +89,25 @@ def _show(result: Any, args: argparse.Namespace) -> None:
         regs.add_row(name, f"{value:#x}")
     out.print(regs)
     if result.start_info is not None:
-        info = Table(title="start_info at rsi")
-        info.add_column("field")
-        info.add_column("value")
-        for name, value in _flatten(result.start_info):
-            info.add_row(name, f"{value:#x}" if isinstance(value, int) else repr(value))
-        out.print(info)
+        out.print(_fields("start_info at rsi", result.start_info))
+    if result.hvm_start_info is not None:
+        where = "ebx" if result.handoff == "pvh-passthrough" else "rsi"
+        out.print(_fields(f"hvm_start_info at {where}", result.hvm_start_info))
+    if result.boot_mode_var is not None:
+        out.print(f"shimgen_boot_mode = {result.boot_mode_var}", markup=False)
     for line in result.hypercalls:
         out.print(f"hypervisor: {line}", markup=False)
+
+
+def _fields(title: str, data: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("field")
+    table.add_column("value")
+    for name, value in _flatten(data):
+        table.add_row(name, f"{value:#x}" if isinstance(value, int) else repr(value))
+    return table
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -101,6 +115,9 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     for key, value in data.items():
         if isinstance(value, dict):
             rows += _flatten(value, f"{prefix}{key}.")
+        elif isinstance(value, list):  # module list, memory map
+            for index, item in enumerate(value):
+                rows += _flatten(item, f"{prefix}{key}[{index}].")
         else:
             rows.append((f"{prefix}{key}", value))
     return rows

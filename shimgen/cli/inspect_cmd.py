@@ -22,6 +22,11 @@ def register(commands: Any) -> None:
     )
     inspect.add_argument("image", help="ELF image (optionally gzip-compressed)")
     inspect.add_argument("--json", action="store_true", help="print the facts as JSON")
+    inspect.add_argument(
+        "--no-disasm",
+        action="store_true",
+        help="for a patched image, show the shim metadata but not its disassembly",
+    )
     inspect.set_defaults(handler=run_inspect)
 
     check = commands.add_parser(
@@ -141,9 +146,18 @@ def _describe_ok(verdict: Any) -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    from ..shiminfo import shim_info
+
     image, verdicts = _read(args.image)
+    from ..errors import BadInput
+
+    try:
+        shim, shim_error = shim_info(image, disassemble=not args.no_disasm), None
+    except BadInput as error:  # a corrupt shimgen note: the rest of the image still shows
+        shim, shim_error = None, str(error)
     if args.json:
-        print_json(image.to_json() | {"verdicts": verdicts.to_json()})
+        shim_json = {"error": shim_error} if shim_error else shim.to_json() if shim else None
+        print_json(image.to_json() | {"verdicts": verdicts.to_json(), "shim": shim_json})
         return int(ExitCode.OK)
     out = console()
     out.print(_summary(image))
@@ -158,13 +172,40 @@ def run_inspect(args: argparse.Namespace) -> int:
         out.print(_verdict_panel(verdict))
     types = ", ".join(f'type = "{t}"' for t in verdicts.xl_types) or "none"
     out.print(f"[bold]xl configs this image runs with:[/] {types}")
+    if shim_error:
+        out.print(f"[red]shim metadata unreadable[/]: {_esc(shim_error)}")
+    if shim is not None:
+        out.print(_shim_panel(shim))
+        if shim.disassembly is not None:
+            out.print(_disasm_table(shim))
+        elif shim.disasm_error:
+            out.print(f"[yellow]shim disassembly unavailable[/]: {shim.disasm_error}")
     return int(ExitCode.OK)
+
+
+MAX_ROWS = 200  # per table: a hostile image can hold 65536 notes; --json lists them all
+
+
+def _esc(text: object) -> str:
+    """Text from the image, shown as it is, never read as rich markup."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+def _capped(items: list[Any]) -> tuple[list[Any], int]:
+    return items[:MAX_ROWS], max(0, len(items) - MAX_ROWS)
+
+
+def _note_more(table: Any, left_out: int) -> None:
+    if left_out:
+        table.add_row("…", f"[dim]{left_out} more rows: see --json[/]")
 
 
 def _summary(image: Any) -> str:
     compressed = " (gzip-compressed)" if image.compressed else ""
     return (
-        f"[bold]{image.path}[/]{compressed}: ELF{image.elf_class} {image.machine_name}, "
+        f"[bold]{_esc(image.path)}[/]{compressed}: ELF{image.elf_class} {image.machine_name}, "
         f"e_entry {image.entry:#x}, {image.size} bytes, sha256 {image.sha256[:16]}…"
     )
 
@@ -183,7 +224,8 @@ def _segments_table(image: Any) -> Any:
     table = _table(
         "Segments", "#", "type", "offset", "vaddr", "paddr", "filesz", "memsz", "flags", "align"
     )
-    for s in image.segments:
+    shown, left_out = _capped(image.segments)
+    for s in shown:
         table.add_row(
             str(s.index),
             s.type_name,
@@ -195,6 +237,7 @@ def _segments_table(image: Any) -> Any:
             s.flags_text,
             f"{s.align:#x}",
         )
+    _note_more(table, left_out)
     return table
 
 
@@ -211,30 +254,44 @@ def _xen_notes_table(image: Any) -> Any:
     origin = image.note_origin
     title = "Xen notes" + (f" (Xen reads the {origin})" if origin else " (none)")
     table = _table(title, "note", "value", "source", "used")
-    for group, notes in (
-        ("segments", image.segment_xen_notes),
-        ("sections", image.section_xen_notes),
-        ("legacy", image.legacy_xen_notes),
-    ):
-        for note in notes:
-            used = "yes" if group == origin else "[dim]no[/]"
-            table.add_row(note.name, _note_value(note), note.source, used)
+    rows = [
+        (note, group == origin)
+        for group, notes in (
+            ("segments", image.segment_xen_notes),
+            ("sections", image.section_xen_notes),
+            ("legacy", image.legacy_xen_notes),
+        )
+        for note in notes
+    ]
+    shown, left_out = _capped(rows)
+    for note, used in shown:
+        table.add_row(
+            note.name, _esc(_note_value(note)), _esc(note.source), "yes" if used else "[dim]no[/]"
+        )
+    _note_more(table, left_out)
     return table
 
 
 def _other_notes_table(notes: list[Any]) -> Any:
     table = _table("Other notes", "owner", "type", "descsz", "source")
-    for note in notes:
-        table.add_row(note.owner or "(empty)", f"{note.type:#x}", str(note.descsz), note.source)
+    shown, left_out = _capped(notes)
+    for note in shown:
+        owner = _esc(note.owner) if note.owner else "(empty)"
+        table.add_row(owner, f"{note.type:#x}", str(note.descsz), _esc(note.source))
+    _note_more(table, left_out)
     return table
 
 
 def _findings_table(image: Any) -> Any:
     table = _table("Findings", "severity", "where", "message")
     colours = {"error": "red", "warning": "yellow", "info": "blue"}
-    for finding in image.findings:
+    shown, left_out = _capped(image.findings)
+    for finding in shown:
         colour = colours.get(finding.severity, "white")
-        table.add_row(f"[{colour}]{finding.severity}[/]", finding.where, finding.message)
+        table.add_row(
+            f"[{colour}]{finding.severity}[/]", _esc(finding.where), _esc(finding.message)
+        )
+    _note_more(table, left_out)
     return table
 
 
@@ -245,6 +302,47 @@ def _verdict_panel(verdict: Any) -> Any:
     if verdict.ok:
         body = [f"[green]bootable[/]: {_describe_ok(verdict)}"]
     else:
-        body = ["[red]not bootable[/]"] + [f"  {reason}" for reason in verdict.reasons]
-    body += [f"[yellow]warning[/]: {warning}" for warning in verdict.warnings]
+        body = ["[red]not bootable[/]"] + [f"  {_esc(reason)}" for reason in verdict.reasons]
+    body += [f"[yellow]warning[/]: {_esc(warning)}" for warning in verdict.warnings]
     return Panel("\n".join(body), title=name, title_align="left", expand=False)
+
+
+# --- shim (patched images) ------------------------------------------------------------
+
+
+def _shim_panel(shim: Any) -> Any:
+    from rich.panel import Panel
+
+    meta = shim.meta
+    options = ", ".join(f"{k}={v}" for k, v in sorted(meta.options.items())) or "none"
+    phys32 = hex_or_none(meta.original_phys32_entry or None)
+    body = [
+        f"shimgen {meta.tool_version}, handoff [bold]{meta.handoff}[/], options: {options}",
+        f"shim        vaddr {meta.shim_vaddr:#x}  paddr {meta.shim_paddr:#x}  "
+        f"filesz {meta.shim_filesz:#x}  memsz {meta.shim_memsz:#x}  code {meta.shim_code_size:#x}",
+        f"entries     PV {meta.pv_entry:#x} (virtual)  PVH {meta.pvh_entry:#x} (physical)",
+        f"original    PV entry {meta.original_pv_entry:#x}  PHYS32_ENTRY {phys32}  "
+        f"e_entry {meta.original_e_entry:#x}",
+        f"            {meta.original_size} bytes, sha256 {meta.original_sha256.hex()[:16]}…, "
+        f"e_phoff {meta.original_e_phoff:#x}, e_phnum {meta.original_e_phnum}",
+        f"labels from {shim.labels_source}",
+    ]
+    return Panel("\n".join(body), title="Shim (shimgen metadata)", title_align="left", expand=False)
+
+
+def _disasm_table(shim: Any) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="Shim disassembly", title_justify="left", title_style="bold", box=None)
+    for column in ("address", "label", "bits", "bytes", "instruction"):
+        table.add_column(column, justify="right" if column == "address" else "left")
+    for insn in shim.disassembly:
+        table.add_row(
+            f"{insn.address:#x}",
+            f"[cyan]{insn.label}:[/]" if insn.label else "",
+            str(insn.bits) if insn.bits else "data",
+            insn.bytes,
+            escape(f"{insn.mnemonic} {insn.operands}".rstrip()),
+        )
+    return table

@@ -25,8 +25,7 @@ if TYPE_CHECKING:
     from ..structs.decode import Decoded
 
 _EXIT_NOTE = (
-    "An unknown STRUCT or --version is a usage error: one line listing the valid "
-    "names, exit 2."
+    "An unknown STRUCT or --version is a usage error: one line listing the valid names, exit 2."
 )
 
 
@@ -151,7 +150,13 @@ def layout_rows(record: Record, prefix: str = "", base: int = 0, depth: int = 0)
             yield Row("member", depth, base + offset, kind.size, c_type, path, member.doc, c_type)
         else:
             yield Row(
-                "member", depth, base + offset, kind.size, kind.c_name, path, member.doc,
+                "member",
+                depth,
+                base + offset,
+                kind.size,
+                kind.c_name,
+                path,
+                member.doc,
                 kind.fixed_c_name,
             )
         cursor = max(cursor, offset + kind.size)
@@ -259,9 +264,7 @@ def _layout_table(name: str, record: Record) -> Any:
             # the dotted path is in --format json and in decode.
             name = row.path.rsplit(".", 1)[-1]
             # Text, not markup: "char[32]" would read as a style tag.
-            table.add_row(
-                *place, Text(f"{indent}{label}"), Text(f"{indent}{name}"), Text(row.doc)
-            )
+            table.add_row(*place, Text(f"{indent}{label}"), Text(f"{indent}{name}"), Text(row.doc))
     return table
 
 

@@ -7,6 +7,9 @@ from typing import Any
 
 from .render import console, print_json
 
+# plan.HANDOFFS, spelled out so that --help does not import the planner (and Keystone)
+HANDOFFS = ("start-info", "hvm-start-info", "pvh-passthrough")
+
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
@@ -17,22 +20,44 @@ def register(commands: Any) -> None:
             "reserved memory) and a last PT_NOTE with ENTRY and PHYS32_ENTRY pointing into "
             "the shim, the PV notes a loader needs, and a 'shimgen' metadata note. The input "
             "is never modified; the output is written atomically and is byte-identical for "
-            "the same input and options. Exit 6 when the image cannot be made universal "
-            "(or is already patched, without --force)."
+            "the same input and options. gzip-compressed input and ELF32 containers of "
+            "x86-64 code are accepted; the output is always ELF64. Exit 6 when the image "
+            "cannot be patched as asked (a PV boot of a PVH-only kernel, --single-entry on "
+            "an image not linked virtual == physical...) or is already patched (without "
+            "--force)."
         ),
     )
-    parser.add_argument("image", help="ELF64 x86-64 kernel that boots as a Xen PV guest")
+    parser.add_argument("image", help="x86-64 kernel ELF (PV, PVH-only, or hvm_start_info)")
     parser.add_argument("-o", "--output", required=True, help="where to write the result")
     parser.add_argument(
         "--handoff",
-        choices=("start-info",),
-        default="start-info",
-        help="what the kernel's entry expects (default: start-info)",
+        choices=("auto", *HANDOFFS),
+        default="auto",
+        help=(
+            "what the kernel's entry expects: start-info (a PV entry taking start_info_t), "
+            "hvm-start-info (a 64-bit entry taking struct hvm_start_info, with --entry64), "
+            "pvh-passthrough (a PVH-only kernel keeps its 32-bit entry; no PV). Default "
+            "auto: pvh-passthrough for a PVH-only kernel, hvm-start-info with --entry64, "
+            "start-info otherwise"
+        ),
     )
     parser.add_argument(
         "--entry",
         metavar="SYMBOL|ADDR",
-        help="the kernel's 64-bit PV entry (default: ENTRY note, else e_entry)",
+        help="start-info: the kernel's 64-bit PV entry (default: ENTRY note, else e_entry)",
+    )
+    parser.add_argument(
+        "--entry64",
+        metavar="SYMBOL|ADDR",
+        help="hvm-start-info: the kernel's 64-bit entry that takes a struct hvm_start_info",
+    )
+    parser.add_argument(
+        "--single-entry",
+        action="store_true",
+        help=(
+            "one polyglot entry for ENTRY, PHYS32_ENTRY and e_entry (needs virtual == "
+            "physical and the shim below 4 GiB)"
+        ),
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     parser.add_argument(
@@ -54,6 +79,8 @@ def run_patch(args: argparse.Namespace) -> int:
         entry=args.entry,
         force=args.force,
         dry_run=args.dry_run,
+        entry64=args.entry64,
+        single_entry=args.single_entry,
     )
     facts = result.plan.to_json() | {
         "output": None if args.dry_run else args.output,
@@ -74,8 +101,13 @@ def _show(plan: Any, facts: dict[str, Any], args: argparse.Namespace) -> None:
     table = Table(title=f"shimgen patch plan ({plan.handoff})", show_header=True)
     table.add_column("item")
     table.add_column("value")
+    kernel_entry = {
+        "start-info": "kernel PV entry",
+        "hvm-start-info": "kernel 64-bit entry (--entry64)",
+        "pvh-passthrough": "kernel PVH entry (physical)",
+    }.get(plan.handoff, "kernel entry")
     rows = [
-        ("kernel PV entry", f"{plan.kernel_entry:#x}"),
+        (kernel_entry, f"{plan.kernel_entry:#x}"),
         ("VIRT_BASE - PADDR_OFFSET", f"{plan.delta:#x}"),
         ("shim segment", f"vaddr {plan.shim_vaddr:#x}  paddr {plan.shim_paddr:#x}"),
         (
@@ -87,11 +119,17 @@ def _show(plan: Any, facts: dict[str, Any], args: argparse.Namespace) -> None:
             f"{plan.tables.frames} frames at {plan.tables.base:#x} "
             f"({plan.tables.large_pages} x 2 MiB, {plan.tables.small_pages} x 4 KiB)",
         ),
-        ("PV entry (ENTRY, e_entry)", f"{plan.pv_entry:#x}"),
+        ("PV entry (ENTRY)", "- (no PV boot)" if plan.pv_entry is None else f"{plan.pv_entry:#x}"),
         ("PVH entry (PHYS32_ENTRY)", f"{plan.pvh_entry:#x}"),
         (
+            "e_entry",
+            f"{plan.e_entry:#x}" + (" (single polyglot entry)" if plan.single_entry else ""),
+        ),
+        (
             "hypercall page",
-            f"{plan.hypercall_page_virt:#x}"
+            "-"
+            if plan.hypercall_page_virt is None
+            else f"{plan.hypercall_page_virt:#x}"
             + (" (shim's own)" if plan.hypercall_page_own else " (kernel's)"),
         ),
         (
@@ -101,6 +139,8 @@ def _show(plan: Any, facts: dict[str, Any], args: argparse.Namespace) -> None:
     ]
     for name, offset in plan.offsets.items():
         rows.append((f"  {name}", f"+{offset:#x} -> {plan.shim_vaddr + offset:#x}"))
+    for index in plan.dropped_note_segments:
+        rows.append((f"input PT_NOTE[{index}]", "left out (its Xen notes are copied)"))
     for note in plan.notes:
         rows.append(
             (f"note {note.owner.decode()} {note.label}", f"{note.action} ({len(note.desc)} bytes)")

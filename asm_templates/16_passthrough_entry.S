@@ -1,0 +1,57 @@
+/*
+ * PVH entry of the pvh-passthrough shim: the PHYS32_ENTRY note points here. The
+ * kernel keeps its own 32-bit PVH entry and gets exactly the state the loader made;
+ * the shim only records the mode on the way.
+ *
+ * Entry state assumed (PVH, FACTS 4): 32-bit flat protected mode, paging off,
+ *   ebx = physical address of struct hvm_start_info, no stack, other registers and
+ *   selectors unspecified (and passed on as they are). The shim segment is loaded at
+ *   its p_paddr with its reserved area.
+ * Clobbered: nothing the kernel can see: every GPR, esp and EFLAGS are restored
+ *   before the jump (selectors, control registers and the GDT are never touched);
+ *   memory: the reserved save word and stack, the u32 boot-mode variable.
+ * Exit state guaranteed: jump to the kernel's own PVH entry (its original
+ *   PHYS32_ENTRY), every register and flag as the loader set them; boot-mode
+ *   variable (written at its physical address) = Xen PVH mode or PVH without Xen.
+ * Error path: hvm_start_info magic wrong -> pvh_bad_magic (debug port, halt).
+ * Step by step: save esp in the reserved area, switch to the shim's stack, pushf and
+ *   pusha, cld, check the magic, search Xen's cpuid leaves as 32_xen_detect.S does, write
+ *   the mode, popa and popf, reload esp, jump through the kernel entry pointer (an
+ *   indirect jump changes no register and no flag).
+ */
+	.code32
+shim_start:
+pvh_entry:
+	mov	%esp, ({SAVED_ESP_PHYS})
+	mov	${STACK_TOP_PHYS}, %esp
+	pushf
+	pusha
+	cld					/* the error path's lodsb; popf restores DF */
+	cmpl	${HVM_START_MAGIC}, (%ebx)
+	jne	pvh_bad_magic
+	mov	${MODE_PVH_NO_XEN}, %edi
+	mov	${XEN_CPUID_FIRST}, %esi
+passthrough_xen_loop:
+	mov	%esi, %eax
+	cpuid
+	cmp	${XEN_SIG_EBX}, %ebx
+	jne	passthrough_xen_next
+	cmp	${XEN_SIG_ECX}, %ecx
+	jne	passthrough_xen_next
+	cmp	${XEN_SIG_EDX}, %edx
+	jne	passthrough_xen_next
+	sub	%esi, %eax			/* eax = leaves above the base */
+	cmp	${XEN_CPUID_HCALL_LEAF}, %eax
+	jb	passthrough_xen_next
+	mov	${MODE_XEN_PVH}, %edi
+	jmp	passthrough_record
+passthrough_xen_next:
+	add	${XEN_CPUID_STRIDE}, %esi
+	cmp	${XEN_CPUID_END}, %esi
+	jb	passthrough_xen_loop
+passthrough_record:
+	mov	%edi, ({BOOT_MODE_PHYS})
+	popa
+	popf
+	mov	({SAVED_ESP_PHYS}), %esp
+	jmp	*({SHIM_PHYS} + (kernel_entry_ptr - shim_start))

@@ -1,0 +1,19 @@
+/*
+ * Hypercall page set-up for the PVH path of the start-info shim (the kernel expects
+ * a filled page, as Xen gives a PV guest).
+ *
+ * Entry state assumed: long mode, CPL 0, Xen found (r12 = its base leaf).
+ * Clobbered: eax, ebx, ecx, edx, flags.
+ * Exit state guaranteed: Xen has filled the page at HCALL_PAGE_PHYS with stubs.
+ */
+	.code64
+/* leaf base+2 names the MSR; writing a page's physical address fills it */
+install_hypercall_page:
+	lea	{XEN_CPUID_HCALL_LEAF}(%r12), %eax
+	cpuid
+	mov	%ebx, %ecx
+	movabs	${HCALL_PAGE_PHYS}, %rax
+	mov	%rax, %rdx
+	shr	$0x20, %rdx
+	wrmsr
+	ret

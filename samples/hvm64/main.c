@@ -1,0 +1,138 @@
+/*
+ * hvm64-hello: a kernel whose only entry is 64-bit and takes a struct hvm_start_info,
+ * the way kernels with their own 32-to-64-bit PVH stub hand over to C. It reports the
+ * struct like pvh-hello does, plus the registers it was entered with.
+ *
+ * Unpatched it boots nowhere. shimgen's hvm-start-info handoff makes it boot as:
+ *   mode 1, Xen PV: CPL 3, a struct the shim built from start_info_t (addresses are
+ *     pseudo-physical, which with VIRT_BASE 0 are this kernel's own pointers);
+ *     hypercalls through the page Xen filled;
+ *   mode 2, PVH under Xen: CPL 0, the loader's struct; this kernel fills its
+ *     hypercall page itself;
+ *   mode 3, PVH without Xen: the loader's struct, no hypercalls, port 0xe9.
+ */
+#include "sample.h"
+#include "arch.h"
+#include "hvm_info.h"
+#include <xen/physdev.h>
+#include <xen/sched.h>
+#include <xen/version.h>
+
+/* In .data, not .bss: it has file bytes, so nothing zeroes it after the shim wrote it. */
+__attribute__((section(".data"))) uint32_t shimgen_boot_mode = 0;
+
+/* Registers at entry, saved by entry.S. */
+uint64_t entry_rdi, entry_rsi, entry_rdx, entry_rbx, entry_rsp;
+
+static void report_entry(unsigned mode, uint32_t xen_base)
+{
+	report_str("name", sample_name);
+	report_dec("mode", mode);
+	report_str("mode_name", boot_mode_name(mode));
+	report_dec("boot_mode_var", shimgen_boot_mode);
+	report_hex("entry_rdi", entry_rdi);
+	report_hex("entry_rsi", entry_rsi);
+	report_hex("entry_rdx", entry_rdx);
+	report_hex("entry_rbx", entry_rbx);
+	report_hex("entry_rsp", entry_rsp);
+	if (mode == MODE_XEN_PV) {
+		/* Xen's cpuid leaves are hidden from a PV guest: ask Xen itself. */
+		long v = hypercall2(__HYPERVISOR_xen_version, XENVER_version, 0);
+
+		report_version("xen_version", (uint32_t)v >> 16, (uint32_t)v & 0xffff);
+	} else {
+		report_xen(xen_base);
+	}
+}
+
+static void finish(unsigned mode, int ok) __attribute__((noreturn));
+static void finish(unsigned mode, int ok)
+{
+	struct sched_shutdown shutdown = { .reason = ok ? SHUTDOWN_poweroff : SHUTDOWN_crash };
+	uint8_t code = ok ? DEBUG_EXIT_OK : DEBUG_EXIT_FAIL;
+	int have_xen = mode == MODE_XEN_PV || mode == MODE_XEN_PVH;
+
+	report_str("result", ok ? "ok" : "fail");
+	report_done();
+	if (have_xen)
+		xen_console_drain_wait();
+	if (mode == MODE_XEN_PV) {
+		/* A PV kernel runs in ring 3: port I/O needs a virtual IOPL first. */
+		struct physdev_set_iopl iopl = { .iopl = 3 };
+
+		if (hypercall2(__HYPERVISOR_physdev_op, PHYSDEVOP_set_iopl, (unsigned long)&iopl) == 0)
+			outb(DEBUG_EXIT_PORT, code);
+	} else {
+		outb(DEBUG_EXIT_PORT, code);
+	}
+	/* Still running: no isa-debug-exit device (or no I/O access). */
+	if (have_xen)
+		hypercall2(__HYPERVISOR_sched_op, SCHEDOP_shutdown, (unsigned long)&shutdown);
+	sample_hang();
+}
+
+/* What the entry registers must say, by the hvm-start-info ABI. */
+static int check_entry(unsigned mode, uint32_t xen_base, const struct hvm_start_info *si)
+{
+	int ok = 1;
+
+	if (si->magic != XEN_HVM_START_MAGIC_VALUE) {
+		report_str("error", "bad hvm_start_info magic");
+		ok = 0;
+	}
+	if (entry_rdi != shimgen_boot_mode) {
+		report_str("error", "rdi disagrees with shimgen_boot_mode");
+		ok = 0;
+	}
+	if (entry_rsi != entry_rbx) {
+		report_str("error", "rsi and rbx differ");
+		ok = 0;
+	}
+	if (mode != MODE_XEN_PV && (mode == MODE_XEN_PVH) != (xen_base != 0)) {
+		report_str("error", "the mode disagrees with Xen's cpuid leaves");
+		ok = 0;
+	}
+	return ok;
+}
+
+void hvm64_main(uint64_t rdi, const struct hvm_start_info *si)
+{
+	unsigned mode = (unsigned)rdi;
+	uint32_t xen_base = 0;
+	const char *cmdline;
+	int ok;
+
+	if (mode == MODE_XEN_PVH || mode == MODE_PVH_NO_XEN) {
+		xen_base = xen_cpuid_base();
+		if (xen_base)
+			xen_setup_hypercall_page(xen_base);
+	}
+	cmdline = hvm_cmdline(si);
+	if (mode == MODE_XEN_PV)
+		out_set_sinks(SINK_CONSOLE_IO);
+	else
+		choose_hvm_sinks(xen_base, cmdline_has_word(cmdline, "sample=debugcon"));
+	report_entry(mode, xen_base);
+	if (mode < MODE_XEN_PV || mode > MODE_PVH_NO_XEN) {
+		report_str("error", "unknown boot mode");
+		finish(mode, 0);
+	}
+	ok = check_entry(mode, xen_base, si);
+	if (si->magic == XEN_HVM_START_MAGIC_VALUE)
+		report_hvm_start_info(si, mode != MODE_PVH_NO_XEN);
+	switch (sample_action(cmdline)) {
+	case ACTION_HANG:
+		report_str("action", "hang");
+		sample_hang();
+	case ACTION_CRASH:
+		report_str("action", "crash");
+		sample_crash();
+	case ACTION_FAIL:
+		report_str("action", "fail");
+		ok = 0;
+		break;
+	case ACTION_NONE:
+		break;
+	}
+	finish(mode, ok);
+}

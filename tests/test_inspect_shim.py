@@ -1,0 +1,194 @@
+"""`inspect` of patched images: shim metadata, shim disassembly, golden regression.
+
+Regenerate the golden files after a reviewed shim change (tests/golden/README.md):
+    UPDATE_GOLDEN=1 pytest tests/test_inspect_shim.py
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden"
+SAMPLES = ("pv-hello", "pv-highhalf")
+
+
+def shimgen(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shimgen", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1"},
+    )
+
+
+@pytest.fixture(scope="module")
+def patched(samples_build: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("patched")
+    images = {}
+    for name in SAMPLES:
+        target = out / name
+        proc = shimgen("patch", str(samples_build / name), "-o", str(target))
+        assert proc.returncode == 0, proc.stderr
+        images[name] = target
+    return images
+
+
+def inspect_json(path: Path, *extra: str) -> dict[str, Any]:
+    proc = shimgen("inspect", "--json", *extra, str(path))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def scrub(data: dict[str, Any]) -> dict[str, Any]:
+    """Drop what depends on the path or on the exact bytes of the toolchain's output."""
+    data = dict(data)
+    data.pop("path", None)
+    data.pop("sha256", None)
+    data["notes"] = [
+        {**note, "desc": "(decoded under shim.metadata)"} if note["owner"] == "shimgen" else note
+        for note in data["notes"]
+    ]
+    if data.get("shim"):
+        data["shim"] = json.loads(json.dumps(data["shim"]))
+        data["shim"]["metadata"].pop("original_sha256", None)
+    return data
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_golden(name: str, patched: dict[str, Path], samples_build: Path) -> None:
+    sample_sha = hashlib.sha256((samples_build / name).read_bytes()).hexdigest()
+    actual = {"_sample_sha256": sample_sha, **scrub(inspect_json(patched[name]))}
+    text = json.dumps(actual, indent=2) + "\n"
+    golden = GOLDEN / f"{name}.json"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert golden.exists(), f"{golden} missing: run UPDATE_GOLDEN=1 pytest {__file__}"
+    expected = golden.read_text()
+    if text != expected:
+        recorded = json.loads(expected).get("_sample_sha256")
+        cause = (
+            "the sample's own bytes changed too (toolchain or samples/ source): "
+            "the diff may not come from the shim"
+            if recorded != sample_sha
+            else "the sample is unchanged: this is a change in shimgen's output"
+        )
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                f"golden/{name}.json",
+                f"inspect --json (patched {name})",
+                n=2,
+            )
+        )
+        pytest.fail(
+            f"{name}: inspect --json differs from the golden file; {cause}.\n"
+            f"Review, then regenerate with UPDATE_GOLDEN=1 pytest {__file__}\n{diff}",
+            pytrace=False,
+        )
+
+
+def test_unpatched_has_no_shim(samples_build: Path) -> None:
+    for name in (*SAMPLES, "pvh-hello"):
+        assert inspect_json(samples_build / name)["shim"] is None
+
+
+def test_json_shim_content(patched: dict[str, Path]) -> None:
+    shim = inspect_json(patched["pv-highhalf"])["shim"]
+    meta = shim["metadata"]
+    assert meta["handoff"] == "start-info"
+    assert shim["labels_source"] == "plan"
+    listing = shim["disassembly"]
+    by_label = {insn["label"]: insn for insn in listing if insn["label"]}
+    assert by_label["pv_entry"]["address"] == meta["pv_entry"]
+    # The PVH entry runs at its physical address in 32-bit mode, up to the far jump.
+    assert by_label["pvh_entry"]["address"] == meta["pvh_entry"]
+    assert by_label["pvh_entry"]["bits"] == 32
+    assert by_label["pvh_long_entry"]["bits"] == 64
+    assert any(i["mnemonic"] == "ljmp" and i["bits"] == 32 for i in listing)
+    assert by_label["pvh_virtual"]["address"] >= 0xFFFFFFFF80000000
+    assert by_label["msg_bad_magic"]["bits"] == 0
+    # Every shim byte is listed exactly once.
+    assert sum(len(i["bytes"]) // 2 for i in listing) == meta["shim_code_size"] == shim["code_size"]
+
+
+def test_no_disasm_json(patched: dict[str, Path]) -> None:
+    shim = inspect_json(patched["pv-hello"], "--no-disasm")["shim"]
+    assert shim["metadata"]["tool_version"] and shim["disassembly"] is None
+
+
+def test_human_output(patched: dict[str, Path]) -> None:
+    shim = inspect_json(patched["pv-hello"])["shim"]
+    first_pvh = next(i for i in shim["disassembly"] if i["label"] == "pvh_entry")
+    proc = shimgen("inspect", str(patched["pv-hello"]))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Shim (shimgen metadata)" in out and "handoff start-info" in out
+    assert f"PVH {shim['metadata']['pvh_entry']:#x}" in out
+    assert "Shim disassembly" in out
+    pvh_line = next(line for line in out.splitlines() if "pvh_entry:" in line)
+    assert f"{first_pvh['address']:#x}" in pvh_line and first_pvh["mnemonic"] in pvh_line
+    assert "qword ptr [rsi]" in out  # operands survive rich markup
+
+    hidden = shimgen("inspect", "--no-disasm", str(patched["pv-hello"]))
+    assert hidden.returncode == 0, hidden.stderr
+    assert "Shim (shimgen metadata)" in hidden.stdout
+    assert "Shim disassembly" not in hidden.stdout and "pvh_entry:" not in hidden.stdout
+
+
+def test_unpatched_human_output_has_no_shim(samples_build: Path) -> None:
+    proc = shimgen("inspect", str(samples_build / "pv-hello"))
+    assert proc.returncode == 0 and "Shim" not in proc.stdout
+
+
+def test_corrupt_shim_note_still_inspects(patched: dict[str, Path], tmp_path: Path) -> None:
+    data = bytearray(patched["pv-hello"].read_bytes())
+    at = data.find(b"shimgen\0")  # the metadata note's name; its desc follows
+    assert at > 0
+    data[at + 8 : at + 12] = b"\xff\xff\xff\xff"  # format field: no longer 1
+    broken = tmp_path / "broken"
+    broken.write_bytes(bytes(data))
+    shim = inspect_json(broken)["shim"]
+    assert "corrupt" in shim["error"]
+    proc = shimgen("inspect", str(broken))
+    assert proc.returncode == 0 and "shim metadata unreadable" in proc.stdout
+
+
+def test_inspect_of_a_passthrough_image(samples_build, tmp_path) -> None:
+    """pvh-passthrough shims have no PV entry: inspect still lists them, code then data."""
+    out = tmp_path / "pvh-hello.universal"
+    patched = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shimgen",
+            "patch",
+            str(samples_build / "pvh-hello"),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert patched.returncode == 0, patched.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "shimgen", "inspect", "--json", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    shim = json.loads(result.stdout)["shim"]
+    assert shim["metadata"]["handoff"] == "pvh-passthrough"
+    lines = shim["disassembly"]
+    assert lines[0]["label"] == "pvh_entry" and lines[0]["bits"] == 32
+    assert any(line["mnemonic"] == ".ascii" for line in lines)  # the message bytes are data
