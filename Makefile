@@ -8,7 +8,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 export SHIMGEN_CACHE ?= $(CURDIR)/.cache/shimgen
-APT_PACKAGES := qemu-system-x86 gcc binutils make libxen-dev gzip python3-venv python3-pip
+APT_PACKAGES := qemu-system-x86 gcc binutils make libxen-dev gzip time python3-venv python3-pip
 CACHE_PACKAGES := xen-hypervisor-4.17-amd64 xen-utils-4.17 grub-xen-host
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
