@@ -38,45 +38,14 @@ from .errors import BadInput, OutputError, Refused
 from .image import Image, image_from_bytes
 from .plan import PAGE, Plan, make_plan
 from .structs import ELF_NOTE_HEADER, LEGACY_GUEST_SECTION
-from .structs.clayout import U16, U32, U64, CharArray, Field, Record
-from .structs.elf import SHT_NOTE, SegmentFlags, SegmentType
+from .structs.elf import PN_XNUM, SHT_NOTE, SegmentFlags, SegmentType, elf_header, program_header
 from .structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
 
-# ELF64 header and program header (System V gABI), declared, not hand-offset.
-ELF64_EHDR = Record(
-    "Elf64_Ehdr",
-    (
-        Field("e_ident", CharArray(16)),
-        Field("e_type", U16),
-        Field("e_machine", U16),
-        Field("e_version", U32),
-        Field("e_entry", U64),
-        Field("e_phoff", U64),
-        Field("e_shoff", U64),
-        Field("e_flags", U32),
-        Field("e_ehsize", U16),
-        Field("e_phentsize", U16),
-        Field("e_phnum", U16),
-        Field("e_shentsize", U16),
-        Field("e_shnum", U16),
-        Field("e_shstrndx", U16),
-    ),
-)
-ELF64_PHDR = Record(
-    "Elf64_Phdr",
-    (
-        Field("p_type", U32),
-        Field("p_flags", U32),
-        Field("p_offset", U64),
-        Field("p_vaddr", U64),
-        Field("p_paddr", U64),
-        Field("p_filesz", U64),
-        Field("p_memsz", U64),
-        Field("p_align", U64),
-    ),
-)
+# The ELF64 tables the writer edits, from the one declaration in structs/elf.py.
+ELF64_EHDR = elf_header(64)
+ELF64_PHDR = program_header(64)
 NOTE_SEGMENT_ALIGN = 4
-MAX_PHNUM = 0xFFFF  # PN_XNUM: e_phnum itself cannot say more
+MAX_PHNUM = PN_XNUM  # e_phnum itself cannot say more
 NOTE_HEADER_SIZE = ELF_NOTE_HEADER.size
 TEMP_NAME_KEEP = 200  # of the output's name in its temp file's (NAME_MAX is 255)
 PATCHED_HEADER_FIELDS = ("e_entry", "e_phoff", "e_phnum")
