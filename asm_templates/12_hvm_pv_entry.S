@@ -12,11 +12,17 @@
  *   virtual address of Xen's start_info, boot-mode variable = Xen PV mode. Every
  *   address in the struct is pseudo-physical (virtual - VIRT_BASE, which is p_paddr
  *   for every byte of the image): the kernel reads it at address + VIRT_BASE.
- * Error path: start_info magic wrong -> pv_bad_magic (console_io, crash, spin).
+ * Error paths: reached in 32-bit mode -> pv_in_32bit_mode (22_wrong_mode.S);
+ *   start_info magic wrong -> pv_bad_magic (console_io, crash, spin).
  */
 	.code64
 shim_start:
 pv_entry:
+	/* mode guard (80_single_entry.S explains the bytes): taken in 32-bit mode only */
+	xor	%eax, %eax
+	test	%rax, %rax
+	jnz	pv_in_32bit_mode
+pv_checked:
 	movabs	${SI_MAGIC_PREFIX}, %rax	/* first 8 bytes of the start_info magic */
 	cmp	%rax, (%rsi)
 	jne	pv_bad_magic

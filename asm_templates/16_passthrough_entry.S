@@ -14,9 +14,12 @@
  *   PHYS32_ENTRY), every register and flag as the loader set them; boot-mode
  *   variable (written at its physical address) = Xen PVH mode or PVH without Xen.
  * Error path: hvm_start_info magic wrong -> pvh_bad_magic (debug port, halt).
+ *   No mode guard: it would clobber eax before anything is saved, and this entry
+ *   passes every register on. A loader entering it in long mode fails as it would
+ *   fail entering the kernel's own 32-bit entry.
  * Step by step: save esp in the reserved area, switch to the shim's stack, pushf and
- *   pusha, cld, check the magic, search Xen's cpuid leaves as 32_xen_detect.S does, write
- *   the mode, popa and popf, reload esp, jump through the kernel entry pointer (an
+ *   pusha, cld, check the magic, search Xen's cpuid leaves as 32_xen_detect.S does
+ *   (stopping at the first unused base), write the mode, popa and popf, reload esp, jump through the kernel entry pointer (an
  *   indirect jump changes no register and no flag).
  */
 	.code32
@@ -34,18 +37,20 @@ pvh_entry:
 passthrough_xen_loop:
 	mov	%esi, %eax
 	cpuid
+	sub	%esi, %eax			/* eax = leaves above the base */
 	cmp	${XEN_SIG_EBX}, %ebx
 	jne	passthrough_xen_next
 	cmp	${XEN_SIG_ECX}, %ecx
 	jne	passthrough_xen_next
 	cmp	${XEN_SIG_EDX}, %edx
 	jne	passthrough_xen_next
-	sub	%esi, %eax			/* eax = leaves above the base */
 	cmp	${XEN_CPUID_HCALL_LEAF}, %eax
 	jb	passthrough_xen_next
 	mov	${MODE_XEN_PVH}, %edi
 	jmp	passthrough_record
 passthrough_xen_next:
+	cmp	${XEN_CPUID_STRIDE}, %eax	/* an unused base: Xen is not further on */
+	jae	passthrough_record
 	add	${XEN_CPUID_STRIDE}, %esi
 	cmp	${XEN_CPUID_END}, %esi
 	jb	passthrough_xen_loop

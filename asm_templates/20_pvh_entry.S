@@ -10,8 +10,11 @@
  * Exit state guaranteed: 64-bit long mode (CS = the shim's 64-bit code selector),
  *   paging on with the shim's prebuilt tables, executing pvh_long_entry at its
  *   physical address (identity mapped), ebx unchanged.
+ * Error paths (message on the debug port, then halt; the kernel is never entered):
+ *   reached in 64-bit mode -> pvh_in_long_mode (22_wrong_mode.S); hvm_start_info
+ *   magic wrong -> pvh_bad_magic (21_pvh_bad_magic.S).
  * Mode switch, step by step:
- *   1. check the hvm_start_info magic (wrong -> message on the debug port, halt);
+ *   1. check the hvm_start_info magic;
  *   2. load the shim's own GDT (flat 64-bit code, flat data);
  *   3. CR4.PAE = 1;
  *   4. CR3 = physical address of the shim's PML4;
@@ -21,6 +24,13 @@
  */
 	.code32
 pvh_entry:
+	/* mode guard (80_single_entry.S explains the bytes): taken in 64-bit mode only,
+	   where the 0x48 below is REX.W and makes the test one of rax, which is 0 */
+	xor	%eax, %eax
+	.byte	{OPCODE_REX_W}			/* 32-bit: dec %eax, so eax != 0 */
+	test	%eax, %eax
+	jz	pvh_in_long_mode
+pvh_checked:
 	cli
 	cld
 	cmpl	${HVM_START_MAGIC}, (%ebx)

@@ -1,19 +1,25 @@
 /*
- * start_info_t synthesis for the PVH path (called from pvh_virtual).
+ * start_info_t synthesis for the PVH path (called from pvh_virtual), and the range
+ * check of what hvm_start_info points at.
  *
- * Entry state assumed: long mode, r15 = hvm_start_info, r14 = mode, r13 = a
- *   zeroed start_info_t in the reserved area, hypercall page installed when
- *   r14 is the Xen PVH mode.
+ * Entry state assumed: long mode, r15 = hvm_start_info (range-checked), r14 = mode,
+ *   r13 = a zeroed start_info_t in the reserved area, rbp = IDENTITY_MAP_END,
+ *   hypercall page installed when r14 is the Xen PVH mode.
  * Clobbered: rax, rcx, rdx, rsi, rdi, r8, r10, flags; memory: start_info and
  *   the scratch page.
  * Exit state guaranteed: start_info holds magic, flags, cmd_line (at most
- *   CMDLINE_MAX bytes, always NUL-terminated), mod_start/mod_len of module 0,
- *   nr_pages (highest RAM end of the memory map, in pages), pt_base/nr_pt_frames
- *   of the shim's tables and, under Xen only, store/console pfn+evtchn and
+ *   CMDLINE_MAX bytes, always NUL-terminated, never read past the identity map),
+ *   mod_start/mod_len of module 0, nr_pages (highest RAM end of the memory map, in
+ *   pages; at most MEMMAP_MAX_ENTRIES entries are read), pt_base/nr_pt_frames of
+ *   the shim's tables and, under Xen only, store/console pfn+evtchn and
  *   shared_info. Left 0 (documented): mfn_list, first_p2m_pfn, nr_p2m_frames,
  *   nr_pages when hvm_start_info is version 0 and Xen is absent, any field
  *   whose hypercall failed. mod_start is the module's physical address, which
  *   the identity map makes a valid pointer (SIF_MOD_START_PFN is not set).
+ * Error path: a module list entry, module or memory map outside the identity map,
+ *   or a command line starting outside it -> hvm_out_of_range: message, halt.
+ * The hypercall argument structs live at fixed places in the scratch page, which
+ *   the loader zeroed: fields that must be 0 (pads, sizes, idx) are never written.
  */
 fill_start_info:
 	lea	si_magic(%rip), %rsi
@@ -35,12 +41,30 @@ fill_start_info:
 fill_start_info_done:
 	ret
 
+/* halt unless [rax, rax + rcx) lies below rbp (the identity map's end); rcx = end */
+check_range:
+	add	%rax, %rcx
+	jc	hvm_out_of_range
+	cmp	%rbp, %rcx
+	ja	hvm_out_of_range
+	ret
+hvm_out_of_range:
+	lea	msg_out_of_range(%rip), %rsi
+	jmp	report_and_halt
+
+/* at most CMDLINE_MAX bytes, and none at or past the identity map's end */
 copy_cmdline:
 	mov	{HVM_CMDLINE}(%r15), %rsi
 	test	%rsi, %rsi
 	jz	copy_cmdline_done
-	lea	{SI_CMDLINE}(%r13), %rdi
+	mov	%rbp, %rcx
+	sub	%rsi, %rcx			/* bytes mapped from the command line on */
+	jbe	hvm_out_of_range
+	cmp	${CMDLINE_MAX}, %rcx
+	jbe	copy_cmdline_bounded
 	mov	${CMDLINE_MAX}, %ecx
+copy_cmdline_bounded:
+	lea	{SI_CMDLINE}(%r13), %rdi
 copy_cmdline_loop:
 	lodsb
 	test	%al, %al
@@ -59,10 +83,14 @@ first_module:
 	mov	{HVM_MODLIST}(%r15), %rax
 	test	%rax, %rax
 	jz	first_module_done
-	mov	{MOD_PADDR}(%rax), %rcx
-	mov	%rcx, {SI_MOD_START}(%r13)
-	mov	{MOD_SIZE}(%rax), %rcx
+	mov	%rax, %rdx
+	mov	${MOD_ENTRY_SIZE}, %ecx
+	call	check_range			/* the entry the shim reads */
+	mov	{MOD_PADDR}(%rdx), %rax
+	mov	{MOD_SIZE}(%rdx), %rcx
+	mov	%rax, {SI_MOD_START}(%r13)
 	mov	%rcx, {SI_MOD_LEN}(%r13)
+	call	check_range			/* the module the kernel will read */
 first_module_done:
 	ret
 
@@ -73,24 +101,31 @@ count_pages:
 	mov	{HVM_MEMMAP}(%r15), %rsi
 	test	%rsi, %rsi
 	jz	count_pages_v0
-	mov	{HVM_MEMMAP_ENTRIES}(%r15), %ecx
+	mov	{HVM_MEMMAP_ENTRIES}(%r15), %edi
+	cmp	${MEMMAP_MAX_ENTRIES}, %edi
+	jbe	count_pages_bounded
+	mov	${MEMMAP_MAX_ENTRIES}, %edi
+count_pages_bounded:
+	mov	%rsi, %rax
+	imul	${MEMMAP_STRIDE}, %edi, %ecx
+	call	check_range
+	mov	%edi, %ecx
 	mov	${MEMMAP_STRIDE}, %edx
 	jmp	count_ram
 count_pages_v0:
 	cmp	${MODE_XEN_PVH}, %r14d
 	jne	count_pages_done
-	movabs	${SCRATCH_VIRT}, %rsi
+	lea	{SI_TO_MEMORY_MAP}(%r13), %rsi
 	movl	${E820_CAPACITY}, {XMM_NR}(%rsi)
-	movabs	${E820_BUF_VIRT}, %rax
+	lea	{SI_TO_E820_BUF}(%r13), %rax
 	mov	%rax, {XMM_BUFFER}(%rsi)
 	mov	${XENMEM_MEMORY_MAP}, %edi
 	movabs	${HCALL_MEMORY_OP}, %rax
 	call	*%rax
 	test	%rax, %rax
 	jnz	count_pages_done
-	movabs	${SCRATCH_VIRT}, %rsi
-	mov	{XMM_NR}(%rsi), %ecx
-	movabs	${E820_BUF_VIRT}, %rsi
+	mov	{SI_TO_MEMORY_MAP_NR}(%r13), %ecx
+	lea	{SI_TO_E820_BUF}(%r13), %rsi
 	mov	${E820_STRIDE}, %edx
 /* rsi = table, ecx = entries, rdx = stride; nr_pages = highest RAM end >> 12 */
 count_ram:
@@ -132,19 +167,16 @@ xen_params:
 
 /* esi = HVM_PARAM index; rax = value, 0 when the hypercall fails */
 get_param:
-	movabs	${SCRATCH_VIRT}, %rdi
+	lea	{SI_TO_HVM_PARAM}(%r13), %rdi
 	movw	${DOMID_SELF}, {HP_DOMID}(%rdi)
-	movw	$0x0, {HP_PAD}(%rdi)
 	mov	%esi, {HP_INDEX}(%rdi)
-	movq	$0x0, {HP_VALUE}(%rdi)
 	mov	%rdi, %rsi
 	mov	${HVMOP_GET_PARAM}, %edi
 	movabs	${HCALL_HVM_OP}, %rax
 	call	*%rax
 	test	%rax, %rax
 	jnz	get_param_failed
-	movabs	${SCRATCH_VIRT}, %rdi
-	mov	{HP_VALUE}(%rdi), %rax
+	mov	{SI_TO_HVM_PARAM_VALUE}(%r13), %rax
 	ret
 get_param_failed:
 	xor	%eax, %eax
@@ -152,11 +184,9 @@ get_param_failed:
 
 /* XENMEM_add_to_physmap(shared_info) into the reserved frame */
 map_shared_info:
-	movabs	${SCRATCH_VIRT}, %rsi
+	lea	{SI_TO_ADD_TO_PHYSMAP}(%r13), %rsi
 	movw	${DOMID_SELF}, {AP_DOMID}(%rsi)
-	movw	$0x0, {AP_SIZE}(%rsi)
 	movl	${XENMAPSPACE_SHARED_INFO}, {AP_SPACE}(%rsi)
-	movq	$0x0, {AP_IDX}(%rsi)
 	movq	${SHARED_INFO_PFN}, {AP_GPFN}(%rsi)
 	mov	${XENMEM_ADD_TO_PHYSMAP}, %edi
 	movabs	${HCALL_MEMORY_OP}, %rax

@@ -1,8 +1,10 @@
 /*
- * Data of the start-info shim: the kernel entry pointer, the GDT, the start_info
- * magic and the error message. Read only at boot; nothing here is executed.
+ * Data of the start-info and hvm-start-info shims: the kernel entry pointer, the
+ * GDT, the start_info magic and the error messages. Read only at boot; nothing from
+ * shim_data on is executed (inspect and diff disassemble the code before it only).
  * Entry/exit state: not applicable (data).
  */
+shim_data:
 	.balign	0x8
 kernel_entry_ptr:
 	.quad	{KERNEL_ENTRY}
@@ -21,3 +23,5 @@ msg_bad_magic:
 	.byte	{MSG_BAD_MAGIC_BYTES}
 msg_bad_magic_end:
 	.byte	0x0
+msg_wrong_mode:
+	.byte	{MSG_WRONG_MODE_BYTES}, 0x0

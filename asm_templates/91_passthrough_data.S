@@ -3,6 +3,7 @@
  * a 32-bit indirect jump) and the error message. Read only at boot; nothing here
  * is executed. Entry/exit state: not applicable (data).
  */
+shim_data:
 	.balign	0x8
 kernel_entry_ptr:
 	.long	{KERNEL_ENTRY}

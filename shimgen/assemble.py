@@ -51,12 +51,14 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
         "11_pv_bad_magic.S",
         "20_pvh_entry.S",
         "21_pvh_bad_magic.S",
+        "22_wrong_mode.S",
         "29_pvh_long_entry.S",
         "30_pvh_long.S",
         "32_xen_detect.S",
         "33_hypercall_page.S",
         "40_start_info.S",
         "90_data.S",
+        "92_start_info_data.S",
     ),
     "hvm-start-info": (
         "12_hvm_pv_entry.S",
@@ -64,6 +66,7 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
         "14_hvm_from_start_info.S",
         "20_pvh_entry.S",
         "21_pvh_bad_magic.S",
+        "22_wrong_mode.S",
         "29_pvh_long_entry.S",
         "31_hvm_pvh_long.S",
         "32_xen_detect.S",
@@ -75,17 +78,22 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
         "91_passthrough_data.S",
     ),
 }
-SINGLE_ENTRY_TEMPLATE = "80_single_entry.S"  # goes right before the set's data template
+SINGLE_ENTRY_TEMPLATE = "80_single_entry.S"  # goes right before the set's data templates
+DATA_TEMPLATE_PREFIX = "9"  # 90_data.S and after: data only, from the label shim_data on
 
 # Labels whose offsets the plan, the emulator and inspect need (start-info's set).
 EXPORTED_LABELS = (
     "pv_entry",
+    "pv_checked",
     "pvh_entry",
+    "pvh_checked",
     "pvh_long_entry",
     "pvh_virtual",
     "pvh_halt",
     "pv_spin",
     "fill_start_info",
+    "copy_cmdline",
+    "shim_data",
     "kernel_entry_ptr",
     "gdt",
     "msg_bad_magic",
@@ -94,21 +102,36 @@ _SET_LABELS: dict[str, tuple[str, ...]] = {
     "start-info": EXPORTED_LABELS,
     "hvm-start-info": (
         "pv_entry",
+        "pv_checked",
         "pvh_entry",
+        "pvh_checked",
         "pvh_long_entry",
         "pvh_virtual",
         "pvh_halt",
         "pv_spin",
         "hvm_from_start_info",
+        "shim_data",
         "kernel_entry_ptr",
         "gdt",
         "msg_bad_magic",
     ),
-    "pvh-passthrough": ("pvh_entry", "pvh_halt", "kernel_entry_ptr", "msg_bad_magic"),
+    "pvh-passthrough": ("pvh_entry", "pvh_halt", "shim_data", "kernel_entry_ptr", "msg_bad_magic"),
 }
 SINGLE_ENTRY_LABEL = "single_entry"
 OPCODE_JMP_FAR = 0xEA  # jmp ptr16:32, the one far-jump form Keystone cannot mangle
+OPCODE_REX_W = 0x48  # the mode guards' byte: REX.W in 64-bit mode, dec %eax in 32-bit
 BAD_MAGIC_MESSAGE = b"shimgen: bad boot magic, not entering the kernel; halted\n"
+WRONG_MODE_MESSAGE = (
+    b"shimgen: entry reached in the wrong CPU mode, not entering the kernel; halted\n"
+)
+OUT_OF_RANGE_MESSAGE = (
+    b"shimgen: hvm_start_info points outside the identity-mapped memory, "
+    b"not entering the kernel; halted\n"
+)
+# Entries of an hvm_start_info v1 memory map the start-info shim reads at most: far
+# more than a loader writes (QEMU and Xen's toolstack write a handful), few enough
+# that a loader's absurd memmap_entries cannot keep the walk going for minutes.
+MEMMAP_MAX_ENTRIES = 0x400
 START_INFO_MAGIC_PREFIX = 8  # bytes of the magic the PV entry compares ("xen-3.0-")
 
 
@@ -121,6 +144,10 @@ class Shim:
     code: bytes
     labels: dict[str, int]  # label -> offset from the start of the shim
     source: str
+    # (offset, bits) where the code's mode starts or changes (32, 64), and where the
+    # data begins (bits 0): recorded in the metadata note so that inspect and diff
+    # decode each byte as what it is
+    regions: tuple[tuple[int, int], ...] = ()
 
 
 def template_names() -> list[str]:
@@ -141,7 +168,8 @@ def template_set(handoff: str = "start-info", single_entry: bool = False) -> lis
         raise AssemblyError(f"no template set for handoff {handoff}")
     names = list(TEMPLATE_SETS[handoff])
     if single_entry:
-        names.insert(len(names) - 1, SINGLE_ENTRY_TEMPLATE)
+        first_data = next(n for n, name in enumerate(names) if name[0] == DATA_TEMPLATE_PREFIX)
+        names.insert(first_data, SINGLE_ENTRY_TEMPLATE)
     return names
 
 
@@ -173,6 +201,12 @@ def abi_values() -> dict[str, int | str]:
         "SI_MAGIC_PREFIX": int.from_bytes(magic[:START_INFO_MAGIC_PREFIX], "little"),
         "SI_MAGIC_BYTES": _hex_bytes(magic + b"\0"),
         "MSG_BAD_MAGIC_BYTES": _hex_bytes(BAD_MAGIC_MESSAGE),
+        "MSG_WRONG_MODE_BYTES": _hex_bytes(WRONG_MODE_MESSAGE),
+        "MSG_OUT_OF_RANGE_BYTES": _hex_bytes(OUT_OF_RANGE_MESSAGE),
+        "OPCODE_REX_W": OPCODE_REX_W,
+        "MEMMAP_MAX_ENTRIES": MEMMAP_MAX_ENTRIES,
+        "HVM_INFO_SIZE": hvm.size,
+        "MOD_ENTRY_SIZE": HVM_MODLIST_ENTRY.size,
         "MODE_XEN_PV": abi.BootMode.XEN_PV,
         "MODE_XEN_PVH": abi.BootMode.XEN_PVH,
         "MODE_PVH_NO_XEN": abi.BootMode.PVH_NO_XEN,
@@ -300,8 +334,13 @@ LAYOUT_KEYS = (
     "HCALL_SCHED_OP",
     "HCALL_MEMORY_OP",
     "HCALL_HVM_OP",
-    "SCRATCH_VIRT",
-    "E820_BUF_VIRT",
+    "IDENTITY_MAP_END",
+    "SI_TO_HVM_PARAM",
+    "SI_TO_HVM_PARAM_VALUE",
+    "SI_TO_ADD_TO_PHYSMAP",
+    "SI_TO_MEMORY_MAP",
+    "SI_TO_MEMORY_MAP_NR",
+    "SI_TO_E820_BUF",
     "E820_CAPACITY",
     "SHARED_INFO_PHYS",
     "SHARED_INFO_PFN",
@@ -364,19 +403,51 @@ def keystone_assemble(source: str) -> bytes:
     return bytes(encoding)
 
 
+_MODE_DIRECTIVE = re.compile(r"^\s*\.code(32|64)\s*$")
+MODE_MARK = "shimgen_mode_"  # labels assemble() adds at each .code32/.code64
+DATA_LABEL = "shim_data"  # first label of every set's data template
+
+
+def mark_modes(source: str) -> tuple[str, dict[str, int]]:
+    """The source with a label after every .code32/.code64 directive, and each
+    label's mode: where the bytes change from one instruction set to the other."""
+    lines, marks = [], {}
+    for line in source.splitlines():
+        lines.append(line)
+        found = _MODE_DIRECTIVE.match(line)
+        if found:
+            name = f"{MODE_MARK}{len(marks)}"
+            marks[name] = int(found.group(1))
+            lines.append(f"{name}:")
+    return "\n".join(lines) + "\n", marks
+
+
+def _regions(labels: dict[str, int], marks: dict[str, int]) -> tuple[tuple[int, int], ...]:
+    data = labels[DATA_LABEL]
+    regions: dict[int, int] = {}
+    for name, bits in marks.items():
+        if labels[name] < data:
+            regions[labels[name]] = bits  # a later directive at the same place wins
+    regions[data] = 0
+    changes = [(offset, bits) for offset, bits in sorted(regions.items())]
+    return tuple(r for n, r in enumerate(changes) if n == 0 or r[1] != changes[n - 1][1])
+
+
 def assemble(
     layout: dict[str, int], handoff: str = "start-info", single_entry: bool = False
 ) -> Shim:
     source = render(layout, handoff, single_entry)
-    names = exported_labels(handoff, single_entry)
-    raw = keystone_assemble(source + label_table(names))
+    marked, marks = mark_modes(source)
+    names = (*exported_labels(handoff, single_entry), *marks)
+    raw = keystone_assemble(marked + label_table(names))
     size = len(raw) - 8 * len(names)
     if size <= 0:
         raise AssemblyError("the label table is larger than the assembled shim")
     offsets = [
         int.from_bytes(raw[size + 8 * n : size + 8 * n + 8], "little") for n in range(len(names))
     ]
-    labels = dict(zip(names, offsets, strict=True))
-    if any(offset >= size for offset in offsets):
-        raise AssemblyError(f"label offsets outside the shim: {labels}")
-    return Shim(code=raw[:size], labels=labels, source=source)
+    found = dict(zip(names, offsets, strict=True))
+    if any(offset > size for offset in offsets):
+        raise AssemblyError(f"label offsets outside the shim: {found}")
+    labels = {name: found[name] for name in names if name not in marks}
+    return Shim(code=raw[:size], labels=labels, source=source, regions=_regions(found, marks))

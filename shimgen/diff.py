@@ -49,8 +49,6 @@ MAX_RANGES = 64  # per segment or section: enough to locate a change, bounded fo
 MERGE_GAP = 15  # equal bytes between two changed runs that still make one range
 BLOCK = 4096  # compare big byte strings block by block, bytes only inside differing blocks
 CONTEXT_LINES = 3  # of the unified diff of the shim's disassembly
-JMP_FAR = 0xEA  # the PVH entry leaves 32-bit code with jmp ptr16:32 (assemble.py)
-JMP_FAR_SIZE = 7
 
 
 @dataclass
@@ -551,48 +549,23 @@ def shim_code(image: Image, meta: ShimMeta) -> bytes | None:
 
 
 def disassemble_shim(code: bytes, meta: ShimMeta) -> list[str]:
-    """One line per instruction, addresses relative to the shim's start.
+    """One line per instruction or data row, addresses relative to the shim's start.
 
-    The shim is 64-bit code except its PVH entry, which runs in 32-bit mode until its
-    far jump (assemble.py); the metadata records where the PVH entry starts and the far
-    jump says where 64-bit code resumes. Data after the code (kernel_entry_ptr, GDT,
-    messages) decodes as instructions too: a changed value still shows as a changed line.
+    The bytes are cut into 64-bit code, 32-bit code and data as the metadata note
+    records them (shiminfo.code_regions, the same cut `inspect` shows), so a shim-code
+    diff depends on what changed, not on where the shim sits; a changed constant in
+    the data after the code shows as a changed data row.
     """
-    start32 = meta.pvh_entry - meta.shim_paddr
-    if not 0 <= start32 < len(code):
-        return _disassemble(code, 0, 64)
-    lines = _disassemble(code[:start32], 0, 64)
-    far = _far_jump(code, start32)
-    if far is None:
-        return lines + _disassemble(code[start32:], start32, 32)
-    jump_end, target = far[0] + JMP_FAR_SIZE, far[1] - meta.shim_paddr
-    # between the jump and its target: the PVH entry's 32-bit error path
-    resume = target if jump_end <= target <= len(code) else jump_end
-    lines += _disassemble(code[start32:resume], start32, 32)
-    return lines + _disassemble(code[resume:], resume, 64)
+    from .shiminfo import code_regions, decode_regions
 
-
-def _far_jump(code: bytes, start32: int) -> tuple[int, int] | None:
-    """(shim offset of the PVH entry's jmp ptr16:32, its physical target), by decoding."""
-    import capstone
-
-    engine = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
-    for insn in engine.disasm(code[start32:], start32):
-        if insn.bytes[0] == JMP_FAR and insn.size == JMP_FAR_SIZE:
-            return insn.address, int.from_bytes(insn.bytes[1:5], "little")
-    return None
-
-
-def _disassemble(code: bytes, base: int, bits: int) -> list[str]:
-    import capstone
-
-    mode = capstone.CS_MODE_64 if bits == 64 else capstone.CS_MODE_32
-    engine = capstone.Cs(capstone.CS_ARCH_X86, mode)
-    engine.skipdata = True  # undecodable bytes become ".byte" lines instead of a stop
-    # the bytes make a changed constant in the data after the code readable
+    entries = {
+        "pv_entry": meta.pv_entry - meta.shim_vaddr,
+        "pvh_entry": meta.pvh_entry - meta.shim_paddr,
+    }
+    regions = [(a, b, bits, False) for a, b, bits, _ in code_regions(meta, code, entries)]
     return [
-        _line(insn.address, bits, bytes(insn.bytes), f"{insn.mnemonic} {insn.op_str}")
-        for insn in engine.disasm(code, base)
+        _line(i.address, i.bits, bytes.fromhex(i.bytes), f"{i.mnemonic} {i.operands}")
+        for i in decode_regions(code, regions, (0, 0), {})
     ]
 
 

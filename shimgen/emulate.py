@@ -18,7 +18,17 @@ does. The emulator plays the hypervisor:
   hypercall MSR fills the named page with ``mov $nr, %eax; vmcall; ret`` stubs;
   vmcall is answered (memory_op: memory_map, add_to_physmap; hvm_op: get_param;
   console_io). Unicorn cannot hook wrmsr or vmcall by instruction type, so the
-  code hook matches their bytes and skips them.
+  code hook matches their bytes and skips them. ``other_hypervisor`` puts another
+  hypervisor's leaves (Viridian's) at 0x40000000 first, moving Xen's to 0x40000100
+  as Xen does for a Viridian guest; without Xen it plays KVM or Hyper-V alone.
+* Memory past the RAM block and below 4 GiB reads as open bus (0xff bytes, mapped
+  on first read and listed in ``Result.open_bus``), as on a PC; reading at or above
+  4 GiB, which no PVH path maps, faults.
+* Hostile loaders (issue 6): ``hvm_fields`` overrides any hvm_start_info field the
+  loader wrote, ``info_at`` places the struct anywhere (past RAM: truncated),
+  ``cmdline_unterminated`` ends the command line at the end of RAM with no NUL,
+  ``memory`` writes more bytes where a test wants them (a module list, say),
+  ``wrong_mode`` enters the PV entry in 32-bit mode or the PVH entry in long mode.
 
 It stops when the kernel's entry is about to run (or on hlt, or after an
 instruction budget) and reports registers, the instruction count and the boot
@@ -59,6 +69,11 @@ EMU_SEL_CODE32, EMU_SEL_DATA, EMU_SEL_CODE64 = 0x8, 0x10, 0x18
 EMU_GDT_ENTRIES = (0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF, abi.GDT_CODE64)
 XEN_HYPERCALL_MSR = 0x40000000  # what the emulated Xen reports in leaf base+2
 XEN_VERSION = (4, 17)
+OPEN_BUS_LIMIT = 1 << 32  # unbacked reads below this return 0xff; above, they fault
+OPEN_BUS_BYTE = 0xFF
+# Viridian (Hyper-V) leaves: "Microsoft Hv", highest leaf base + 5
+OTHER_HYPERVISOR_SIGNATURE = b"Microsoft Hv"
+OTHER_HYPERVISOR_LEAVES = 5
 MODULE_BYTES = b"shimgen emulated module\n" * 100
 INSTRUCTION_BUDGET = 2_000_000
 FAKE_PARAMS = {  # HVM params the emulated toolstack set up for the guest
@@ -94,6 +109,13 @@ class StartState:
     hvm_version: int = 1
     bad_magic: bool = False
     flags: int = 0
+    other_hypervisor: bool = False  # another hypervisor's cpuid leaves come first
+    hvm_fields: dict[str, int] = field(default_factory=dict)  # written over the loader's
+    info_at: int | None = None  # physical address of hvm_start_info (default: after the image)
+    cmdline_unterminated: bool = False  # the command line ends at the end of RAM, no NUL
+    wrong_mode: bool = False  # PV entry in 32-bit mode, PVH entry in long mode
+    memory: dict[int, bytes] = field(default_factory=dict)  # more the loader wrote: paddr -> bytes
+    watch: dict[str, int] = field(default_factory=dict)  # name -> address: count at first run
 
 
 @dataclass
@@ -114,6 +136,8 @@ class Result:
     hypercalls: list[str] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)
     loader: dict[str, int] = field(default_factory=dict)  # what the loader passed
+    reached: dict[str, int] = field(default_factory=dict)  # watched name -> instructions before
+    open_bus: list[int] = field(default_factory=list)  # pages read past RAM (below 4 GiB)
 
     @property
     def reached_kernel(self) -> bool:
@@ -135,6 +159,8 @@ class Result:
             "debug_output": self.debug_output.decode("latin-1"),
             "hypercalls": self.hypercalls,
             "loader": self.loader,
+            "reached": self.reached,
+            "open_bus": self.open_bus,
             "trace": self.trace,
         }
 
@@ -163,6 +189,10 @@ class Machine:
         self.cr3 = 0
         self.loader: dict[str, int] = {}
         self.last_byte = 0
+        self.watch = {address: name for name, address in state.watch.items()}
+        self.reached: dict[str, int] = {}
+        self.open_bus: list[int] = []  # pages past RAM the shim read
+        self.past_ram: set[int] = set()  # pages past RAM mapped (read or loader-written)
         # where the kernel is entered: its 64-bit entry in long mode, or (passthrough)
         # its own 32-bit PVH entry with paging off
         self.passthrough = meta.handoff == "pvh-passthrough"
@@ -188,6 +218,16 @@ class Machine:
         address = self.free
         self.free = _round_up(address + size, 0x1000)
         return address
+
+    def write_anywhere(self, paddr: int, data: bytes) -> None:
+        """Write data at paddr, in RAM or past it (mapping open-bus pages, as ROM a
+        loader filled); what would lie at or above 4 GiB is cut off."""
+        data = data[: max(0, OPEN_BUS_LIMIT - paddr)]
+        if not data:
+            return
+        if paddr + len(data) > RAM_SIZE:
+            self._map_past_ram(paddr, len(data))
+        self.uc.mem_write(paddr, data)
 
     def read(self, paddr: int, size: int) -> bytes:
         return bytes(self.uc.mem_read(paddr, size))
@@ -237,19 +277,55 @@ class Machine:
             stubs[at : at + len(stub)] = stub
         self.uc.mem_write(paddr, bytes(stubs))
 
+    @property
+    def xen_base(self) -> int:
+        """Xen's first cpuid leaf: the first base no other hypervisor uses."""
+        step = abi.XEN_CPUID_LEAF_STRIDE if self.state.other_hypervisor else 0
+        return abi.XEN_CPUID_FIRST_LEAF + step
+
     def _cpuid(self, uc: Any, _user: Any) -> bool:
         leaf = self._reg("eax") & 0xFFFFFFFF
         answer = (0, 0, 0, 0)
-        if self.state.xen and leaf == abi.XEN_CPUID_FIRST_LEAF:
+        base = self.xen_base
+        if self.state.other_hypervisor and leaf == abi.XEN_CPUID_FIRST_LEAF:
+            leaf_max = leaf + OTHER_HYPERVISOR_LEAVES
+            answer = (leaf_max, *abi.signature_words(OTHER_HYPERVISOR_SIGNATURE))
+        elif self.state.xen and leaf == base:
             ebx, ecx, edx = abi.signature_words()
             answer = (leaf + 4, ebx, ecx, edx)
-        elif self.state.xen and leaf == abi.XEN_CPUID_FIRST_LEAF + 1:
+        elif self.state.xen and leaf == base + 1:
             answer = ((XEN_VERSION[0] << 16) | XEN_VERSION[1], 0, 0, 0)
-        elif self.state.xen and leaf == abi.XEN_CPUID_FIRST_LEAF + abi.XEN_CPUID_HYPERCALL_LEAF:
+        elif self.state.xen and leaf == base + abi.XEN_CPUID_HYPERCALL_LEAF:
             answer = (1, XEN_HYPERCALL_MSR, 0, 0)
         for name, value in zip(("rax", "rbx", "rcx", "rdx"), answer, strict=True):
             self._set(name, value)
         return True
+
+    def _unmapped_read(
+        self, uc: Any, _access: int, address: int, size: int, _value: int, _user: Any
+    ) -> bool:
+        """Open bus: a read past RAM below 4 GiB gets 0xff bytes, as on a PC."""
+        pages = self._map_past_ram(address, size)
+        if pages is None:
+            return False
+        self.open_bus += pages
+        return True
+
+    def _map_past_ram(self, address: int, size: int) -> list[int] | None:
+        """Map the pages of [address, address + size) past RAM, filled with 0xff; the
+        range may start in RAM. None when it reaches 4 GiB (nothing is mapped)."""
+        first = max(address, RAM_SIZE)
+        last = address + max(size, 1) - 1
+        if last >= OPEN_BUS_LIMIT:
+            return None
+        new = []
+        for page in range(first - first % abi.PAGE_SIZE, last + 1, abi.PAGE_SIZE):
+            if page not in self.past_ram:
+                self.uc.mem_map(page, abi.PAGE_SIZE)
+                self.uc.mem_write(page, bytes([OPEN_BUS_BYTE]) * abi.PAGE_SIZE)
+                self.past_ram.add(page)
+                new.append(page)
+        return new
 
     def _out(self, _uc: Any, port: int, _size: int, value: int, _user: Any) -> None:
         if port == abi.DEBUGCON_PORT:
@@ -325,6 +401,9 @@ class Machine:
             self.outcome = "kernel-entry"
             uc.emu_stop()
             return
+        name = self.watch.get(address)
+        if name is not None and name not in self.reached:
+            self.reached[name] = self.count
         self.count += 1
         head = self.vread(address, 3)
         self.last_byte = head[0]
@@ -346,10 +425,11 @@ class Machine:
         return bool(self.uc.reg_read(UC_X86_REG_CR0) & abi.CR0_PG)
 
     def run(self, start: int) -> None:
-        from unicorn import UC_HOOK_CODE, UC_HOOK_INSN, UcError
+        from unicorn import UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_READ_UNMAPPED, UcError
         from unicorn.x86_const import UC_X86_INS_CPUID, UC_X86_INS_OUT
 
         self.uc.hook_add(UC_HOOK_CODE, self._code)
+        self.uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED, self._unmapped_read)
         self.uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, UC_X86_INS_CPUID)
         self.uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, UC_X86_INS_OUT)
         try:
@@ -389,10 +469,8 @@ def _place_pvh_info(machine: Machine, state: StartState) -> int:
     """hvm_start_info, cmdline, module and memory map after the image, as Xen does."""
     version = state.hvm_version
     record = hvm_start_info(version)
-    info_at = machine.alloc(abi.PAGE_SIZE)
-    cmdline_at = machine.alloc(len(state.cmdline) + 1) if state.cmdline else 0
-    if cmdline_at:
-        machine.uc.mem_write(cmdline_at, state.cmdline + b"\0")
+    info_at = machine.alloc(abi.PAGE_SIZE) if state.info_at is None else state.info_at
+    cmdline_at = _place_cmdline(machine, state)
     module_at = machine.alloc(len(MODULE_BYTES))
     machine.uc.mem_write(module_at, MODULE_BYTES)
     modlist_at = machine.alloc(HVM_MODLIST_ENTRY.size)
@@ -420,7 +498,10 @@ def _place_pvh_info(machine: Machine, state: StartState) -> int:
         )
         machine.uc.mem_write(memmap_at, raw)
         values |= {"memmap_paddr": memmap_at, "memmap_entries": len(entries), "reserved": 0}
-    machine.uc.mem_write(info_at, record.build(values))
+    raw = record.build(values | state.hvm_fields)
+    machine.write_anywhere(info_at, raw)
+    for paddr, data in state.memory.items():
+        machine.write_anywhere(paddr, data)
     machine.loader.update(
         hvm_start_info=info_at,
         cmdline=cmdline_at,
@@ -431,14 +512,59 @@ def _place_pvh_info(machine: Machine, state: StartState) -> int:
     return info_at
 
 
+def _place_cmdline(machine: Machine, state: StartState) -> int:
+    """Physical address of the command line (0: none), NUL-terminated after the image,
+    or (cmdline_unterminated) in the last bytes of RAM with no NUL."""
+    if state.cmdline_unterminated:
+        at = RAM_SIZE - len(state.cmdline)
+        machine.uc.mem_write(at, state.cmdline)
+        return at
+    if not state.cmdline:
+        return 0
+    at = machine.alloc(len(state.cmdline) + 1)
+    machine.uc.mem_write(at, state.cmdline + b"\0")
+    return at
+
+
 def _start_pvh(machine: Machine) -> int:
     info = _place_pvh_info(machine, machine.state)
-    _set_32bit_flat(machine)
+    if machine.state.wrong_mode:
+        _set_long_mode_identity(machine)
+    else:
+        _set_32bit_flat(machine)
     for name, value in PVH_LOADER_REGISTERS.items():
         machine._set(name, value)
     machine._set("rbx", info)
     machine.loader["registers"] = PVH_LOADER_REGISTERS | {"rbx": info}
     return machine.meta.pvh_entry
+
+
+def _set_long_mode_identity(machine: Machine) -> None:
+    """Long mode, CPL 0, RAM identity mapped: a loader that wrongly enters a 32-bit
+    entry the way it would enter a 64-bit one."""
+    tables = pt.build([pt.Region(0, 0, RAM_SIZE)], machine.free)
+    machine.uc.mem_write(machine.alloc(len(tables.data)), tables.data)
+    _set_long_mode(machine, tables.cr3)
+
+
+def _set_long_mode(machine: Machine, cr3: int) -> None:
+    machine.cr3 = cr3
+    machine._set("cr3", cr3)
+    machine._set("cr4", abi.CR4_PAE)
+    machine.uc.reg_write(_reg_const("MSR"), (abi.MSR_EFER, abi.EFER_LME | abi.EFER_LMA))
+    machine._set("cr0", abi.CR0_PG | abi.CR0_PE | 0x10)
+    machine.uc.reg_write(_reg_const("GDTR"), (0, EMU_GDT, 8 * len(EMU_GDT_ENTRIES) - 1, 0))
+
+
+def _start_pv_in_32bit_mode(machine: Machine) -> int:
+    """A loader that takes e_entry for a 32-bit entry: flat protected mode, paging
+    off, at the physical address of the PV entry."""
+    _set_32bit_flat(machine)
+    for name, value in PVH_LOADER_REGISTERS.items():
+        machine._set(name, value)
+    machine.loader["registers"] = dict(PVH_LOADER_REGISTERS)
+    meta = machine.meta
+    return meta.shim_paddr + (meta.pv_entry - meta.shim_vaddr)
 
 
 def _start_pv(machine: Machine) -> int:
@@ -449,6 +575,8 @@ def _start_pv(machine: Machine) -> int:
             f"{image.path}: no PV entry (handoff {machine.meta.handoff}): a PV guest starts "
             "in long mode and cannot enter a 32-bit PVH entry"
         )
+    if state.wrong_mode:
+        return _start_pv_in_32bit_mode(machine)
     delta = machine.meta.shim_vaddr - machine.meta.shim_paddr
     mask = (1 << 64) - 1
     info_at = machine.alloc(abi.PAGE_SIZE)
@@ -499,12 +627,7 @@ def _start_pv(machine: Machine) -> int:
     }
     machine.uc.mem_write(info_at, record.build(info))
     hcall = next((int(n.value) for n in image.xen_notes if n.type == XenNote.HYPERCALL_PAGE), None)
-    machine.cr3 = tables.cr3
-    machine._set("cr3", tables.cr3)
-    machine._set("cr4", abi.CR4_PAE)
-    machine.uc.reg_write(_reg_const("MSR"), (abi.MSR_EFER, abi.EFER_LME | abi.EFER_LMA))
-    machine._set("cr0", abi.CR0_PG | abi.CR0_PE | 0x10)
-    machine.uc.reg_write(_reg_const("GDTR"), (0, EMU_GDT, 8 * len(EMU_GDT_ENTRIES) - 1, 0))
+    _set_long_mode(machine, tables.cr3)
     if hcall is not None:
         machine.fill_hypercall_page(machine.phys(hcall))
     machine._set("rsi", (info_at + delta) & mask)
@@ -567,6 +690,8 @@ def emulate(image: Image, state: StartState, trace: bool = False) -> Result:
         hypercalls=machine.hypercalls,
         trace=machine.trace or [],
         loader=machine.loader,
+        reached=machine.reached,
+        open_bus=machine.open_bus,
         handoff=handoff,
         hvm_start_info=hvm,
         boot_mode_var=boot_mode_var,

@@ -41,3 +41,9 @@ class OutputError(ShimgenError):
 
 class Refused(ShimgenError):
     exit_code = ExitCode.REFUSED
+
+
+class UsageError(ShimgenError):
+    """A command line argparse accepted but the command cannot use (exit 2, as argparse)."""
+
+    exit_code = ExitCode.USAGE

@@ -50,6 +50,15 @@ from .structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
 PAGE = abi.PAGE_SIZE
 IDENTITY_MAP_SIZE = 1 << 32  # every address a PVH loader can hand in ebx or a paddr field
 SCRATCH_E820_OFFSET = 0x100  # hypercall argument structs use the first 256 bytes
+# start-info: each hypercall argument struct has its own place in the scratch page,
+# so the fields that must be 0 stay as the loader zeroed them (40_start_info.S).
+# They start after the fallback boot-mode word at offset 0.
+SCRATCH_STRUCTS_OFFSET = 0x10
+SCRATCH_STRUCTS = (
+    ("hvm_param", abi.XEN_HVM_PARAM),
+    ("add_to_physmap", abi.XEN_ADD_TO_PHYSMAP),
+    ("memory_map", abi.XEN_MEMORY_MAP),
+)
 # pvh-passthrough: the scratch page holds the fallback mode word at 0 (as for the
 # other handoffs) and the loader's esp right after it.
 SAVED_ESP_OFFSET = 8
@@ -675,12 +684,13 @@ def _layout_values(draft: _Draft) -> dict[str, int]:
         "HCALL_SCHED_OP": hcall + abi.Hypercall.SCHED_OP * stub,
         "HCALL_MEMORY_OP": hcall + abi.Hypercall.MEMORY_OP * stub,
         "HCALL_HVM_OP": hcall + abi.Hypercall.HVM_OP * stub,
-        "E820_BUF_VIRT": draft.virt("scratch") + SCRATCH_E820_OFFSET,
         "E820_CAPACITY": (PAGE - SCRATCH_E820_OFFSET) // abi.E820_ENTRY_STRIDE,
+        "IDENTITY_MAP_END": IDENTITY_MAP_SIZE,
         "PV_VIRT_BASE": draft.pv_virt_base,
     }
     if "start_info" in draft.offsets:
         values["START_INFO_VIRT"] = draft.virt("start_info")
+        values |= _scratch_from_start_info(draft.offsets["scratch"] - draft.offsets["start_info"])
     if "shared_info" in draft.offsets:
         values["SHARED_INFO_PHYS"] = draft.phys("shared_info")
         values["SHARED_INFO_PFN"] = draft.phys("shared_info") >> abi.PAGE_SHIFT
@@ -688,6 +698,35 @@ def _layout_values(draft: _Draft) -> dict[str, int]:
         values["HVM_INFO_VIRT"] = draft.virt("hvm_info")
         values["HVM_INFO_PHYS"] = draft.phys("hvm_info")
     return values
+
+
+def scratch_layout() -> dict[str, int]:
+    """Offsets in the scratch page of the start-info shim's hypercall structs."""
+    offsets, cursor = {}, SCRATCH_STRUCTS_OFFSET
+    for name, record in SCRATCH_STRUCTS:
+        offsets[name] = cursor
+        cursor += _round_up(record.size, 8)
+    if cursor > SCRATCH_E820_OFFSET:
+        raise AssertionError("hypercall structs overlap the E820 buffer")
+    offsets["e820"] = SCRATCH_E820_OFFSET
+    return offsets
+
+
+def _scratch_from_start_info(scratch: int) -> dict[str, int]:
+    """Displacements from the start_info page (r13 in 40_start_info.S) into scratch."""
+    places = scratch_layout()
+    return {
+        "SI_TO_HVM_PARAM": scratch + places["hvm_param"],
+        "SI_TO_HVM_PARAM_VALUE": scratch
+        + places["hvm_param"]
+        + abi.XEN_HVM_PARAM.offset_of("value"),
+        "SI_TO_ADD_TO_PHYSMAP": scratch + places["add_to_physmap"],
+        "SI_TO_MEMORY_MAP": scratch + places["memory_map"],
+        "SI_TO_MEMORY_MAP_NR": scratch
+        + places["memory_map"]
+        + abi.XEN_MEMORY_MAP.offset_of("nr_entries"),
+        "SI_TO_E820_BUF": scratch + places["e820"],
+    }
 
 
 def _assemble(draft: _Draft) -> Shim:
@@ -795,10 +834,13 @@ def _layout_shim(draft: _Draft, code_size: int, note_size: int) -> tuple[int, in
 
 
 def _zero_draft(draft: _Draft) -> _Draft:
-    """The same shim at address 0 with every offset 0: assembled for its size (the
-    templates encode every address at a fixed width, so it is the final size)."""
-    names = ["tables", *draft.reserved_names, "stack", "stack_top"]
-    return replace(draft, shim_vaddr=0, shim_paddr=0, offsets=dict.fromkeys(names, 0))
+    """The same shim at address 0 with the tables at offset 0: assembled for its size.
+    The templates encode every address at a fixed width; the one value whose width
+    could vary, a displacement between two reserved pages (SI_TO_* in
+    40_start_info.S), is the same here as in the final layout, so this is the final
+    size."""
+    reserved, _end = _reserved_layout(draft, 0)
+    return replace(draft, shim_vaddr=0, shim_paddr=0, offsets={"tables": 0} | reserved)
 
 
 def make_plan(
@@ -860,8 +902,9 @@ def make_plan(
     options = _options(handoff, entry, entry64, single_entry, forms, converted.offset)
 
     zero = _zero_draft(draft)
-    code_size = len(_assemble(zero).code)
-    stub_notes = _notes(zero, dropped, delta, 0, 0, _meta_stub(facts, draft, options, code_size))
+    zero_shim = _assemble(zero)
+    code_size = len(zero_shim.code)
+    stub_notes = _notes(zero, dropped, delta, 0, 0, _meta_stub(facts, draft, options, zero_shim))
     filesz, memsz = _layout_shim(draft, code_size, sum(len(n.encode()) for n in stub_notes))
     tables = (
         pt.build(_regions(image, draft.shim_vaddr, draft.shim_paddr, memsz), draft.phys("tables"))
@@ -869,7 +912,7 @@ def make_plan(
         else pt.PageTables(base=draft.phys("tables"), data=b"")
     )
     shim = _assemble(draft)
-    if len(shim.code) != code_size:
+    if len(shim.code) != code_size or shim.regions != zero_shim.regions:
         raise Refused(
             f"internal: shim size changed with its layout ({code_size} -> {len(shim.code)})"
         )
@@ -920,13 +963,25 @@ def _notes(
     return [*notes, meta]
 
 
-def _meta_stub(facts: dict[str, Any], draft: _Draft, options: dict[str, Any], code: int) -> Any:
+def _meta_stub(facts: dict[str, Any], draft: _Draft, options: dict[str, Any], shim: Shim) -> Any:
     """A metadata note of the final size (its numbers are fixed width)."""
+    code = len(shim.code)
     return NoteEntry(
         SHIM_META_OWNER,
         SHIM_META_NOTE_TYPE,
         _meta_record(
-            facts, draft.spec.name, options, draft.kernel_entry, 0, 0, 0, 0, code, 0, 0
+            facts,
+            draft.spec.name,
+            options,
+            draft.kernel_entry,
+            0,
+            0,
+            0,
+            0,
+            code,
+            0,
+            0,
+            regions=shim.regions,
         ).build(),
         "metadata",
         "shimgen",
@@ -948,6 +1003,7 @@ def _meta(facts: dict[str, Any], plan: Plan, code_size: int) -> NoteEntry:
         plan.pvh_entry,
         passthrough_entry=plan.kernel_entry if plan.pv_entry is None else None,
         image=plan.image,
+        regions=plan.shim.regions,
     )
     return NoteEntry(SHIM_META_OWNER, SHIM_META_NOTE_TYPE, record.build(), "metadata", "shimgen")
 
@@ -966,6 +1022,7 @@ def _meta_record(
     pvh_entry: int,
     passthrough_entry: int | None = None,
     image: Image | None = None,
+    regions: tuple[tuple[int, int], ...] = (),
 ) -> ShimMeta:
     if passthrough_entry is not None:
         phys32, kernel_entry = passthrough_entry, 0
@@ -997,6 +1054,7 @@ def _meta_record(
         pv_entry=pv_entry,
         pvh_entry=pvh_entry,
         options=options,
+        code_regions=list(regions),
     )
 
 

@@ -1,15 +1,19 @@
 """What a shimgen patch put into an image: its metadata note, decoded, and the shim's
 code, disassembled, for `shimgen inspect`.
 
-The metadata note (structs/shim_meta.py) gives the shim's range and both entry
-points. Symbol names come from the plan: the original image is rebuilt from the
-patched one (patch.original_bytes) and planned again with the recorded options;
-when that reproduces the shim's bytes exactly, every label of the shim source is
-known, and with them where the 32-bit PVH part ends (``pvh_long_entry``) and the
-data begins (``kernel_entry_ptr``). When it does not (another shimgen version, a
-changed image), the code is decoded per entry point instead: 64-bit from the PV
-entry, 32-bit from the PVH entry up to its far jump, 64-bit from the far jump's
-target on; ``labels_source`` says which of the two was done.
+The metadata note (structs/shim_meta.py) gives the shim's range, both entry
+points and (format 2) its code regions: where 64-bit code, 32-bit code and data
+begin, so every byte is decoded as what it is without anything else. Symbol names
+come from the plan: the original image is rebuilt from the patched one
+(patch.original_bytes) and planned again with the recorded options; when that
+reproduces the shim's bytes exactly, every label of the shim source is known
+(``labels_source`` says whether it did). A format 1 note has no regions: the code
+is then decoded per entry point: 64-bit from the PV entry, 32-bit from the PVH
+entry up to its far jump, 64-bit from the far jump's target on.
+
+Shown addresses are where each byte runs: physical for 32-bit code and for the
+64-bit code that runs identity-mapped (PHYSICAL_64_LABELS up to pvh_virtual),
+virtual elsewhere. diff.py decodes through the same regions.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from .image import Image
 from .structs.shim_meta import ShimMeta
 
 OPCODE_JMP_FAR = 0xEA  # jmp ptr16:32 (valid in 32-bit code only)
-DATA_LABEL = "kernel_entry_ptr"  # first label of asm_templates/90_data.S: no code from here
+DATA_LABELS = ("shim_data", "kernel_entry_ptr")  # format 1 shims have the second only
+# 64-bit code that runs at physical (identity-mapped) addresses, up to VIRTUAL_LABEL
+PHYSICAL_64_LABELS = ("pvh_in_long_mode", "pvh_long_entry")
+VIRTUAL_LABEL = "pvh_virtual"
 DATA_ROW = 8  # bytes per data line
 _LABEL_LINE = re.compile(r"^\s*([A-Za-z_]\w*):", re.M)
 
@@ -128,57 +135,90 @@ def _phys_to_offset(meta: ShimMeta, paddr: int) -> int | None:
     return offset if 0 <= offset < meta.shim_code_size else None
 
 
-def _regions(info: ShimInfo) -> list[tuple[int, int, int, bool]]:
-    """(start offset, end offset, bits, runs at physical addresses) of the shim code;
-    bits 0 is data."""
-    size = len(info.code)
-    off = {name: vaddr - info.code_vaddr for name, vaddr in info.labels.items()}
-    data = off.get(DATA_LABEL, size)
-    if "pvh_long_entry" in off:
-        long = off["pvh_long_entry"]
-    else:
-        long = _far_jump_target(info, off["pvh_entry"])
-    # A pvh-passthrough shim has no PV entry: the PV path is refused, not built.
-    # The PVH path runs identity-mapped (physical) until it jumps to pvh_virtual.
-    points = [
-        (off.get("pv_entry"), 64, False),
-        (off["pvh_entry"], 32, True),
-        (long, 64, True),
-        (off.get("pvh_virtual"), 64, False),
-        (data, 0, False),
-    ]
-    cuts = sorted(p for p in points if p[0] is not None and 0 <= p[0] < size)
-    regions = [(0, cuts[0][0], 64, False)] if cuts and cuts[0][0] > 0 else []
-    for n, (start, bits, physical) in enumerate(cuts):
-        end = cuts[n + 1][0] if n + 1 < len(cuts) else size
-        regions.append((start, end, bits, physical))
+Region = tuple[int, int, int, bool]  # start offset, end offset, bits (0: data), physical
+
+
+def code_regions(meta: ShimMeta, code: bytes, offsets: dict[str, int]) -> list[Region]:
+    """The shim's bytes cut where their instruction set (or data) changes and where
+    they start or stop running at physical addresses. offsets: label -> shim offset
+    (at least the entry points)."""
+    size = len(code)
+    changes = {o: b for o, b in meta.code_regions if 0 <= o < size}
+    if not changes:
+        changes = _entry_point_changes(meta, code, offsets)
+    physical = {o: b == 32 for o, b in changes.items()}
+    for name in (*PHYSICAL_64_LABELS, VIRTUAL_LABEL):
+        at = offsets.get(name)
+        if at is not None and 0 <= at < size:
+            changes.setdefault(at, _bits_at(changes, at))
+            physical[at] = name != VIRTUAL_LABEL
+    cuts = sorted(changes)
+    regions = [(0, cuts[0], 64, False)] if cuts and cuts[0] > 0 else []
+    for n, start in enumerate(cuts):
+        end = cuts[n + 1] if n + 1 < len(cuts) else size
+        regions.append((start, end, changes[start], physical[start]))
     return [r for r in regions if r[0] < r[1]]
 
 
-def _far_jump_target(info: ShimInfo, pvh: int) -> int | None:
+def _bits_at(changes: dict[int, int], offset: int) -> int:
+    before = [o for o in changes if o <= offset]
+    return changes[max(before)] if before else 64
+
+
+def _entry_point_changes(meta: ShimMeta, code: bytes, offsets: dict[str, int]) -> dict[int, int]:
+    """Format 1: 64-bit from the PV entry, 32-bit from the PVH entry, 64-bit from the
+    PVH entry's far-jump target, data from the data label (when known)."""
+    size = len(code)
+    data = next((offsets[n] for n in DATA_LABELS if n in offsets), size)
+    pvh = offsets.get("pvh_entry")
+    long = offsets.get("pvh_long_entry")
+    if long is None and pvh is not None:
+        long = _far_jump_target(meta, code, pvh)
+    # A pvh-passthrough shim has no PV entry: the PV path is refused, not built.
+    points = [(offsets.get("pv_entry"), 64), (pvh, 32), (long, 64), (data, 0)]
+    return {o: b for o, b in points if o is not None and 0 <= o < size}
+
+
+def _regions(info: ShimInfo) -> list[Region]:
+    offsets = {name: vaddr - info.code_vaddr for name, vaddr in info.labels.items()}
+    return code_regions(info.meta, info.code, offsets)
+
+
+def _far_jump_target(meta: ShimMeta, code: bytes, pvh: int) -> int | None:
     """Offset of the 64-bit code the PVH entry's far jump (ptr16:32) goes to."""
     from capstone import CS_ARCH_X86, CS_MODE_32, Cs
 
     engine = Cs(CS_ARCH_X86, CS_MODE_32)
-    start = info.code_vaddr + pvh
-    for insn in engine.disasm(info.code[pvh:], start):
+    for insn in engine.disasm(code[pvh:], pvh):
         if insn.bytes[0] == OPCODE_JMP_FAR and len(insn.bytes) == 7:
             target = int.from_bytes(insn.bytes[1:5], "little")
-            offset = _phys_to_offset(info.meta, target)
+            offset = _phys_to_offset(meta, target)
             if offset is not None:
                 return offset
     return None
 
 
 def disassemble_shim(info: ShimInfo) -> list[Instruction]:
+    return decode_regions(
+        info.code,
+        _regions(info),
+        (info.code_vaddr, info.meta.shim_paddr),
+        _label_offsets(info),
+    )
+
+
+def decode_regions(
+    code: bytes, regions: list[Region], origins: tuple[int, int], offsets: dict[int, str]
+) -> list[Instruction]:
+    """Instructions and data rows of code, region by region; origins = (virtual,
+    physical) address of offset 0; offsets: shim offset -> label shown there."""
     from capstone import CS_ARCH_X86, CS_MODE_32, CS_MODE_64, Cs
 
     engines = {32: Cs(CS_ARCH_X86, CS_MODE_32), 64: Cs(CS_ARCH_X86, CS_MODE_64)}
-    offsets = _label_offsets(info)
     out: list[Instruction] = []
-    for start, end, bits, physical in _regions(info):
-        chunk = info.code[start:end]
-        origin = info.meta.shim_paddr if physical else info.code_vaddr
+    for start, end, bits, physical in regions:
+        chunk = code[start:end]
+        origin = origins[1] if physical else origins[0]
         base = origin + start
         names = {origin + offset: name for offset, name in offsets.items()}
         if bits == 0:

@@ -13,6 +13,10 @@ An ELF32 container converted to ELF64 (options "input": "elf32") is instead
 options holds what planning the same patch again needs: "handoff" and "entry"
 always, "entry64", "single_entry", "input", "input_offset" only when set
 (plan.plan_arguments turns them back into make_plan arguments).
+
+Format 2 adds code_regions: (offset, bits) where the shim's bytes switch between
+32-bit code, 64-bit code and data (bits 0), so inspect and diff decode every byte
+as what it is. A format 1 note (written before) parses with no regions.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ import construct as cs
 
 SHIM_META_OWNER = b"shimgen"
 SHIM_META_NOTE_TYPE = 0x5348  # "SH"; any type but Xen's PHYS32_ENTRY (18) would do
-SHIM_META_FORMAT = 1
+SHIM_META_FORMAT = 2
+SHIM_META_FORMATS = (1, 2)  # what parse() reads
 
 _TEXT = cs.PascalString(cs.Int32ul, "utf8")
 
+CODE_REGION = cs.Struct("offset" / cs.Int32ul, "bits" / cs.Int8ul)
+
 SHIM_META = cs.Struct(
-    "format" / cs.Const(SHIM_META_FORMAT, cs.Int32ul),
+    "format" / cs.OneOf(cs.Int32ul, SHIM_META_FORMATS),
     "tool_version" / _TEXT,
     "handoff" / _TEXT,
     "original_size" / cs.Int64ul,
@@ -51,6 +58,7 @@ SHIM_META = cs.Struct(
     "pv_entry" / cs.Int64ul,  # ENTRY and e_entry; 0 without a PV entry (pvh-passthrough)
     "pvh_entry" / cs.Int64ul,  # PHYS32_ENTRY (with --single-entry, equal to pv_entry)
     "options" / _TEXT,  # JSON, keys sorted: deterministic bytes
+    "code_regions" / cs.If(cs.this.format >= 2, cs.PrefixedArray(cs.Int16ul, CODE_REGION)),
 )
 
 
@@ -73,10 +81,14 @@ class ShimMeta:
     pv_entry: int
     pvh_entry: int
     options: dict[str, Any] = field(default_factory=dict)
+    # (offset, bits): 32/64-bit code from offset on, 0 = data; empty from format 1
+    code_regions: list[tuple[int, int]] = field(default_factory=list)
 
     def build(self) -> bytes:
         values = asdict(self)
+        values["format"] = SHIM_META_FORMAT
         values["options"] = json.dumps(self.options, sort_keys=True, separators=(",", ":"))
+        values["code_regions"] = [{"offset": o, "bits": b} for o, b in self.code_regions]
         return SHIM_META.build(values)
 
     @classmethod
@@ -84,6 +96,7 @@ class ShimMeta:
         parsed = SHIM_META.parse(desc)
         values = {name: parsed[name] for name in cls.__dataclass_fields__}
         values["options"] = json.loads(parsed.options)
+        values["code_regions"] = [(r.offset, r.bits) for r in parsed.code_regions or ()]
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:

@@ -102,7 +102,10 @@ def test_struct_offsets_come_from_structs() -> None:
 
 
 def test_code_size_independent_of_layout(plan) -> None:
-    zeros = {key: 0 for key in asm.LAYOUT_KEYS}
+    from shimgen.plan import PAGE, _scratch_from_start_info
+
+    # every address 0; the displacements between reserved pages as in any layout
+    zeros = {key: 0 for key in asm.LAYOUT_KEYS} | _scratch_from_start_info(PAGE)
     assert len(asm.assemble(zeros).code) == len(plan.shim.code)
     print(f"shim code: {len(plan.shim.code)} bytes")
 
@@ -189,8 +192,14 @@ SETS = [
 
 
 def _layout_for(handoff: str, single: bool, value: int) -> dict[str, int]:
+    """Every address the set asks for set to value; the displacements between
+    reserved pages (not addresses: the same in every layout) as the plan makes them."""
+    from shimgen.plan import PAGE, _scratch_from_start_info
+
     text = asm.template_text(asm.template_set(handoff, single))
-    return dict.fromkeys(asm.placeholders(text) - set(asm.abi_values()), value)
+    wanted = asm.placeholders(text) - set(asm.abi_values())
+    fixed = {k: v for k, v in _scratch_from_start_info(PAGE).items() if k in wanted}
+    return dict.fromkeys(wanted, value) | fixed
 
 
 def test_every_template_belongs_to_a_set() -> None:

@@ -90,6 +90,31 @@ def test_gzip_container_is_a_header_difference_only(capsys, work, patched):
 # --- shim options -----------------------------------------------------------------------
 
 
+def _meta_desc_size(path) -> int:
+    from shimgen.structs.shim_meta import SHIM_META_NOTE_TYPE
+
+    image = read_image(path)
+    return next(len(n.desc) for n in image.notes if n.type == SHIM_META_NOTE_TYPE)
+
+
+def _note_growth(a: Path, b: Path) -> list[dict]:
+    """The segment changes a longer metadata note makes: the shim's PT_NOTE (the last
+    one, NOTE[4] for pv-hello) grows by the 4-byte padded difference, when there is one."""
+    size_a, size_b = (-(-_meta_desc_size(p) // 4) * 4 for p in (a, b))
+    note = next(s for s in read_image(a).segments if s.type_name == "NOTE" and s.index == 4)
+    return [
+        {
+            "change": "changed",
+            "segment": "NOTE[4]",
+            "field": field,
+            "a": note.filesz,
+            "b": note.filesz + size_b - size_a,
+        }
+        for field in ("filesz", "memsz")
+        if size_a != size_b
+    ]
+
+
 def test_other_kernel_entry_changes_shim_code_and_metadata(capsys, work, pv_hello, patched):
     """--entry pv_main (instead of the ENTRY note's _start) changes the address the shim
     jumps to: the metadata and the one shim constant that holds it, nothing a loader
@@ -110,10 +135,8 @@ def test_other_kernel_entry_changes_shim_code_and_metadata(capsys, work, pv_hell
     ]
     # the options JSON in the metadata note grew by 9 bytes ("pv_main" vs null): the
     # PT_NOTE that holds it grows by the 4-byte padded difference, nothing else moves
-    assert [(d["segment"], d["field"], d["b"] - d["a"]) for d in differences["segments"]] == [
-        ("NOTE[4]", "filesz", 4),
-        ("NOTE[4]", "memsz", 4),
-    ]
+    assert _meta_desc_size(other) - _meta_desc_size(patched) == len('"pv_main"') - len("null")
+    assert differences["segments"] == _note_growth(patched, other)
     assert set(differences) == {"segments", "shim_metadata", "shim_code", "bytes"}
 
     plan = patch_bytes(pv_hello.read_bytes(), "pv-hello", entry="pv_main").plan
@@ -122,9 +145,12 @@ def test_other_kernel_entry_changes_shim_code_and_metadata(capsys, work, pv_hell
     removed = [line for line in code["diff"][2:] if line.startswith("-")]
     added = [line for line in code["diff"][2:] if line.startswith("+")]
     assert len(removed) == len(added) == 1, code["diff"]
-    # the changed low bytes of the entry: 0x100000 -> 0x100710
-    assert removed[0].startswith(f"-+{pointer:#06x} 64  00 00 ")
-    assert added[0].startswith(f"++{pointer:#06x} 64  10 07 ")
+    # the data row (bits 0) that starts with the pointer: _start -> pv_main
+    def row(address: int) -> str:
+        return f"+{pointer:#06x} 0  {address.to_bytes(8, 'little').hex(' ')} "
+
+    assert removed[0].startswith("-" + row(symbols["_start"]))
+    assert added[0].startswith("+" + row(symbols["pv_main"]))
 
     (segment_bytes,) = differences["bytes"]
     assert segment_bytes["segment"] == "LOAD[2]"  # the shim's PT_LOAD only
@@ -142,7 +168,8 @@ def test_entry_by_symbol_or_by_address_differs_only_in_recorded_option(capsys, w
         {"change": "changed", "field": "options.entry", "a": "_start", "b": "0x100000"}
     ]
     assert "shim_code" not in differences  # same code: the same entry in effect
-    assert set(differences) == {"shim_metadata", "bytes"}
+    assert differences.get("segments", []) == _note_growth(by_symbol, by_address)
+    assert set(differences) - {"segments"} == {"shim_metadata", "bytes"}
 
 
 # --- notes, segments, bytes -------------------------------------------------------------

@@ -23,13 +23,13 @@ CMDLINE = "hvm64 handoff, k=v [ok]"
 # changes: update them (and the README) on purpose.
 HVM_COUNTS = {
     # (mode, xen): instructions with an empty command line
-    ("pv", True): 49,  # + 6 per command-line byte copied (at most 1023)
-    ("pvh", True): 53,
-    ("pvh", False): 1833,  # the cpuid search runs to its end
+    ("pv", True): 52,  # + 6 per command-line byte copied (at most 1023)
+    ("pvh", True): 57,
+    ("pvh", False): 52,  # the cpuid search stops at the first unused base
 }
 PV_CMDLINE_COST = 6
-FULL_CMDLINE_COUNT = 6184  # 1023 bytes copied, the loop ends on its count, not a NUL
-PASSTHROUGH_COUNTS = {True: 27, False: 1806}
+FULL_CMDLINE_COUNT = 6187  # 1023 bytes copied, the loop ends on its count, not a NUL
+PASSTHROUGH_COUNTS = {True: 27, False: 21}
 MODES = {
     "qemu-pvh": abi.BootMode.PVH_NO_XEN,
     "xen-pvh": abi.BootMode.XEN_PVH,

@@ -20,9 +20,11 @@ from shimgen.image import read_image
 from shimgen.patch import patch_file, shim_meta
 
 # The polyglot's extra instructions on top of the two-entry paths (test_emulate.py,
-# test_handoffs.py): xor, test, jz in 64-bit mode; xor, dec, test, jz, jmp in 32-bit.
-EXTRA_PV = 3
-EXTRA_PVH = 5
+# test_handoffs.py). It jumps past the entries' own mode guards: in 64-bit mode its
+# xor, test, jz replace the guard's xor, test, jnz; in 32-bit mode its xor, dec,
+# test, jz, jmp replace the guard's xor, dec, test, jz.
+EXTRA_PV = 0
+EXTRA_PVH = 1
 MODES = {
     "qemu-pvh": abi.BootMode.PVH_NO_XEN,
     "xen-pvh": abi.BootMode.XEN_PVH,
@@ -90,16 +92,16 @@ def test_polyglot_decodes_differently_in_each_mode(single: Path, samples_build: 
     assert decoded[64][:3] == [
         ("xor", "eax, eax"),
         ("test", "rax, rax"),
-        ("je", hex(labels["pv_entry"])),
+        ("je", hex(labels["pv_checked"])),
     ]
     assert decoded[32][:4] == [
         ("xor", "eax, eax"),
         ("dec", "eax"),
         ("test", "eax, eax"),
-        ("je", hex(labels["pv_entry"])),
+        ("je", hex(labels["pv_checked"])),
     ]
     jump = list(Cs(CS_ARCH_X86, CS_MODE_32).disasm(code, entry))[4]
-    assert (jump.mnemonic, jump.op_str) == ("jmp", hex(labels["pvh_entry"]))
+    assert (jump.mnemonic, jump.op_str) == ("jmp", hex(labels["pvh_checked"]))
 
 
 @pytest.mark.parametrize(

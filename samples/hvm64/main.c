@@ -120,19 +120,7 @@ void hvm64_main(uint64_t rdi, const struct hvm_start_info *si)
 	ok = check_entry(mode, xen_base, si);
 	if (si->magic == XEN_HVM_START_MAGIC_VALUE)
 		report_hvm_start_info(si, mode != MODE_PVH_NO_XEN);
-	switch (sample_action(cmdline)) {
-	case ACTION_HANG:
-		report_str("action", "hang");
-		sample_hang();
-	case ACTION_CRASH:
-		report_str("action", "crash");
-		sample_crash();
-	case ACTION_FAIL:
-		report_str("action", "fail");
+	if (!sample_run_action(cmdline))
 		ok = 0;
-		break;
-	case ACTION_NONE:
-		break;
-	}
 	finish(mode, ok);
 }

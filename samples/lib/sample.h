@@ -49,9 +49,12 @@ int str_starts(const char *s, const char *prefix);
 int cmdline_has_word(const char *cmdline, const char *word);
 const char *boot_mode_name(unsigned mode);
 
-/* Test hooks chosen on the kernel command line, so one image covers every verdict. */
-enum sample_action { ACTION_NONE, ACTION_HANG, ACTION_FAIL, ACTION_CRASH };
-enum sample_action sample_action(const char *cmdline);
+/*
+ * Test hooks chosen on the kernel command line, so one image covers every verdict:
+ * sample=hang and sample=crash do not return; sample=fail returns 0; otherwise 1.
+ * The action taken is reported first.
+ */
+int sample_run_action(const char *cmdline);
 void sample_hang(void) __attribute__((noreturn));
 void xen_console_drain_wait(void);
 void sample_crash(void) __attribute__((noreturn));

@@ -68,15 +68,21 @@ const char *boot_mode_name(unsigned mode)
 	}
 }
 
-enum sample_action sample_action(const char *cmdline)
+int sample_run_action(const char *cmdline)
 {
-	if (cmdline_has_word(cmdline, "sample=hang"))
-		return ACTION_HANG;
-	if (cmdline_has_word(cmdline, "sample=fail"))
-		return ACTION_FAIL;
-	if (cmdline_has_word(cmdline, "sample=crash"))
-		return ACTION_CRASH;
-	return ACTION_NONE;
+	if (cmdline_has_word(cmdline, "sample=hang")) {
+		report_str("action", "hang");
+		sample_hang();
+	}
+	if (cmdline_has_word(cmdline, "sample=fail")) {
+		report_str("action", "fail");
+		return 0;
+	}
+	if (cmdline_has_word(cmdline, "sample=crash")) {
+		report_str("action", "crash");
+		sample_crash();
+	}
+	return 1;
 }
 
 /* Spin without hlt: a halted vCPU with interrupts off is a shutdown to Xen (PVH). */

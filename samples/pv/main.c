@@ -143,19 +143,7 @@ void pv_main(uint64_t rdi, start_info_t *si)
 		report_str("error", "rdi disagrees with shimgen_boot_mode");
 		ok = 0;
 	}
-	switch (sample_action(cmdline)) {
-	case ACTION_HANG:
-		report_str("action", "hang");
-		sample_hang();
-	case ACTION_CRASH:
-		report_str("action", "crash");
-		sample_crash();
-	case ACTION_FAIL:
-		report_str("action", "fail");
+	if (!sample_run_action(cmdline))
 		ok = 0;
-		break;
-	case ACTION_NONE:
-		break;
-	}
 	finish(mode, ok);
 }

@@ -54,18 +54,5 @@ void pvh_main(const struct hvm_start_info *si)
 		finish(xen_base != 0, 0);
 	}
 	report_hvm_start_info(si, xen_base != 0);
-	switch (sample_action(cmdline)) {
-	case ACTION_HANG:
-		report_str("action", "hang");
-		sample_hang();
-	case ACTION_CRASH:
-		report_str("action", "crash");
-		sample_crash();
-	case ACTION_FAIL:
-		report_str("action", "fail");
-		finish(xen_base != 0, 0);
-	case ACTION_NONE:
-		break;
-	}
-	finish(xen_base != 0, 1);
+	finish(xen_base != 0, sample_run_action(cmdline));
 }

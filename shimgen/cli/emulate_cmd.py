@@ -43,6 +43,46 @@ def register(commands: Any) -> None:
         action="store_true",
         help="corrupt the boot structure's magic (the shim must halt)",
     )
+    hostile = parser.add_argument_group(
+        "hostile loaders",
+        "What a broken loader could hand over. RAM is 128 MiB; past it and below 4 GiB "
+        "reads see open bus (0xff); at or above 4 GiB nothing is mapped.",
+    )
+    hostile.add_argument(
+        "--set",
+        metavar="FIELD=VALUE",
+        action="append",
+        default=[],
+        type=_field_value,
+        help=(
+            "PVH: overwrite an hvm_start_info field the loader wrote (e.g. "
+            "memmap_entries=0xffffffff, cmdline_paddr=0x100000000); repeatable"
+        ),
+    )
+    hostile.add_argument(
+        "--info-at",
+        metavar="ADDR",
+        type=_number,
+        help="PVH: put hvm_start_info at this physical address (cut off at 4 GiB)",
+    )
+    hostile.add_argument(
+        "--cmdline-unterminated",
+        action="store_true",
+        help="PVH: put the command line in the last bytes of RAM with no NUL",
+    )
+    hostile.add_argument(
+        "--wrong-mode",
+        action="store_true",
+        help="enter the PV entry in 32-bit mode, or the PVH entry in long mode",
+    )
+    hostile.add_argument(
+        "--other-hypervisor",
+        action="store_true",
+        help=(
+            "another hypervisor's cpuid leaves (Viridian's) at 0x40000000: Xen's move to "
+            "0x40000100; with --no-xen, KVM or Hyper-V alone"
+        ),
+    )
     parser.add_argument("--trace", action="store_true", help="list every instruction run")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run_emulate)
@@ -58,6 +98,11 @@ def run_emulate(args: argparse.Namespace) -> int:
         xen=not args.no_xen,
         hvm_version=args.hvm_version,
         bad_magic=args.bad_magic,
+        other_hypervisor=args.other_hypervisor,
+        hvm_fields=_hvm_fields(args.set, args.hvm_version),
+        info_at=args.info_at,
+        cmdline_unterminated=args.cmdline_unterminated,
+        wrong_mode=args.wrong_mode,
     )
     result = emulate(read_image(args.image), state, trace=args.trace)
     if args.json:
@@ -65,6 +110,44 @@ def run_emulate(args: argparse.Namespace) -> int:
     else:
         _show(result, args)
     return 0 if result.reached_kernel else 1
+
+
+def _number(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1 << 64:
+        raise argparse.ArgumentTypeError(f"out of range: {text!r}")
+    return value
+
+
+def _field_value(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    try:
+        return name.strip(), _number(value.strip())
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{name.strip()}: {error}") from None
+
+
+def _hvm_fields(pairs: list[tuple[str, int]], version: int) -> dict[str, int]:
+    """--set pairs checked against the hvm_start_info layout and field widths."""
+    from ..errors import UsageError
+    from ..structs import hvm_start_info
+
+    widths = {leaf.path: leaf.size for leaf in hvm_start_info(version).leaves()}
+    fields: dict[str, int] = {}
+    for name, value in pairs:
+        width = widths.get(name)
+        if width is None:
+            known = ", ".join(widths)
+            raise UsageError(f"--set: hvm_start_info v{version} has no field {name!r} ({known})")
+        if value >= 1 << (8 * width):
+            raise UsageError(f"--set {name}: {value:#x} does not fit in {width} bytes")
+        fields[name] = value
+    return fields
 
 
 def _show(result: Any, args: argparse.Namespace) -> None:
