@@ -143,7 +143,8 @@ def code_regions(meta: ShimMeta, code: bytes, offsets: dict[str, int]) -> list[R
     they start or stop running at physical addresses. offsets: label -> shim offset
     (at least the entry points)."""
     size = len(code)
-    changes = {o: b for o, b in meta.code_regions if 0 <= o < size}
+    # a corrupt note can hold any numbers: keep what can be decoded
+    changes = {o: b for o, b in meta.code_regions if 0 <= o < size and b in (0, 32, 64)}
     if not changes:
         changes = _entry_point_changes(meta, code, offsets)
     physical = {o: b == 32 for o, b in changes.items()}

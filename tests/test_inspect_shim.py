@@ -164,6 +164,36 @@ def test_corrupt_shim_note_still_inspects(patched: dict[str, Path], tmp_path: Pa
     assert proc.returncode == 0 and "shim metadata unreadable" in proc.stdout
 
 
+def test_hostile_code_regions_are_ignored(patched: dict[str, Path], tmp_path: Path) -> None:
+    """A note that parses but whose regions are nonsense (modes that do not exist,
+    offsets past the code): inspect and diff still decode, from the entry points."""
+    from shimgen.structs.shim_meta import SHIM_META_NOTE_TYPE
+
+    from shimgen.image import read_image
+    from shimgen.patch import shim_meta
+
+    data = bytearray(patched["pv-hello"].read_bytes())
+    image = read_image(patched["pv-hello"])
+    note = next(n for n in image.notes if n.type == SHIM_META_NOTE_TYPE)
+    meta = shim_meta(image)
+    desc = note.offset + 12 + -(-note.namesz // 4) * 4  # header, name padded to 4
+    assert data[desc : desc + len(note.desc)] == note.desc
+    # offsets inside the code with modes that do not exist, and one far past it
+    wrong = [(n * 16, 7 + n) for n in range(len(meta.code_regions) - 1)] + [(0xFFFFFFF0, 64)]
+    meta.code_regions = wrong
+    rebuilt = meta.build()
+    assert len(rebuilt) == len(note.desc)
+    data[desc : desc + len(rebuilt)] = rebuilt
+    hostile = tmp_path / "hostile-regions"
+    hostile.write_bytes(bytes(data))
+    shim = inspect_json(hostile)["shim"]
+    assert shim["metadata"]["code_regions"] == [list(r) for r in wrong]
+    bits = {line["bits"] for line in shim["disassembly"]}
+    assert bits == {0, 32, 64}  # the entry points still say where each mode runs
+    proc = shimgen("diff", str(patched["pv-hello"]), str(hostile))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+
+
 def test_inspect_of_a_passthrough_image(samples_build, tmp_path) -> None:
     """pvh-passthrough shims have no PV entry: inspect still lists them, code then data."""
     out = tmp_path / "pvh-hello.universal"
