@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import mmap
 import zlib
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -47,6 +48,9 @@ from .structs.elf import (
     elf_header,
 )
 
+# An image's bytes: as read, or a read-only mapping of the file (patch maps a large
+# input instead of reading it; everything here only indexes, slices and finds).
+Buffer = bytes | bytearray | mmap.mmap
 MAX_DECOMPRESSED = 1 << 30  # refuse gzip bombs: no unikernel is larger than 1 GiB
 MAX_NOTES_PER_CONTAINER = 65536  # libelf's ELF_MAX_TOTAL_NOTE_COUNT, over all containers
 
@@ -161,8 +165,8 @@ class Image:
     legacy_guest_text: str | None
     findings: list[Finding]
     symbols: dict[str, int]
-    data: bytes = field(repr=False)  # the ELF bytes (decompressed when compressed)
-    raw: bytes = field(repr=False, default=b"")  # the file's bytes as read
+    data: Buffer = field(repr=False)  # the ELF bytes (decompressed when compressed)
+    raw: Buffer = field(repr=False, default=b"")  # the file's bytes as read
     header_overflow: list[str] = field(default_factory=list)
     notes_cut: bool = False  # the note walk stopped at its bound (_NoteBudget)
 
@@ -250,7 +254,7 @@ def read_image(path: str | Path) -> Image:
     return image_from_bytes(raw, str(path))
 
 
-def image_from_bytes(raw: bytes, name: str = "<bytes>") -> Image:
+def image_from_bytes(raw: Buffer, name: str = "<bytes>") -> Image:
     compressed = raw[:2] == GZIP_MAGIC
     data = _gunzip(raw, name) if compressed else raw
     _check_ident(data, name)
@@ -314,7 +318,7 @@ def image_from_bytes(raw: bytes, name: str = "<bytes>") -> Image:
     )
 
 
-def _gunzip(raw: bytes, name: str) -> bytes:
+def _gunzip(raw: Buffer, name: str) -> bytes:
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
             data = stream.read(MAX_DECOMPRESSED + 1)
@@ -325,7 +329,7 @@ def _gunzip(raw: bytes, name: str) -> bytes:
     return data
 
 
-def _check_ident(data: bytes, name: str) -> int:
+def _check_ident(data: Buffer, name: str) -> int:
     if len(data) < 16 or data[:4] != ELF_MAGIC:
         what = "empty" if not data else "not an ELF file"
         raise BadInput(f"{name}: {what} (no ELF magic)")
@@ -399,7 +403,7 @@ class _NoteBudget:
     reported: bool = False  # said once, not once per remaining container
 
     @classmethod
-    def for_file(cls, data: bytes) -> _NoteBudget:
+    def for_file(cls, data: Buffer) -> _NoteBudget:
         # Legitimate images walk each note at most twice (a PT_NOTE and its section).
         return cls(notes=MAX_NOTES_PER_CONTAINER, payload=2 * len(data) + (1 << 20))
 
@@ -412,7 +416,7 @@ class _NoteBudget:
 
 
 def _walk_notes(
-    data: bytes,
+    data: Buffer,
     start: int,
     length: int,
     where: str,
@@ -520,7 +524,7 @@ def _note_segment_layout(segment: Segment, found: list[Note], where: str) -> lis
     return result
 
 
-def _decode_xen_note(data: bytes, note: Note, findings: list[Finding]) -> XenNoteRecord:
+def _decode_xen_note(data: Buffer, note: Note, findings: list[Finding]) -> XenNoteRecord:
     where = f"{note.source} @ {note.offset:#x}"
     try:
         kind = XenNote(note.type)
@@ -541,7 +545,7 @@ def _decode_xen_note(data: bytes, note: Note, findings: list[Finding]) -> XenNot
 
 
 def _decode_payload(
-    data: bytes, note: Note, kind: XenNote, where: str, findings: list[Finding]
+    data: Buffer, note: Note, kind: XenNote, where: str, findings: list[Finding]
 ) -> int | str | list[int]:
     payload = kind.payload
     desc = note.desc
@@ -588,7 +592,7 @@ def _u32_words(desc: bytes, order: str) -> list[int]:
 
 
 def _note_string(
-    data: bytes, note: Note, kind: XenNote, where: str, findings: list[Finding]
+    data: Buffer, note: Note, kind: XenNote, where: str, findings: list[Finding]
 ) -> str:
     """libelf reads up to the first NUL, even past the desc; we flag that."""
     if b"\0" in note.desc:
@@ -611,7 +615,7 @@ def _note_string(
 
 
 def _legacy_guest(
-    data: bytes, sections: list[Section], findings: list[Finding]
+    data: Buffer, sections: list[Section], findings: list[Finding]
 ) -> tuple[str | None, list[XenNoteRecord]]:
     section = next((s for s in sections if s.name == LEGACY_GUEST_SECTION), None)
     if section is None:

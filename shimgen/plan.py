@@ -32,6 +32,7 @@ hvm-start-info when ``entry64`` is given, start-info otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -852,15 +853,19 @@ def make_plan(
     entry64: str | None = None,
     single_entry: bool = False,
     gzip_input: bool = False,
+    sha256: Callable[[], bytes] | None = None,
 ) -> Plan:
     """Everything the patch writes, decided from the image and the options.
 
     An ELF32 container of x86-64 code is converted to ELF64 first (container.py);
     ``original`` (the input's size, sha256 and header fields) defaults to the facts
     of ``image`` as given. ``gzip_input`` records that the input was compressed when
-    ``image`` is already the decompressed form (re-patching).
+    ``image`` is already the decompressed form (re-patching). ``sha256``, when given,
+    returns the sha256 of ``image.data`` instead of the planner hashing it: it is called
+    once, last, so that a caller hashing a large input in the background overlaps it
+    with the planning.
     """
-    facts = original or original_facts(image)
+    facts = original or original_facts(image, hashed=sha256 is None)
     compressed = image.compressed or gzip_input
     converted = normalize(image)
     image = converted.image
@@ -937,6 +942,8 @@ def make_plan(
         single_entry=single_entry,
         dropped_note_segments=dropped,
     )
+    if sha256 is not None:
+        facts = facts | {"sha256": sha256()}
     meta = _meta(facts, plan, code_size)
     plan.notes = _notes(draft, dropped, delta, plan.pv_entry, plan.pvh_entry, meta)
     _require_note_room(image, len(plan.notes))
@@ -1058,8 +1065,12 @@ def _meta_record(
     )
 
 
-def original_facts(image: Image) -> dict[str, Any]:
-    """What the metadata records to rebuild the input (see structs/shim_meta.py)."""
+def original_facts(image: Image, hashed: bool = True) -> dict[str, Any]:
+    """What the metadata records to rebuild the input (see structs/shim_meta.py).
+
+    Without ``hashed`` the sha256 is a placeholder of its size, for a caller that
+    supplies the digest later (make_plan's ``sha256``).
+    """
     import hashlib
 
     from .structs.elf import elf_header
@@ -1067,7 +1078,7 @@ def original_facts(image: Image) -> dict[str, Any]:
     header = elf_header(image.elf_class).unpack_from(image.data, 0)
     return {
         "size": len(image.data),
-        "sha256": hashlib.sha256(image.data).digest(),
+        "sha256": hashlib.sha256(image.data).digest() if hashed else bytes(32),
         "e_entry": header["e_entry"],
         "e_phoff": header["e_phoff"],
         "e_phnum": header["e_phnum"],

@@ -41,3 +41,17 @@ def test_two_fresh_processes_write_the_same_bytes(
     second = _patch_in_fresh_process(source, tmp_path / "second", options, "2")
     assert first == second
     assert hashlib.sha256(source.read_bytes()).hexdigest() == before  # input untouched
+
+
+def test_repatching_in_a_fresh_process_writes_what_patching_the_original_did(
+    samples_build: Path, tmp_path: Path
+) -> None:
+    """--force rebuilds the original from the patched file (mapped, its header restored
+    in a private copy): the same bytes as patching the original itself."""
+    source = samples_build / "hvm64-hello"
+    options = ["--handoff", "hvm-start-info", "--entry64", "_start"]
+    once = _patch_in_fresh_process(source, tmp_path / "once", options, "1")
+    again = _patch_in_fresh_process(
+        tmp_path / "once", tmp_path / "again", [*options, "--force"], "2"
+    )
+    assert again == once

@@ -9,6 +9,7 @@ mount namespace (unshare), so nothing leaks onto the host even if a test dies.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -252,10 +254,17 @@ def _in_tmpfs(work: Path, options: str) -> dict:
     return json.loads(proc.stdout)
 
 
-def test_disk_full(work: Path) -> None:
-    """A 16 KiB tmpfs: the ~60 KiB output cannot fit; the old output survives."""
+@pytest.mark.parametrize(
+    "size",
+    ["16k", "32k"],
+    ids=["full-during-the-copy", "full-during-the-append"],
+)
+def test_disk_full(work: Path, size: str) -> None:
+    """A tmpfs of 4 pages (one is the old output's): the copy of the 19 KB input
+    cannot fit; of 8 pages: it fits, the appended 30 KB do not. Either way the ~50 KB
+    output is not written and the old output survives."""
     before = sha256(work / "kernel")
-    seen = _in_tmpfs(work, "size=16k")
+    seen = _in_tmpfs(work, f"size={size}")
     assert seen["code"] == ExitCode.OUTPUT, seen
     lines = seen["stderr"].splitlines()
     assert len(lines) == 1 and "No space left on device" in lines[0], seen["stderr"]
@@ -334,15 +343,67 @@ def test_interrupt_while_writing_leaves_nothing(work: Path, monkeypatch) -> None
     assert listing(work) == ["kernel", "out"] and out.read_bytes() == b"old output"
 
 
-def test_input_changed_while_patching_writes_nothing(work: Path, monkeypatch) -> None:
-    real = patch_module.patch_bytes
+def _while_planning(monkeypatch, action) -> None:
+    """Run action when the patch is planned: after the input was read and, for a file
+    written in place, copied into the temp file."""
+    real = patch_module.make_plan
 
-    def patch_while_someone_writes(data: bytes, *args, **kwargs):
-        with (work / "kernel").open("ab") as stream:
-            stream.write(b"appended meanwhile")
-        return real(data, *args, **kwargs)
+    def plan_meanwhile(*args, **kwargs):
+        action()
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(patch_module, "patch_bytes", patch_while_someone_writes)
+    monkeypatch.setattr(patch_module, "make_plan", plan_meanwhile)
+
+
+def _append(path: Path) -> None:
+    with path.open("ab") as stream:
+        stream.write(b"appended meanwhile")
+
+
+def _rewrite_in_place(path: Path) -> None:
+    """Same size, same bytes but one: only the change time tells."""
+    with path.open("r+b") as stream:
+        stream.seek(0x10)
+        first = stream.read(1)
+        stream.seek(0x10)
+        stream.write(first)
+
+
+@pytest.mark.parametrize("change", [_append, _rewrite_in_place], ids=["append", "rewrite"])
+def test_input_changed_while_patching_writes_nothing(work: Path, monkeypatch, change) -> None:
+    _while_planning(monkeypatch, lambda: change(work / "kernel"))
     with pytest.raises(OutputError, match="the input changed while it was patched"):
+        patch_file(work / "kernel", work / "out")
+    assert listing(work) == ["kernel"]
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["copy_prefix", "os.fdatasync", "sha256_of_file", "make_plan", "layout_output", "os.replace"],
+)
+def test_interrupt_anywhere_leaves_nothing(work: Path, monkeypatch, where: str) -> None:
+    """^C in the copy, in a background thread (writeback, hash), while planning or
+    writing: the temp file goes, the old output stays, no thread is left running."""
+    out = work / "out"
+    out.write_bytes(b"old output")
+    module, _, name = where.rpartition(".")
+    monkeypatch.setattr(patch_module.os if module else patch_module, name, _interrupt)
+    threads = threading.active_count()
+    with pytest.raises(KeyboardInterrupt):
+        patch_file(work / "kernel", out)
+    assert listing(work) == ["kernel", "out"] and out.read_bytes() == b"old output"
+    assert threading.active_count() == threads
+
+
+def test_write_error_in_the_background_is_an_output_error(work: Path, monkeypatch) -> None:
+    def failing_writeback(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(patch_module.os, "fdatasync", failing_writeback)
+    with pytest.raises(OutputError, match="Input/output error"):
         patch_file(work / "kernel", work / "out")
     assert listing(work) == ["kernel"]

@@ -85,7 +85,7 @@ def run_patch(args: argparse.Namespace) -> int:
     facts = result.plan.to_json() | {
         "output": None if args.dry_run else args.output,
         "repatched": result.repatched,
-        "output_size": len(result.data),
+        "output_size": result.size,
     }
     if args.json:
         print_json(facts)
