@@ -145,6 +145,7 @@ def test_other_kernel_entry_changes_shim_code_and_metadata(capsys, work, pv_hell
     removed = [line for line in code["diff"][2:] if line.startswith("-")]
     added = [line for line in code["diff"][2:] if line.startswith("+")]
     assert len(removed) == len(added) == 1, code["diff"]
+
     # the data row (bits 0) that starts with the pointer: _start -> pv_main
     def row(address: int) -> str:
         return f"+{pointer:#06x} 0  {address.to_bytes(8, 'little').hex(' ')} "
