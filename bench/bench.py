@@ -112,6 +112,7 @@ def patch_time(workdir: Path) -> list[tuple[str, str]]:
         ours, our_rss = _median_child(shimgen)
         base, base_rss = _median_child(objcopy)
         synced, synced_rss = _median_child(objcopy, ["sync", copied])
+        big = source != SAMPLES / "pv-hello"
         rows += [
             (f"patch {label}: shimgen patch", f"{ours * 1000:.0f} ms, {our_rss >> 10} MiB peak"),
             (
@@ -122,7 +123,10 @@ def patch_time(workdir: Path) -> list[tuple[str, str]]:
                 f"patch {label}: objcopy, then sync FILE",
                 f"{synced * 1000:.0f} ms, {synced_rss >> 10} MiB peak",
             ),
-            (f"patch {label}: ratio shimgen / objcopy", f"{ours / base:.2f}x time"),
+            (
+                f"patch {label}: ratio shimgen / objcopy",
+                f"{ours / base:.2f}x time" + (f" (target {TARGET_PATCH_RATIO}x)" if big else ""),
+            ),
             (f"patch {label}: ratio shimgen / (objcopy + sync)", f"{ours / synced:.2f}x time"),
         ]
     return rows
@@ -136,6 +140,8 @@ SHIMS = (
     ("pvh-hello", ["--handoff", "pvh-passthrough"]),
 )
 TARGET_BEFORE_CMDLINE = 200  # issue 6: emulated instructions on the PVH path
+TARGET_PATCH_RATIO = 1.5  # issue 6: patching the large image against objcopy
+TARGET_INSPECT_MS = 300  # issue 6
 TARGET_CODE_BYTES = 1024  # issue 6: the start-info shim's code
 
 
@@ -201,7 +207,7 @@ def inspect_startup() -> list[tuple[str, str]]:
     ours = median_seconds(lambda: run(sys.executable, "-m", "shimgen", "inspect", image))
     bare = median_seconds(lambda: run(sys.executable, "-c", "pass"))
     return [
-        ("shimgen inspect pvh-hello", f"{ours * 1000:.0f} ms"),
+        ("shimgen inspect pvh-hello", f"{ours * 1000:.0f} ms (target < {TARGET_INSPECT_MS} ms)"),
         ("python -c pass (baseline)", f"{bare * 1000:.0f} ms"),
         ("ratio", f"{ours / bare:.1f}x"),
     ]
