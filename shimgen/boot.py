@@ -113,6 +113,9 @@ class BootOptions:
     log: Path | None = None  # where to copy the raw console log
     xen: Path | None = None  # Xen hypervisor (plain or .gz); default: Debian's, cached
     debug_exit_device: bool = True  # without it guests must end by SCHEDOP_shutdown
+    # a module for the kernel: QEMU's -initrd (hvm_start_info module 0), or dom0's
+    # initrd (Xen's second multiboot module)
+    initrd: Path | None = None
 
     def __post_init__(self) -> None:
         if self.loader not in LOADERS:
@@ -149,6 +152,7 @@ class BootResult:
     expect_matched: bool | None
     qemu_pid: int
     command: list[str] = field(default_factory=list)
+    initrd: str | None = None  # the module passed, as given
 
     @property
     def ok(self) -> bool:
@@ -228,6 +232,18 @@ def check_image(image: Path) -> None:
         raise BadInput(f"{image}: not an ELF file")
 
 
+def _check_initrd(initrd: Path) -> None:
+    try:
+        with initrd.open("rb"):
+            pass
+    except FileNotFoundError:
+        raise BadInput(f"{initrd}: no such file (--initrd)") from None
+    except IsADirectoryError:
+        raise BadInput(f"{initrd}: is a directory (--initrd)") from None
+    except OSError as error:
+        raise BadInput(f"{initrd}: cannot read ({error.strerror}) (--initrd)") from None
+
+
 # --- QEMU command lines -------------------------------------------------------------
 
 
@@ -246,16 +262,27 @@ def qemu_pvh_argv(qemu: str, image: Path, options: BootOptions, log: Path) -> li
         "-m", str(QEMU_PVH_MEMORY_MIB),
         "-kernel", str(image),
         "-append", options.cmdline,
+        *(["-initrd", _escape_commas(str(options.initrd))] if options.initrd else []),
         "-serial", "none",
         "-debugcon", f"file:{_chardev_path(log)}",
         *_common_qemu_args(options),
     ]  # fmt: skip
 
 
-def xen_argv(qemu: str, xen: Path, guest: Path, options: BootOptions, log: Path) -> list[str]:
+def xen_argv(
+    qemu: str,
+    xen: Path,
+    guest: Path,
+    options: BootOptions,
+    log: Path,
+    initrd: Path | None = None,
+) -> list[str]:
     xen_cmdline = XEN_CMDLINE + (XEN_PVH_CMDLINE if options.loader == "xen-pvh" else ())
     # The multiboot module string is "FILE ARGS"; Xen drops FILE and hands ARGS to dom0.
-    module = f"{guest} {options.cmdline}".rstrip()
+    # A second module is dom0's initrd.
+    module = _escape_commas(f"{guest} {options.cmdline}".rstrip())
+    if initrd is not None:
+        module += f",{initrd}"
     return [
         qemu,
         "-machine", "pc",
@@ -265,7 +292,7 @@ def xen_argv(qemu: str, xen: Path, guest: Path, options: BootOptions, log: Path)
         "-m", str(XEN_HOST_MEMORY_MIB),
         "-kernel", str(xen),
         "-append", " ".join(xen_cmdline),
-        "-initrd", _escape_commas(module),
+        "-initrd", module,
         "-serial", f"file:{_chardev_path(log)}",
         *_common_qemu_args(options),
     ]  # fmt: skip
@@ -649,6 +676,8 @@ def boot(
     raises (e.g. KeyboardInterrupt) still ends QEMU.
     """
     check_image(image)
+    if options.initrd is not None:
+        _check_initrd(options.initrd)
     if options.expect is not None:
         re.compile(options.expect)  # a bad regex fails before a slow boot
     if options.log is not None:
@@ -674,7 +703,11 @@ def _argv(
     # which the multiboot module string cannot carry.
     guest = scratch / "guest"
     guest.symlink_to(image)
-    return xen_argv(qemu, xen, guest, options, log)
+    initrd = None
+    if options.initrd is not None:
+        initrd = scratch / "initrd"
+        initrd.symlink_to(options.initrd.resolve())
+    return xen_argv(qemu, xen, guest, options, log, initrd)
 
 
 def _save_log(log: Path | None, destination: Path) -> None:
@@ -713,4 +746,5 @@ def _result(
         expect_matched=matched,
         qemu_pid=run.pid,
         command=argv,
+        initrd=None if options.initrd is None else str(options.initrd),
     )

@@ -28,6 +28,28 @@ def samples_build() -> Path:
     return SAMPLES_DIR / "build"
 
 
+MODULE_SIZE = 5000  # not a multiple of a page: the length must survive as it is
+
+
+def fnv1a(data: bytes) -> int:
+    """32-bit FNV-1a, as the samples report a module's bytes (samples/lib/util.c)."""
+    value = 0x811C9DC5
+    for byte in data:
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
+@pytest.fixture(scope="session")
+def boot_module(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """A module (initrd) for real boots, and the FNV-1a the sample must report for it."""
+    import hashlib
+
+    data = b"".join(hashlib.sha256(bytes([n])).digest() for n in range(256))[:MODULE_SIZE]
+    path = tmp_path_factory.mktemp("module") / "module.bin"
+    path.write_bytes(data)
+    return path, fnv1a(data)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     """In CI every tool the suite needs is installed by `make test`: a test that

@@ -264,9 +264,13 @@ def test_emulate_cli_shows_hvm_start_info(hvm64: Path, capsys) -> None:
 
 
 @pytest.fixture(scope="module")
-def hvm64_boots(hvm64: Path) -> dict[str, BootResult]:
-    """hvm64-hello booted by each loader, once for the tests below."""
-    options = {loader: BootOptions(loader=loader, cmdline=CMDLINE, timeout=60) for loader in MODES}
+def hvm64_boots(hvm64: Path, boot_module) -> dict[str, BootResult]:
+    """hvm64-hello booted by each loader with a module, once for the tests below."""
+    module, _fnv = boot_module
+    options = {
+        loader: BootOptions(loader=loader, cmdline=CMDLINE, timeout=60, initrd=module)
+        for loader in MODES
+    }
     return {loader: boot(hvm64, option) for loader, option in options.items()}
 
 
@@ -290,11 +294,14 @@ def test_hvm64_boots(hvm64_boots: dict[str, BootResult], loader: str) -> None:
 @pytest.mark.slow
 @pytest.mark.qemu
 @pytest.mark.xen
-def test_hvm64_reports_agree(hvm64_boots: dict[str, BootResult]) -> None:
+def test_hvm64_reports_agree(hvm64_boots: dict[str, BootResult], boot_module) -> None:
     """The same boot information whichever loader booted it."""
     reports = {loader: result.report for loader, result in hvm64_boots.items()}
     assert {r.get("cmdline") for r in reports.values()} == {CMDLINE}
-    assert {r.get("nr_modules") for r in reports.values()} == {"0"}  # the harness passes none
+    # one module, whole: the PV path builds module 0 from start_info's mod_start
+    assert {r.get("nr_modules") for r in reports.values()} == {"1"}
+    assert {int(r["module_fnv"], 16) for r in reports.values()} == {boot_module[1]}
+    assert {int(r["module0_size"]) for r in reports.values()} == {boot_module[0].stat().st_size}
     # Xen gives dom0 256 MiB in both modes; QEMU has 128 MiB, a little of it not RAM
     xen_pv, xen_pvh = (int(reports[name]["ram_bytes"]) for name in ("xen-pv", "xen-pvh"))
     assert xen_pv == 256 << 20  # one range, nr_pages long: what the PV path builds

@@ -378,6 +378,32 @@ def test_cli_not_elf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "not an ELF file" in one_line_error(capsys)
 
 
+@pytest.mark.parametrize("what", ["missing", "directory"])
+def test_cli_bad_initrd(
+    samples_build: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str
+) -> None:
+    initrd = tmp_path / "initrd"
+    if what == "directory":
+        initrd.mkdir()
+    argv = ["boot", str(samples_build / "pvh-hello"), "--loader", "qemu-pvh"]
+    assert main([*argv, "--initrd", str(initrd)]) == ExitCode.BAD_INPUT
+    line = one_line_error(capsys)
+    assert str(initrd) in line and "--initrd" in line
+
+
+def test_cli_initrd_reaches_the_kernel(
+    samples_build: Path, boot_module, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module, module_fnv = boot_module
+    argv = ["boot", str(samples_build / "pvh-hello"), "--loader", "qemu-pvh"]
+    assert main([*argv, "--initrd", str(module), "--json"]) == ExitCode.OK
+    data = json.loads(capsys.readouterr().out)
+    assert data["initrd"] == str(module)
+    report = data["report"]
+    assert int(report["nr_modules"]) == 1
+    assert int(report["module_fnv"], 16) == module_fnv
+
+
 def test_cli_missing_qemu(
     samples_build: Path,
     tmp_path: Path,

@@ -40,8 +40,10 @@ def universal(request, samples_build: Path, tmp_path_factory) -> Path:
         pytest.param("xen-pv", marks=pytest.mark.xen),
     ],
 )
-def test_patched_image_boots(universal: Path, loader: str) -> None:
-    result = boot(universal, BootOptions(loader=loader, cmdline=CMDLINE, timeout=60))
+def test_patched_image_boots(universal: Path, loader: str, boot_module) -> None:
+    module, module_fnv = boot_module
+    options = BootOptions(loader=loader, cmdline=CMDLINE, timeout=60, initrd=module)
+    result = boot(universal, options)
     report = result.report
     assert result.ok, (result.reason, result.guest_lines[-10:], result.xen_errors)
     mode = EXPECTED_MODE[loader]
@@ -50,6 +52,10 @@ def test_patched_image_boots(universal: Path, loader: str) -> None:
     assert int(report["entry_rdi"], 16) == mode
     assert report["magic"] == START_INFO_MAGIC[64].decode()
     assert report["cmdline"] == CMDLINE
+    # the loader's module reaches the kernel whole: Xen's initrd for dom0 (PV: a
+    # virtual address Xen mapped; PVH: module 0, which the shim hands on physical)
+    assert int(report["mod_len"]) == module.stat().st_size
+    assert int(report["module_fnv"], 16) == module_fnv
     assert int(report["nr_pages"]) > 0
     assert report["result"] == "ok"
     if mode == abi.BootMode.XEN_PVH:

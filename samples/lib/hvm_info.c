@@ -129,6 +129,7 @@ void report_hvm_start_info(const struct hvm_start_info *si, int have_xen)
 
 		report_hex("module0_paddr", mod->paddr);
 		report_dec("module0_size", mod->size);
+		report_hex("module_fnv", fnv1a((const void *)(uintptr_t)mod->paddr, mod->size));
 	}
 	report_hex("rsdp_paddr", si->rsdp_paddr);
 	report_hex("cmdline_paddr", si->cmdline_paddr);

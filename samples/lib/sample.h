@@ -45,6 +45,7 @@ void report_version(const char *key, uint32_t major, uint32_t minor);
 void report_done(void);
 
 size_t str_len(const char *s);
+uint32_t fnv1a(const void *data, uint64_t size);
 int str_starts(const char *s, const char *prefix);
 int cmdline_has_word(const char *cmdline, const char *word);
 const char *boot_mode_name(unsigned mode);

@@ -89,6 +89,9 @@ static void report_start_info(const start_info_t *si)
 	report_hex("mfn_list", si->mfn_list);
 	report_hex("mod_start", si->mod_start);
 	report_dec("mod_len", si->mod_len);
+	/* A virtual address this kernel can read, unless Xen gave a frame number. */
+	if (si->mod_len && si->mod_start && !(si->flags & SIF_MOD_START_PFN))
+		report_hex("module_fnv", fnv1a((const void *)si->mod_start, si->mod_len));
 	report_hex("first_p2m_pfn", si->first_p2m_pfn);
 	report_dec("nr_p2m_frames", si->nr_p2m_frames);
 }

@@ -45,6 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--log", type=Path, metavar="FILE", help="save the raw console log")
     parser.add_argument(
+        "--initrd",
+        type=Path,
+        metavar="FILE",
+        help=(
+            "a module for the kernel: QEMU's -initrd (hvm_start_info module 0), or dom0's "
+            "initrd under Xen (start_info mod_start/mod_len for PV)"
+        ),
+    )
+    parser.add_argument(
         "--xen",
         type=Path,
         metavar="PATH",
@@ -73,6 +82,7 @@ def _options(args: argparse.Namespace) -> BootOptions:
         loader=args.loader,
         machine=args.machine or DEFAULT_MACHINE,
         cmdline=args.cmdline,
+        initrd=args.initrd,
         expect=args.expect,
         timeout=args.timeout,
         log=args.log,
@@ -136,6 +146,7 @@ def _facts(result: BootResult) -> list[tuple[str, str]]:
         ("ended by", str(result.end)),
         ("machine", result.machine),
         ("cmdline", repr(result.cmdline)),
+        *([("initrd", result.initrd)] if result.initrd else []),
         (
             "qemu status",
             "ended by shimgen" if result.qemu_status is None else str(result.qemu_status),
