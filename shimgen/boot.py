@@ -219,29 +219,25 @@ def _gunzipped(gz: Path, target: Path) -> Path:
 
 def check_image(image: Path) -> None:
     """Refuse what no loader could take, with one line instead of QEMU's noise."""
-    try:
-        with image.open("rb") as stream:
-            magic = stream.read(4)
-    except FileNotFoundError:
-        raise BadInput(f"{image}: no such file") from None
-    except IsADirectoryError:
-        raise BadInput(f"{image}: is a directory") from None
-    except OSError as error:
-        raise BadInput(f"{image}: cannot read ({error.strerror})") from None
-    if magic != b"\x7fELF":
+    if _head(image, 4) != b"\x7fELF":
         raise BadInput(f"{image}: not an ELF file")
 
 
 def _check_initrd(initrd: Path) -> None:
+    _head(initrd, 0, " (--initrd)")
+
+
+def _head(path: Path, size: int, what: str = "") -> bytes:
+    """The first size bytes of a file QEMU will be given, or one line saying why not."""
     try:
-        with initrd.open("rb"):
-            pass
+        with path.open("rb") as stream:
+            return stream.read(size)
     except FileNotFoundError:
-        raise BadInput(f"{initrd}: no such file (--initrd)") from None
+        raise BadInput(f"{path}: no such file{what}") from None
     except IsADirectoryError:
-        raise BadInput(f"{initrd}: is a directory (--initrd)") from None
+        raise BadInput(f"{path}: is a directory{what}") from None
     except OSError as error:
-        raise BadInput(f"{initrd}: cannot read ({error.strerror}) (--initrd)") from None
+        raise BadInput(f"{path}: cannot read ({error.strerror}){what}") from None
 
 
 # --- QEMU command lines -------------------------------------------------------------
