@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .argtypes import u64
 from .render import console, print_json
 
 
@@ -62,7 +63,7 @@ def register(commands: Any) -> None:
     hostile.add_argument(
         "--info-at",
         metavar="ADDR",
-        type=_number,
+        type=u64,
         help="PVH: put hvm_start_info at this physical address (cut off at 4 GiB)",
     )
     hostile.add_argument(
@@ -112,22 +113,12 @@ def run_emulate(args: argparse.Namespace) -> int:
     return 0 if result.reached_kernel else 1
 
 
-def _number(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < 1 << 64:
-        raise argparse.ArgumentTypeError(f"out of range: {text!r}")
-    return value
-
-
 def _field_value(text: str) -> tuple[str, int]:
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
     try:
-        return name.strip(), _number(value.strip())
+        return name.strip(), u64(value.strip())
     except argparse.ArgumentTypeError as error:
         raise argparse.ArgumentTypeError(f"{name.strip()}: {error}") from None
 

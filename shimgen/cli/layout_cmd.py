@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput, ExitCode
+from .argtypes import unsigned
 from .render import console, print_json
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def _register_decode(commands: Any) -> None:
     decode.add_argument("file", metavar="FILE", help="memory dump holding the structure")
     decode.add_argument(
         "--offset",
-        type=_offset,
+        type=unsigned,
         default=0,
         metavar="N",
         help="byte offset of the structure in FILE; 0x for hex (default 0)",
@@ -102,16 +103,6 @@ def _register_decode(commands: Any) -> None:
     )
     decode.add_argument("--json", action="store_true", help="print the decoded fields as JSON")
     decode.set_defaults(handler=run_decode)
-
-
-def _offset(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
 
 
 # --- layout rows ---------------------------------------------------------------------------
