@@ -81,8 +81,9 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 SINGLE_ENTRY_TEMPLATE = "80_single_entry.S"  # goes right before the set's data templates
 DATA_TEMPLATE_PREFIX = "9"  # 90_data.S and after: data only, from the label shim_data on
 
-# Labels whose offsets the plan, the emulator and inspect need (start-info's set).
-EXPORTED_LABELS = (
+# Labels whose offsets the plan, the emulator and inspect need. The two handoffs
+# with both entries share their entry, mode-switch and data labels.
+_TWO_ENTRY_LABELS = (
     "pv_entry",
     "pv_checked",
     "pvh_entry",
@@ -91,30 +92,12 @@ EXPORTED_LABELS = (
     "pvh_virtual",
     "pvh_halt",
     "pv_spin",
-    "fill_start_info",
-    "copy_cmdline",
-    "shim_data",
-    "kernel_entry_ptr",
-    "gdt",
-    "msg_bad_magic",
 )
+_DATA_LABELS = ("shim_data", "kernel_entry_ptr", "gdt", "msg_bad_magic")
+EXPORTED_LABELS = (*_TWO_ENTRY_LABELS, "fill_start_info", "copy_cmdline", *_DATA_LABELS)
 _SET_LABELS: dict[str, tuple[str, ...]] = {
     "start-info": EXPORTED_LABELS,
-    "hvm-start-info": (
-        "pv_entry",
-        "pv_checked",
-        "pvh_entry",
-        "pvh_checked",
-        "pvh_long_entry",
-        "pvh_virtual",
-        "pvh_halt",
-        "pv_spin",
-        "hvm_from_start_info",
-        "shim_data",
-        "kernel_entry_ptr",
-        "gdt",
-        "msg_bad_magic",
-    ),
+    "hvm-start-info": (*_TWO_ENTRY_LABELS, "hvm_from_start_info", *_DATA_LABELS),
     "pvh-passthrough": ("pvh_entry", "pvh_halt", "shim_data", "kernel_entry_ptr", "msg_bad_magic"),
 }
 SINGLE_ENTRY_LABEL = "single_entry"
