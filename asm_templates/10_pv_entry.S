@@ -1,12 +1,15 @@
 /*
- * PV entry of the start-info shim: the ENTRY note and e_entry point here.
+ * PV entry of the start-info and hvm-start-info shims: the ENTRY note and e_entry
+ * point here. It checks what every PV path relies on and falls through into the
+ * handoff's own PV part (13_pv_start_info.S or 12_hvm_pv_entry.S), which the
+ * template set puts right after it.
  *
  * Entry state assumed (Xen PV64, FACTS 4): long mode, CPL 3, rsi = virtual address
  *   of start_info, rsp = top of Xen's boot stack, other GPRs 0, events masked, the
- *   hypercall page (HYPERCALL_PAGE note) filled by Xen.
- * Clobbered: rax (left 0 again), rdi, flags; memory: the u32 boot-mode variable.
- * Exit state guaranteed: jump to the kernel's original PV entry with rsi and rsp
- *   exactly as Xen set them, rdi = Xen PV mode, boot-mode variable = Xen PV mode.
+ *   hypercall page (HYPERCALL_PAGE note, or the shim's own) filled by Xen.
+ * Clobbered: rax, flags.
+ * Exit state guaranteed (falls through): still long mode, start_info's magic
+ *   checked, rsi and rsp exactly as Xen set them.
  * Error paths (the kernel is never entered):
  *   - reached in 32-bit mode (a loader that took e_entry for a 32-bit entry): the
  *     mode guard below branches to pv_in_32bit_mode (22_wrong_mode.S);
@@ -25,8 +28,3 @@ pv_checked:
 	movabs	${SI_MAGIC_PREFIX}, %rax	/* first 8 bytes of the start_info magic */
 	cmp	%rax, (%rsi)
 	jne	pv_bad_magic
-	movabs	${BOOT_MODE_VIRT}, %rax
-	movl	${MODE_XEN_PV}, (%rax)
-	mov	${MODE_XEN_PV}, %edi
-	xor	%eax, %eax
-	jmp	*kernel_entry_ptr(%rip)

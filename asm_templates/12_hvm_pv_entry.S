@@ -1,9 +1,11 @@
 /*
- * PV entry of the hvm-start-info shim: the ENTRY note and e_entry point here.
+ * PV part of the hvm-start-info shim: builds a struct hvm_start_info from Xen's
+ * start_info for the kernel's 64-bit entry.
  *
- * Entry state assumed (Xen PV64, FACTS 4): long mode, CPL 3, rsi = virtual address
- *   of start_info, rsp = top of Xen's boot stack, events masked, the hypercall page
- *   filled by Xen, the shim's reserved area zeroed (p_memsz beyond p_filesz).
+ * Entry state assumed: falls through from 10_pv_entry.S: Xen PV64 (long mode,
+ *   CPL 3), start_info's magic checked, rsi = virtual address of start_info, rsp =
+ *   top of Xen's boot stack, events masked, the hypercall page filled by Xen, the
+ *   shim's reserved area zeroed (p_memsz beyond p_filesz).
  * Clobbered: rax (left 0), rcx, rdx, rdi, r12, r13, flags (DF cleared); memory: the
  *   hvm_start_info page of the reserved area, the u32 boot-mode variable.
  * Exit state guaranteed: jump to the kernel's 64-bit entry, still at CPL 3 on Xen's
@@ -12,20 +14,8 @@
  *   virtual address of Xen's start_info, boot-mode variable = Xen PV mode. Every
  *   address in the struct is pseudo-physical (virtual - VIRT_BASE, which is p_paddr
  *   for every byte of the image): the kernel reads it at address + VIRT_BASE.
- * Error paths: reached in 32-bit mode -> pv_in_32bit_mode (22_wrong_mode.S);
- *   start_info magic wrong -> pv_bad_magic (console_io, crash, spin).
  */
 	.code64
-shim_start:
-pv_entry:
-	/* mode guard (80_single_entry.S explains the bytes): taken in 32-bit mode only */
-	xor	%eax, %eax
-	test	%rax, %rax
-	jnz	pv_in_32bit_mode
-pv_checked:
-	movabs	${SI_MAGIC_PREFIX}, %rax	/* first 8 bytes of the start_info magic */
-	cmp	%rax, (%rsi)
-	jne	pv_bad_magic
 	cld					/* the struct is built with string instructions */
 	mov	%rsi, %r13
 	movabs	${HVM_INFO_VIRT}, %r12

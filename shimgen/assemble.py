@@ -48,6 +48,7 @@ from .structs import xen_abi as abi
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "start-info": (
         "10_pv_entry.S",
+        "13_pv_start_info.S",
         "11_pv_bad_magic.S",
         "20_pvh_entry.S",
         "21_pvh_bad_magic.S",
@@ -61,6 +62,7 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
         "92_start_info_data.S",
     ),
     "hvm-start-info": (
+        "10_pv_entry.S",
         "12_hvm_pv_entry.S",
         "11_pv_bad_magic.S",
         "14_hvm_from_start_info.S",
