@@ -40,7 +40,7 @@ under PV pseudo-physical, address), or the loader's hvm_start_info at ebx
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import pagetables as pt
@@ -144,25 +144,11 @@ class Result:
         return self.outcome == "kernel-entry"
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "xen": self.xen,
-            "hvm_version": self.hvm_version,
-            "outcome": self.outcome,
-            "instructions": self.instructions,
-            "kernel_entry": self.kernel_entry,
-            "handoff": self.handoff,
-            "registers": self.registers,
-            "start_info": self.start_info,
-            "hvm_start_info": self.hvm_start_info,
-            "boot_mode_var": self.boot_mode_var,
-            "debug_output": self.debug_output.decode("latin-1"),
-            "hypercalls": self.hypercalls,
-            "loader": self.loader,
-            "reached": self.reached,
-            "open_bus": self.open_bus,
-            "trace": self.trace,
-        }
+        """Every field; start_info_raw left out (start_info is its decoding)."""
+        data = asdict(self)
+        del data["start_info_raw"]
+        data["debug_output"] = self.debug_output.decode("latin-1")
+        return data
 
 
 def _round_up(value: int, align: int) -> int:
@@ -532,11 +518,17 @@ def _start_pvh(machine: Machine) -> int:
         _set_long_mode_identity(machine)
     else:
         _set_32bit_flat(machine)
-    for name, value in PVH_LOADER_REGISTERS.items():
-        machine._set(name, value)
-    machine._set("rbx", info)
-    machine.loader["registers"] = PVH_LOADER_REGISTERS | {"rbx": info}
+    _set_loader_registers(machine, rbx=info)
     return machine.meta.pvh_entry
+
+
+def _set_loader_registers(machine: Machine, **defined: int) -> None:
+    """PVH_LOADER_REGISTERS in what a 32-bit entry's loader leaves unspecified, the
+    registers it does define on top; recorded as what the loader passed."""
+    registers = PVH_LOADER_REGISTERS | defined
+    for name, value in registers.items():
+        machine._set(name, value)
+    machine.loader["registers"] = registers
 
 
 def _set_long_mode_identity(machine: Machine) -> None:
@@ -560,9 +552,7 @@ def _start_pv_in_32bit_mode(machine: Machine) -> int:
     """A loader that takes e_entry for a 32-bit entry: flat protected mode, paging
     off, at the physical address of the PV entry."""
     _set_32bit_flat(machine)
-    for name, value in PVH_LOADER_REGISTERS.items():
-        machine._set(name, value)
-    machine.loader["registers"] = dict(PVH_LOADER_REGISTERS)
+    _set_loader_registers(machine)
     meta = machine.meta
     return meta.shim_paddr + (meta.pv_entry - meta.shim_vaddr)
 
