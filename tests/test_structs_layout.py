@@ -34,6 +34,7 @@ from shimgen.structs import (
 )
 from shimgen.structs.cheader import c_struct_name, render_header
 from shimgen.structs.clayout import U32, U64, CharArray
+from valuetree import leaf_paths
 
 INCLUDE = Path("/usr/include")
 XEN_H = "xen/xen.h"
@@ -327,30 +328,20 @@ def _value_trees(record: Record, prefix: str = "") -> list[dict[str, Any]]:
     return trees
 
 
-def _built_leaves(tree: dict[str, Any], prefix: str = "") -> list[str]:
-    paths = []
-    for name, value in tree.items():
-        if isinstance(value, dict):
-            paths += _built_leaves(value, f"{prefix}{name}.")
-        else:
-            paths.append(f"{prefix}{name}")
-    return paths
-
-
 @pytest.mark.parametrize("name", list(boot_structures()))
 def test_construct_builds_at_gcc_offsets(name: str) -> None:
     record = boot_structures()[name]
     gcc = xen_layout(NATIVE_VIEW[name])
     trees = _value_trees(record)
     # Between them the builds cover every leaf, each union member included.
-    assert {path for tree in trees for path in _built_leaves(tree)} == {
+    assert {path for tree in trees for path in leaf_paths(tree)} == {
         leaf.path for leaf in record.layout()
     }
     for tree in trees:
         built = record.build(tree)
         assert len(built) == gcc.size
         untouched = bytearray(built)
-        for path in _built_leaves(tree):
+        for path in leaf_paths(tree):
             offset, size = gcc.leaves[path]
             assert built[offset : offset + size] == _pattern(path, size), path
             untouched[offset : offset + size] = bytes(size)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from shimgen.structs import Record, boot_structures
 from shimgen.structs.clayout import CharArray
 from shimgen.structs.decode import decode, default_version
+from valuetree import leaf_paths
 
 from shimgen.errors import BadInput
 
@@ -45,16 +46,6 @@ def _leaf(container: Any, path: str) -> Any:
     return container
 
 
-def _built_paths(values: dict[str, Any], prefix: str = "") -> list[str]:
-    paths = []
-    for name, value in values.items():
-        if isinstance(value, dict):
-            paths += _built_paths(value, f"{prefix}{name}.")
-        else:
-            paths.append(f"{prefix}{name}")
-    return paths
-
-
 def _covered(record: Record) -> bytearray:
     """1 for every byte some leaf occupies, 0 for padding."""
     mask = bytearray(record.size)
@@ -67,7 +58,7 @@ def _check_build_then_parse(record: Record, values: dict[str, Any]) -> None:
     built = record.build(values)
     assert len(built) == record.size
     parsed = record.parse(built)
-    for path in _built_paths(values):
+    for path in leaf_paths(values):
         assert _leaf(parsed, path) == _leaf(values, path), path
     # Every leaf, the other union members included, reads the bytes at its offset.
     for leaf in record.layout():
@@ -148,7 +139,7 @@ def test_decode_reads_what_build_wrote(name: str, data: st.DataObject) -> None:
     pad = data.draw(st.binary(max_size=8))
     decoded = decode(name, pad + built, len(pad), version=_own_version(name))
     assert decoded.record is record
-    for path in _built_paths(values):
+    for path in leaf_paths(values):
         assert decoded.field(path).value == _leaf(values, path), path
 
 
