@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from shimgen.structs import HVM_MODLIST_ENTRY, MAX_GUEST_CMDLINE
 from shimgen.structs import xen_abi as abi
@@ -221,11 +221,14 @@ COUNT = st.one_of(
 )
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@pytest.fixture(scope="module")
+def pv_hello(samples_build: Path, tmp_path_factory) -> object:
+    out = tmp_path_factory.mktemp("safety-any") / "pv-hello.universal"
+    patch_file(samples_build / "pv-hello", out)
+    return read_image(out)
+
+
+@settings(max_examples=60, deadline=None)
 @given(
     version=st.sampled_from([0, 1, 2, 0xFFFFFFFF]),
     nr_modules=COUNT,
@@ -235,9 +238,8 @@ COUNT = st.one_of(
     entries=COUNT,
 )
 def test_any_hvm_start_info_is_entered_bounded_or_reported(
-    samples_build: Path, tmp_path_factory, version, nr_modules, modlist, cmdline, memmap, entries
+    pv_hello, version, nr_modules, modlist, cmdline, memmap, entries
 ) -> None:
-    image = _pv_hello(samples_build, tmp_path_factory)
     fields = {
         "version": version,
         "nr_modules": nr_modules,
@@ -246,24 +248,13 @@ def test_any_hvm_start_info_is_entered_bounded_or_reported(
         "memmap_paddr": memmap,
         "memmap_entries": entries,
     }
-    result = emulate(image, StartState(mode="pvh", hvm_fields=fields))
+    result = emulate(pv_hello, StartState(mode="pvh", hvm_fields=fields))
     if result.reached_kernel:
         raw = result.start_info_raw
         cmd = raw[info_offset("cmd_line") : info_offset("cmd_line") + MAX_GUEST_CMDLINE]
         assert 0 in cmd  # NUL-terminated within the field
         return
     _halted_with(result, OUT_OF_RANGE_MESSAGE)
-
-
-_IMAGES: dict[str, object] = {}
-
-
-def _pv_hello(samples_build: Path, tmp_path_factory) -> object:
-    if "pv-hello" not in _IMAGES:
-        out = tmp_path_factory.mktemp("safety-any") / "pv-hello.universal"
-        patch_file(samples_build / "pv-hello", out)
-        _IMAGES["pv-hello"] = read_image(out)
-    return _IMAGES["pv-hello"]
 
 
 # --- the shared report loop -------------------------------------------------------------
