@@ -562,8 +562,8 @@ def disassemble_shim(code: bytes, meta: ShimMeta) -> list[str]:
         "pv_entry": meta.pv_entry - meta.shim_vaddr,
         "pvh_entry": meta.pvh_entry - meta.shim_paddr,
     }
-    regions = [(a, b, bits, False) for a, b, bits, _ in code_regions(meta, code, entries)]
-    return [
+    regions = code_regions(meta, code, entries)
+    return [  # both origins 0: every address is an offset into the shim
         _line(i.address, i.bits, bytes.fromhex(i.bytes), f"{i.mnemonic} {i.operands}")
         for i in decode_regions(code, regions, (0, 0), {})
     ]
