@@ -37,8 +37,8 @@ venv: $(BIN)/shimgen
 
 # apt-get download needs package lists; fetch them once if the cache is cold.
 cache: venv
-	@$(BIN)/python -m shimgen.debcache $(CACHE_PACKAGES) || \
-	  { $(SUDO) apt-get update -qq && $(BIN)/python -m shimgen.debcache $(CACHE_PACKAGES); }
+	@$(BIN)/python -m shimgen.verify.debcache $(CACHE_PACKAGES) || \
+	  { $(SUDO) apt-get update -qq && $(BIN)/python -m shimgen.verify.debcache $(CACHE_PACKAGES); }
 
 samples:
 	$(MAKE) -s -C samples

@@ -182,7 +182,7 @@ TARGET_CODE_BYTES = 1024  # issue 6: the start-info shim's code
 
 
 def _paths(handoff: str) -> list[tuple[str, object]]:
-    from shimgen.emulate import StartState
+    from shimgen.verify.emulate import StartState
 
     pv = [("PV", StartState("pv"))] if handoff != "pvh-passthrough" else []
     return [
@@ -201,8 +201,8 @@ def shim_counts(workdir: Path) -> list[tuple[str, str]]:
     entry to the kernel (start-info: and to the command-line copy) on every path."""
     import dataclasses as dc
 
-    from shimgen.emulate import emulate
-    from shimgen.image import read_image
+    from shimgen.read.image import read_image
+    from shimgen.verify.emulate import emulate
 
     rows = []
     for sample, options in SHIMS:
@@ -250,7 +250,7 @@ def inspect_startup() -> list[tuple[str, str]]:
 
 
 def boot_times(workdir: Path) -> list[tuple[str, str]]:
-    from shimgen.boot import BootOptions, boot
+    from shimgen.verify.boot import BootOptions, boot
 
     universal = workdir / "pv-hello.universal"
     options = BootOptions(loader="qemu-pvh")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shimgen import assemble as asm
-from shimgen.image import read_image
 from shimgen.plan import make_plan
+from shimgen.read.image import read_image
+from shimgen.shim import assemble as asm
 
 HEADER_WORDS = ("Entry state", "Exit state", "Clobber")
 # The only literals a template may spell out itself: zero, one, a shift by 32,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from shimgen.structs import ELF_NOTE_HEADER
 
-from shimgen.debcache import unpacked_package
 from shimgen.errors import ExitCode
-from shimgen.image import read_image
+from shimgen.read.image import read_image
+from shimgen.verify.debcache import unpacked_package
 
 GRUB = "usr/lib/grub-xen"
 

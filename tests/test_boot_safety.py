@@ -1,6 +1,6 @@
 """Boot-time safety (issue 6): what the shim does with a hostile or broken loader.
 
-Every case runs the patched samples' shim in Unicorn (shimgen.emulate) and checks
+Every case runs the patched samples' shim in Unicorn (shimgen.verify.emulate) and checks
 that the kernel entry is never reached, or is reached with bounded data. The
 emulator maps 128 MiB of RAM; past it, below 4 GiB, reads see open bus (0xff), as
 on a PC; at or above 4 GiB nothing is mapped, so a shim that read there would
@@ -17,16 +17,16 @@ from hypothesis import strategies as st
 from shimgen.structs import HVM_MODLIST_ENTRY, MAX_GUEST_CMDLINE
 from shimgen.structs import xen_abi as abi
 
-from shimgen.assemble import (
+from shimgen.read.image import read_image
+from shimgen.read.shiminfo import shim_info
+from shimgen.shim.assemble import (
     BAD_MAGIC_MESSAGE,
     MEMMAP_MAX_ENTRIES,
     OUT_OF_RANGE_MESSAGE,
     WRONG_MODE_MESSAGE,
 )
-from shimgen.emulate import RAM_SIZE, StartState, emulate
-from shimgen.image import read_image
-from shimgen.patch import patch_file
-from shimgen.shiminfo import shim_info
+from shimgen.verify.emulate import RAM_SIZE, StartState, emulate
+from shimgen.write.patch import patch_file
 
 FOUR_GIB = 1 << 32
 CMDLINE_KEPT = MAX_GUEST_CMDLINE - 1  # the shim keeps one byte for the NUL

@@ -12,10 +12,10 @@ import pytest
 from shimgen.structs import ELF_NOTE_HEADER, XenNote
 
 from shimgen.cli import main
-from shimgen.diff import changed_ranges
 from shimgen.errors import ExitCode
-from shimgen.image import read_image
-from shimgen.patch import ELF64_EHDR, ELF64_PHDR, ehdr_fields, patch_bytes, patch_file
+from shimgen.read.image import read_image
+from shimgen.verify.diff import changed_ranges
+from shimgen.write.patch import ELF64_EHDR, ELF64_PHDR, ehdr_fields, patch_bytes, patch_file
 
 GUEST_OS = b"shimgen-sample"  # samples/lib: the GUEST_OS note of every sample
 GUEST_OS_EDITED = b"shimgen-sampXe"  # same length: only the value changes

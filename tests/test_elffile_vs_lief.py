@@ -8,8 +8,8 @@ import imagegen
 import lief
 import pytest
 
-from shimgen.debcache import unpacked_package
-from shimgen.image import read_image
+from shimgen.read.image import read_image
+from shimgen.verify.debcache import unpacked_package
 
 GRUB = ("grub-x86_64-xen.bin", "grub-i386-xen.bin", "grub-i386-xen_pvh.bin")
 

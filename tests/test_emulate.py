@@ -9,9 +9,9 @@ from shimgen.structs import MAX_GUEST_CMDLINE, START_INFO_MAGIC, start_info
 from shimgen.structs import xen_abi as abi
 
 from shimgen.cli import main
-from shimgen.emulate import RAM_SIZE, StartState, emulate
-from shimgen.image import read_image
-from shimgen.patch import patch_file
+from shimgen.read.image import read_image
+from shimgen.verify.emulate import RAM_SIZE, StartState, emulate
+from shimgen.write.patch import patch_file
 
 # Instructions from the entry to the kernel's entry, for the samples' shim. They
 # change only when the shim changes: update them (and README/bench) on purpose.

@@ -20,8 +20,8 @@ from fuzz import hostile, oracle, seeds
 from fuzz.mutate import Mutant, mutants
 from hypothesis import HealthCheck, given, settings
 
-from shimgen.check import evaluate
-from shimgen.image import image_from_bytes
+from shimgen.read.check import evaluate
+from shimgen.read.image import image_from_bytes
 
 SCALE = float(os.environ.get("SHIMGEN_FUZZ_SCALE", "1"))
 IN_PROCESS_EXAMPLES = int(1500 * SCALE)

@@ -9,14 +9,14 @@ import pytest
 from shimgen.structs import HVM_START_MAGIC, MAX_GUEST_CMDLINE, E820Type, StartInfoFlags, XenNote
 from shimgen.structs import xen_abi as abi
 
-from shimgen import xenparser
-from shimgen.boot import BootOptions, BootResult, boot
-from shimgen.check import evaluate
 from shimgen.cli import main
-from shimgen.emulate import MODULE_BYTES, StartState, emulate
 from shimgen.errors import ExitCode
-from shimgen.image import read_image
-from shimgen.patch import patch_file, shim_meta
+from shimgen.read.check import evaluate
+from shimgen.read.image import read_image
+from shimgen.verify import xenparser
+from shimgen.verify.boot import BootOptions, BootResult, boot
+from shimgen.verify.emulate import MODULE_BYTES, StartState, emulate
+from shimgen.write.patch import patch_file, shim_meta
 
 CMDLINE = "hvm64 handoff, k=v [ok]"
 # Instructions from the entry to the kernel's entry. They change only when the shim

@@ -20,14 +20,14 @@ import pytest
 from shimgen.structs import XenNote
 from shimgen.structs.elf import SegmentType, section_header
 
-from shimgen import xenparser
-from shimgen.boot import BootOptions, boot
-from shimgen.check import evaluate
 from shimgen.cli import main
-from shimgen.emulate import StartState, emulate
 from shimgen.errors import ExitCode
-from shimgen.image import read_image
-from shimgen.patch import original_bytes, patch_bytes, patch_file, shim_meta
+from shimgen.read.check import evaluate
+from shimgen.read.image import read_image
+from shimgen.verify import xenparser
+from shimgen.verify.boot import BootOptions, boot
+from shimgen.verify.emulate import StartState, emulate
+from shimgen.write.patch import original_bytes, patch_bytes, patch_file, shim_meta
 
 # imagegen case -> what makes it a variant
 VARIANTS = {

@@ -169,8 +169,8 @@ def test_hostile_code_regions_are_ignored(patched: dict[str, Path], tmp_path: Pa
     offsets past the code): inspect and diff still decode, from the entry points."""
     from shimgen.structs.shim_meta import SHIM_META_NOTE_TYPE
 
-    from shimgen.image import read_image
-    from shimgen.patch import shim_meta
+    from shimgen.read.image import read_image
+    from shimgen.write.patch import shim_meta
 
     data = bytearray(patched["pv-hello"].read_bytes())
     image = read_image(patched["pv-hello"])

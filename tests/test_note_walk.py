@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from shimgen.structs import ELF_NOTE_HEADER, XenNote
 
-from shimgen.image import (
+from shimgen.read.image import (
     Finding,
     _decode_xen_note,
     _strtoull,

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from shimgen import patch as patch_module
 from shimgen.errors import ExitCode, OutputError
-from shimgen.image import read_image
-from shimgen.patch import patch_file, shim_meta
+from shimgen.read.image import read_image
+from shimgen.write import patch as patch_module
+from shimgen.write.patch import patch_file, shim_meta
 
 
 def sha256(path: Path) -> str:

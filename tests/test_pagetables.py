@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from shimgen import pagetables as pt
-from shimgen.image import read_image
 from shimgen.plan import IDENTITY_MAP_SIZE, make_plan
+from shimgen.read.image import read_image
+from shimgen.shim import pagetables as pt
 
 MIB = 1 << 20
 HIGH = 0xFFFFFFFF80000000

@@ -13,11 +13,11 @@ import pytest
 from shimgen.structs import XenNote
 from shimgen.structs.elf import SegmentType
 
-from shimgen.check import evaluate
 from shimgen.cli import main
 from shimgen.errors import ExitCode
-from shimgen.image import read_image
-from shimgen.patch import original_bytes, patch_file, shim_meta
+from shimgen.read.check import evaluate
+from shimgen.read.image import read_image
+from shimgen.write.patch import original_bytes, patch_file, shim_meta
 
 SAMPLES = ["pv-hello", "pv-highhalf"]
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import imagegen
 import pytest
 
-from shimgen import fileio
-from shimgen import patch as patch_module
 from shimgen.errors import BadInput, OutputError, ShimgenError
-from shimgen.fileio import copy_prefix, sha256_of_file
-from shimgen.image import read_image
-from shimgen.patch import OutputParts, build_output, patch_bytes, patch_file, shim_meta
+from shimgen.read.image import read_image
+from shimgen.write import fileio
+from shimgen.write import patch as patch_module
+from shimgen.write.fileio import copy_prefix, sha256_of_file
+from shimgen.write.patch import OutputParts, build_output, patch_bytes, patch_file, shim_meta
 
 SAMPLE_CASES = [
     ("pv-hello", {}),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shimgen import xenparser
+from shimgen.verify import xenparser
 
 SAMPLES = ("pv-hello", "pv-highhalf")
 

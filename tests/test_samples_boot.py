@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from shimgen.structs import HVM_START_MAGIC, START_INFO_MAGIC, StartInfoFlags
 
-from shimgen.boot import (
+from shimgen.cli import main
+from shimgen.errors import ExitCode
+from shimgen.verify.boot import (
     DEBUG_EXIT_FAIL,
     DEBUG_EXIT_OK,
     DOM0_MEM_MIB,
@@ -24,8 +26,6 @@ from shimgen.boot import (
     Verdict,
     boot,
 )
-from shimgen.cli import main
-from shimgen.errors import ExitCode
 
 MIB = 1 << 20
 PAGE = 4096

@@ -10,14 +10,14 @@ import pytest
 from shimgen.structs import XenNote
 from shimgen.structs import xen_abi as abi
 
-from shimgen import xenparser
-from shimgen.boot import BootOptions, boot
-from shimgen.check import evaluate
 from shimgen.cli import main
-from shimgen.emulate import StartState, emulate
 from shimgen.errors import ExitCode
-from shimgen.image import read_image
-from shimgen.patch import patch_file, shim_meta
+from shimgen.read.check import evaluate
+from shimgen.read.image import read_image
+from shimgen.verify import xenparser
+from shimgen.verify.boot import BootOptions, boot
+from shimgen.verify.emulate import StartState, emulate
+from shimgen.write.patch import patch_file, shim_meta
 
 # The polyglot's extra instructions on top of the two-entry paths (test_emulate.py,
 # test_handoffs.py). It jumps past the entries' own mode guards: in 64-bit mode its

@@ -13,8 +13,8 @@ import pytest
 from shimgen.structs import START_INFO_MAGIC
 from shimgen.structs import xen_abi as abi
 
-from shimgen.boot import BootOptions, boot
-from shimgen.patch import patch_file
+from shimgen.verify.boot import BootOptions, boot
+from shimgen.write.patch import patch_file
 
 CMDLINE = "universal, shim [ok] k=v"
 EXPECTED_MODE = {

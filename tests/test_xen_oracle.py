@@ -10,7 +10,7 @@ Three layers, so a failure says which side is wrong:
    description, not from shimgen), and the GRUB kernels' notes.
 3. shimgen agrees with both: its notes with readnotes, its PV verdict with
    libxenguest in a PV container, its PVH verdict with libxenguest in an HVM
-   container. Skipped only while shimgen.image / shimgen.check do not exist.
+   container. Skipped only while shimgen.read.image / shimgen.read.check do not exist.
 
 Needs gcc + libxen-dev (tests skip with the reason if absent) and network access
 once, for the Debian packages grub-xen-host and xen-utils-4.17.
@@ -25,12 +25,12 @@ from typing import Any
 import imagegen
 import pytest
 
-from shimgen import check as shimgen_check
-from shimgen import image as shimgen_image
-from shimgen import xenparser
-from shimgen.debcache import unpacked_package
 from shimgen.errors import MissingTool
-from shimgen.xenparser import ReadNote, XenParse
+from shimgen.read import check as shimgen_check
+from shimgen.read import image as shimgen_image
+from shimgen.verify import xenparser
+from shimgen.verify.debcache import unpacked_package
+from shimgen.verify.xenparser import ReadNote, XenParse
 
 # --- the error lines (FACTS.md section 2, checked here against libxenguest 4.17) ----
 

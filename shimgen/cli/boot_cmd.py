@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 from ..errors import ExitCode
 
 if TYPE_CHECKING:
-    from ..boot import BootOptions, BootResult
+    from ..verify.boot import BootOptions, BootResult
 
-# Kept in step with shimgen.boot (not imported here: start-up speed).
+# Kept in step with shimgen.verify.boot (not imported here: start-up speed).
 _LOADERS = ("qemu-pvh", "xen-pv", "xen-pvh")
 _MACHINES = ("q35", "pc", "microvm")
 
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _options(args: argparse.Namespace) -> BootOptions:
-    from ..boot import DEFAULT_MACHINE, BootOptions
+    from ..verify.boot import DEFAULT_MACHINE, BootOptions
 
     parser: argparse.ArgumentParser = args.boot_parser
     if args.machine is not None and args.loader != "qemu-pvh":
@@ -91,7 +91,7 @@ def _options(args: argparse.Namespace) -> BootOptions:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..boot import boot
+    from ..verify.boot import boot
 
     options = _options(args)
     # No spinner with --json: scripts read stdout, and stderr stays quiet for them.
@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
 def _boot_with_spinner(image: Path, options: BootOptions) -> BootResult:
     from rich.console import Console
 
-    from ..boot import boot
+    from ..verify.boot import boot
 
     label = f"{options.loader}: {image.name}"
     with Console(stderr=True).status(f"{label}: starting QEMU") as status:

@@ -33,7 +33,7 @@ def register(commands: Any) -> None:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    from ..diff import diff_files
+    from ..verify.diff import diff_files
 
     report = diff_files(args.a, args.b)
     if args.json:

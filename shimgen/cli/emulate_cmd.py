@@ -90,8 +90,8 @@ def register(commands: Any) -> None:
 
 
 def run_emulate(args: argparse.Namespace) -> int:
-    from ..emulate import StartState, emulate
-    from ..image import read_image
+    from ..read.image import read_image
+    from ..verify.emulate import StartState, emulate
 
     state = StartState(
         mode=args.mode,

@@ -63,8 +63,8 @@ def register(commands: Any) -> None:
 
 
 def _read(path: str) -> tuple[Any, Any]:
-    from ..check import evaluate
-    from ..image import read_image
+    from ..read.check import evaluate
+    from ..read.image import read_image
 
     image = read_image(path)
     return image, evaluate(image)
@@ -122,7 +122,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _xen_parser_answers(args: argparse.Namespace) -> dict[str, Any]:
-    from .. import xenparser
+    from ..verify import xenparser
 
     return {mode: xenparser.parse(args.image, mode) for mode in _modes(args.mode)}
 
@@ -146,7 +146,7 @@ def _describe_ok(verdict: Any) -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from ..shiminfo import shim_info
+    from ..read.shiminfo import shim_info
 
     image, verdicts = _read(args.image)
     from ..errors import BadInput

@@ -70,7 +70,7 @@ def register(commands: Any) -> None:
 
 
 def run_patch(args: argparse.Namespace) -> int:
-    from ..patch import patch_file
+    from ..write.patch import patch_file
 
     result = patch_file(
         args.image,

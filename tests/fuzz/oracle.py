@@ -1,7 +1,7 @@
 """What must hold for any input, however hostile.
 
 In-process: `image_from_bytes`, `evaluate`, `patch_bytes` (and `diff_images` when
-shimgen.diff exists) end normally or raise a ShimgenError with a documented input
+shimgen.verify.diff exists) end normally or raise a ShimgenError with a documented input
 status (3 bad input, 6 refused); nothing else, and within a time limit. A patch
 that succeeds must be a sound universal image: readable, its input recoverable
 byte for byte from it, PHYS32_ENTRY in the last PT_NOTE, bootable as PVH, and as PV
@@ -32,10 +32,10 @@ from typing import Any, TypeVar
 from shimgen.structs import XenNote
 from shimgen.structs.elf import SegmentType
 
-from shimgen.check import Verdicts, evaluate
 from shimgen.errors import ExitCode, ShimgenError
-from shimgen.image import Image, image_from_bytes
-from shimgen.patch import PatchResult, original_bytes, patch_bytes, shim_meta
+from shimgen.read.check import Verdicts, evaluate
+from shimgen.read.image import Image, image_from_bytes
+from shimgen.write.patch import PatchResult, original_bytes, patch_bytes, shim_meta
 
 IN_PROCESS_SECONDS = 10
 CLI_SECONDS = 20
@@ -45,7 +45,7 @@ NAME = "fuzz-input"
 READ_CODES = frozenset({ExitCode.BAD_INPUT})
 PATCH_CODES = frozenset({ExitCode.BAD_INPUT, ExitCode.REFUSED})
 FEATURES_REASON = "FEATURES requires"  # check.py's words for what the shim cannot change
-HAS_DIFF = importlib.util.find_spec("shimgen.diff") is not None
+HAS_DIFF = importlib.util.find_spec("shimgen.verify.diff") is not None
 # Documented statuses per command for an image argument (2 and 4 cannot happen here).
 CLI_CODES = {
     "inspect": frozenset({ExitCode.OK, ExitCode.BAD_INPUT}),
@@ -163,7 +163,7 @@ def _check_image(image: Image, data: bytes, verdicts: Verdicts) -> None:
 
 
 def _check_diff(image: Image, other: bytes) -> None:
-    from shimgen.diff import diff_images
+    from shimgen.verify.diff import diff_images
 
     second = clean(lambda: image_from_bytes(other, "fuzz-other"), READ_CODES)
     if second is not None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import imagegen
 
-from shimgen.debcache import unpacked_package
-from shimgen.patch import patch_bytes
+from shimgen.verify.debcache import unpacked_package
+from shimgen.write.patch import patch_bytes
 
 from . import hostile
 

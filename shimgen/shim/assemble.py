@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from .errors import ShimgenError
-from .structs import (
+from ..errors import ShimgenError
+from ..structs import (
     HVM_MEMMAP_TABLE_ENTRY,
     HVM_MODLIST_ENTRY,
     HVM_START_MAGIC,
@@ -42,7 +42,7 @@ from .structs import (
     hvm_start_info,
     start_info,
 )
-from .structs import xen_abi as abi
+from ..structs import xen_abi as abi
 
 # The templates of each handoff, in assembly order (the first defines shim_start).
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {

@@ -36,17 +36,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import __version__
-from . import pagetables as pt
-from .assemble import Shim, assemble
-from .check import Verdicts, evaluate
-from .container import normalize
-from .errors import Refused
-from .image import MAX_NOTES_PER_CONTAINER, Image
-from .structs import XEN_NOTE_NAME, Payload, XenNote
-from .structs import xen_abi as abi
-from .structs.elf import Machine
-from .structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
+from .. import __version__
+from ..errors import Refused
+from ..read.check import Verdicts, evaluate
+from ..read.container import normalize
+from ..read.image import MAX_NOTES_PER_CONTAINER, Image
+from ..shim import pagetables as pt
+from ..shim.assemble import Shim, assemble
+from ..structs import XEN_NOTE_NAME, Payload, XenNote
+from ..structs import xen_abi as abi
+from ..structs.elf import Machine
+from ..structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
 
 PAGE = abi.PAGE_SIZE
 IDENTITY_MAP_SIZE = 1 << 32  # every address a PVH loader can hand in ebx or a paddr field
@@ -1073,7 +1073,7 @@ def original_facts(image: Image, hashed: bool = True) -> dict[str, Any]:
     """
     import hashlib
 
-    from .structs.elf import elf_header
+    from ..structs.elf import elf_header
 
     header = elf_header(image.elf_class).unpack_from(image.data, 0)
     return {

@@ -1,6 +1,6 @@
 """Read an x86 ELF image the way Xen's loaders see it.
 
-The ELF tables come from shimgen.elffile (declared in structs/elf.py; checked
+The ELF tables come from shimgen.read.elffile (declared in structs/elf.py; checked
 against LIEF in the tests); the note bytes are walked here, from the raw file,
 with the same steps as Xen's libelf (12-byte header in both classes, name and desc
 padded to 4), so that a malformed note is reported where it is instead of being
@@ -20,9 +20,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .elffile import ElfTables, read_tables
-from .errors import BadInput
-from .structs import (
+from ..errors import BadInput
+from ..structs import (
     ELF_NOTE_HEADER,
     LEGACY_GUEST_KEYS,
     LEGACY_GUEST_SECTION,
@@ -33,7 +32,7 @@ from .structs import (
     Payload,
     XenNote,
 )
-from .structs.elf import (
+from ..structs.elf import (
     EI_CLASS,
     EI_DATA,
     ELF_MAGIC,
@@ -47,6 +46,7 @@ from .structs.elf import (
     SegmentType,
     elf_header,
 )
+from .elffile import ElfTables, read_tables
 
 # An image's bytes: as read, or a read-only mapping of the file (patch maps a large
 # input instead of reading it; everything here only indexes, slices and finds).

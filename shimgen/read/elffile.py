@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import BadInput
-from .structs.clayout import Record
-from .structs.elf import (
+from ..errors import BadInput
+from ..structs.clayout import Record
+from ..structs.elf import (
     EI_CLASS,
     ELFCLASS64,
     PN_XNUM,

@@ -43,11 +43,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import pagetables as pt
-from .errors import Refused
-from .image import Image
-from .patch import shim_meta
-from .structs import (
+from ..errors import Refused
+from ..read.image import Image
+from ..shim import pagetables as pt
+from ..structs import (
     HVM_MEMMAP_TABLE_ENTRY,
     HVM_MODLIST_ENTRY,
     HVM_START_MAGIC,
@@ -59,7 +58,8 @@ from .structs import (
     hvm_start_info,
     start_info,
 )
-from .structs import xen_abi as abi
+from ..structs import xen_abi as abi
+from ..write.patch import shim_meta
 
 RAM_SIZE = 128 << 20
 LOW_RAM_END = 0x9FC00  # conventional memory below the EBDA, as a PC BIOS reports

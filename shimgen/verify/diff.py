@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .check import Verdicts, evaluate
-from .image import Image, Note, Segment, read_image
-from .structs import XenNote
-from .structs.elf import SHT_NOBITS, SegmentType, elf_header
-from .structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
+from ..read.check import Verdicts, evaluate
+from ..read.image import Image, Note, Segment, read_image
+from ..structs import XenNote
+from ..structs.elf import SHT_NOBITS, SegmentType, elf_header
+from ..structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
 
 CATEGORIES = (
     "header",
@@ -556,7 +556,7 @@ def disassemble_shim(code: bytes, meta: ShimMeta) -> list[str]:
     diff depends on what changed, not on where the shim sits; a changed constant in
     the data after the code shows as a changed data row.
     """
-    from .shiminfo import code_regions, decode_regions
+    from ..read.shiminfo import code_regions, decode_regions
 
     entries = {
         "pv_entry": meta.pv_entry - meta.shim_vaddr,

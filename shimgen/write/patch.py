@@ -45,8 +45,13 @@ from typing import Any
 
 import construct as cs
 
-from .container import needs_conversion
-from .errors import BadInput, Refused
+from ..errors import BadInput, Refused
+from ..plan import PAGE, Plan, make_plan
+from ..read.container import needs_conversion
+from ..read.image import Buffer, Image, image_from_bytes
+from ..structs import ELF_NOTE_HEADER, LEGACY_GUEST_SECTION
+from ..structs.elf import PN_XNUM, SHT_NOTE, SegmentFlags, SegmentType, elf_header, program_header
+from ..structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
 from .fileio import (
     Background,
     InputFile,
@@ -58,11 +63,6 @@ from .fileio import (
     sha256_of_file,
     writing,
 )
-from .image import Buffer, Image, image_from_bytes
-from .plan import PAGE, Plan, make_plan
-from .structs import ELF_NOTE_HEADER, LEGACY_GUEST_SECTION
-from .structs.elf import PN_XNUM, SHT_NOTE, SegmentFlags, SegmentType, elf_header, program_header
-from .structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
 
 # The ELF64 tables the writer edits, from the one declaration in structs/elf.py.
 ELF64_EHDR = elf_header(64)

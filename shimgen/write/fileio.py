@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from .errors import BadInput, OutputError
+from ..errors import BadInput, OutputError
 
 TEMP_NAME_KEEP = 200  # of the output's name in its temp file's (NAME_MAX is 255)
 # Hashed a buffer at a time: one that stays in a core's cache (L2) is hashed faster.

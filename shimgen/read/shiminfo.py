@@ -23,8 +23,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..structs.shim_meta import ShimMeta
 from .image import Image
-from .structs.shim_meta import ShimMeta
 
 OPCODE_JMP_FAR = 0xEA  # jmp ptr16:32 (valid in 32-bit code only)
 DATA_LABELS = ("shim_data", "kernel_entry_ptr")  # format 1 shims have the second only
@@ -76,7 +76,7 @@ class ShimInfo:
 
 def shim_info(image: Image, disassemble: bool = True) -> ShimInfo | None:
     """The shim of a patched image; None for an image shimgen did not patch."""
-    from .patch import shim_meta
+    from ..write.patch import shim_meta
 
     meta = shim_meta(image)
     if meta is None:
@@ -106,10 +106,10 @@ def _plan_labels(image: Image, meta: ShimMeta, code: bytes) -> tuple[dict[str, i
     """Every label of the shim source, when planning the original again gives these bytes."""
     base = {"pv_entry": meta.pv_entry, "pvh_entry": _virt(meta, meta.pvh_entry)}
     try:
-        from .assemble import keystone_assemble, label_table
+        from ..plan import make_plan, plan_arguments
+        from ..shim.assemble import keystone_assemble, label_table
+        from ..write.patch import original_bytes
         from .image import image_from_bytes
-        from .patch import original_bytes
-        from .plan import make_plan, plan_arguments
 
         original = image_from_bytes(original_bytes(image.data, meta), image.path)
         plan = make_plan(original, **plan_arguments(meta.options or {}, meta.handoff))
@@ -245,7 +245,7 @@ def decode_regions(
 
 def _label_offsets(info: ShimInfo) -> dict[int, str]:
     """offset -> the one label shown there: exported names first, "*_end" names last."""
-    from .assemble import EXPORTED_LABELS
+    from ..shim.assemble import EXPORTED_LABELS
 
     def rank(name: str) -> tuple[int, str]:
         return (0 if name in EXPORTED_LABELS else 2 if name.endswith("_end") else 1, name)

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInput, MissingTool, OutputError
+from ..errors import BadInput, MissingTool, OutputError
 
 QEMU = "qemu-system-x86_64"
 LOADERS = ("qemu-pvh", "xen-pv", "xen-pvh")

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .image import Image, XenNoteRecord
-from .structs import XenNote
-from .structs.elf import (
+from ..structs import XenNote
+from ..structs.elf import (
     LINUX_LOADER_MIN_ENTRY,
     MULTIBOOT_HEADER_MAGIC,
     MULTIBOOT_SEARCH_BYTES,
@@ -22,6 +21,7 @@ from .structs.elf import (
     Machine,
     SegmentType,
 )
+from .image import Image, XenNoteRecord
 
 # Feature names libelf knows (xen/include/public/features.h order); FEATURES
 # naming an unknown *required* feature makes libelf reject the image.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .structs.xen_abi import (
+from ..structs.xen_abi import (
     ENTRIES_PER_TABLE,
     LARGE_PAGE_SIZE,
     PAGE_SIZE,

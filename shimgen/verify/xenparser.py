@@ -47,8 +47,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from ..errors import BadInput, MissingTool, ShimgenError
 from .debcache import cache_dir, unpacked_package
-from .errors import BadInput, MissingTool, ShimgenError
 
 Container = Literal["pv", "pvh"]
 

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .errors import MissingTool
+from ..errors import MissingTool
 
 
 def cache_dir() -> Path:
@@ -57,10 +57,10 @@ def unpacked_package(package: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m shimgen.debcache PKG...`: fetch packages into the cache (used by make)."""
+    """`python -m shimgen.verify.debcache PKG...`: fetch packages into the cache (used by make)."""
     import sys
 
-    from .errors import ShimgenError
+    from ..errors import ShimgenError
 
     packages = sys.argv[1:] if argv is None else argv
     try:

@@ -26,9 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import Refused
-from .image import Image, image_from_bytes
-from .structs.elf import (
+from ..errors import Refused
+from ..structs.elf import (
     ELFCLASS64,
     PN_XNUM,
     SHT_DYNSYM,
@@ -40,7 +39,8 @@ from .structs.elf import (
     section_header,
     symbol,
 )
-from .structs.xen_abi import LARGE_PAGE_SIZE, PAGE_SIZE
+from ..structs.xen_abi import LARGE_PAGE_SIZE, PAGE_SIZE
+from .image import Image, image_from_bytes
 
 # Section types whose entries are laid out per class and that a static kernel has
 # no use for (gABI: SHT_RELA 4, SHT_HASH 5, SHT_DYNAMIC 6, SHT_REL 9, GNU hash and
