@@ -124,3 +124,27 @@ def test_cli_json_and_exit_status(samples_build: Path, tmp_path: Path, capsys) -
 
 def test_unpatched_is_refused(samples_build: Path, capsys) -> None:
     assert main(["emulate", str(samples_build / "pv-hello"), "--mode", "pv"]) == 6
+
+
+def test_kernel_linked_at_zero_reaches_its_entry(tmp_path: Path) -> None:
+    """Mini-OS and Unikraft link their PV entry at virtual address 0."""
+    import imagegen
+
+    notes = imagegen._in_pt_note(
+        imagegen.xen_string(imagegen.XEN_GUEST_OS, "zero"),
+        imagegen.xen_string(imagegen.XEN_XEN_VERSION, "xen-3.0"),
+        imagegen.xen_string(imagegen.XEN_LOADER, "generic"),
+        imagegen.xen_number(imagegen.XEN_VIRT_BASE, 0),
+        imagegen.xen_number(imagegen.XEN_PADDR_OFFSET, 0),
+        imagegen.xen_number(imagegen.XEN_ENTRY, 0),
+        imagegen.xen_number(imagegen.XEN_HYPERCALL_PAGE, 0x1000),
+    )
+    spec = imagegen.Spec(vaddr=0, paddr=0, entry=0, note_segments=notes)
+    source = tmp_path / "zero.elf"
+    source.write_bytes(imagegen.write_elf(spec))
+    patch_file(source, tmp_path / "zero.universal")
+    image = read_image(tmp_path / "zero.universal")
+    for mode in ("pv", "pvh"):
+        result = _run(image, mode=mode)
+        assert result.reached_kernel, (mode, result.outcome)
+        assert result.registers["rip"] == 0

@@ -76,6 +76,10 @@ OTHER_HYPERVISOR_SIGNATURE = b"Microsoft Hv"
 OTHER_HYPERVISOR_LEAVES = 5
 MODULE_BYTES = b"shimgen emulated module\n" * 100
 INSTRUCTION_BUDGET = 2_000_000
+# Unicorn's emu_start stops when rip reaches its "until" address, and 0 is an address
+# too: a kernel entered at 0 (Mini-OS and Unikraft link there) would stop before the
+# kernel-entry hook ran. A non-canonical address is never fetched from.
+NEVER_REACHED = 1 << 63
 FAKE_PARAMS = {  # HVM params the emulated toolstack set up for the guest
     abi.HvmParam.STORE_PFN: 0xFEFFE,
     abi.HvmParam.STORE_EVTCHN: 1,
@@ -419,7 +423,7 @@ class Machine:
         self.uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, UC_X86_INS_CPUID)
         self.uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, UC_X86_INS_OUT)
         try:
-            self.uc.emu_start(start, 0, count=INSTRUCTION_BUDGET)
+            self.uc.emu_start(start, NEVER_REACHED, count=INSTRUCTION_BUDGET)
         except UcError as error:
             self.outcome = f"fault: {error} at {self._reg('rip'):#x}"
             return
