@@ -16,13 +16,91 @@ from .clayout import U16, U32, U64, Field, Record
 
 
 class Hypercall(enum.IntEnum):
-    """__HYPERVISOR_* numbers (the slot in the hypercall page)."""
+    """__HYPERVISOR_* numbers (the slot in the hypercall page); the lower-case member
+    name is the name in xen.h."""
 
+    SET_TRAP_TABLE = 0
+    MMU_UPDATE = 1
+    SET_GDT = 2
+    STACK_SWITCH = 3
+    SET_CALLBACKS = 4
+    FPU_TASKSWITCH = 5
+    SCHED_OP_COMPAT = 6
+    PLATFORM_OP = 7
+    SET_DEBUGREG = 8
+    GET_DEBUGREG = 9
+    UPDATE_DESCRIPTOR = 10
     MEMORY_OP = 12
+    MULTICALL = 13
+    UPDATE_VA_MAPPING = 14
+    SET_TIMER_OP = 15
+    EVENT_CHANNEL_OP_COMPAT = 16
     XEN_VERSION = 17
     CONSOLE_IO = 18
+    PHYSDEV_OP_COMPAT = 19
+    GRANT_TABLE_OP = 20
+    VM_ASSIST = 21
+    UPDATE_VA_MAPPING_OTHERDOMAIN = 22
+    IRET = 23
+    VCPU_OP = 24
+    SET_SEGMENT_BASE = 25
+    MMUEXT_OP = 26
+    XSM_OP = 27
+    NMI_OP = 28
     SCHED_OP = 29
+    CALLBACK_OP = 30
+    XENOPROF_OP = 31
+    EVENT_CHANNEL_OP = 32
+    PHYSDEV_OP = 33
     HVM_OP = 34
+    SYSCTL = 35
+    DOMCTL = 36
+    KEXEC_OP = 37
+    TMEM_OP = 38
+    ARGO_OP = 39
+    XENPMU_OP = 40
+    DM_OP = 41
+    HYPFS_OP = 42
+    ARCH_0 = 48  # x86: mca (xen/include/public/arch-x86/xen-mca.h)
+
+
+# Which hypercalls a 64-bit HVM/PVH guest may make: the "hvm64" column of Xen's
+# hypercall table (xen/include/hypercall-defs.c, Xen 4.17). The rest exist only for
+# PV guests: under PVH Xen answers them -ENOSYS.
+PV_ONLY_HYPERCALLS = frozenset(
+    {
+        Hypercall.SET_TRAP_TABLE,
+        Hypercall.MMU_UPDATE,
+        Hypercall.SET_GDT,
+        Hypercall.STACK_SWITCH,
+        Hypercall.SET_CALLBACKS,
+        Hypercall.FPU_TASKSWITCH,
+        Hypercall.SCHED_OP_COMPAT,
+        Hypercall.SET_DEBUGREG,
+        Hypercall.GET_DEBUGREG,
+        Hypercall.UPDATE_DESCRIPTOR,
+        Hypercall.UPDATE_VA_MAPPING,
+        Hypercall.EVENT_CHANNEL_OP_COMPAT,
+        Hypercall.PHYSDEV_OP_COMPAT,
+        Hypercall.UPDATE_VA_MAPPING_OTHERDOMAIN,
+        Hypercall.IRET,
+        Hypercall.SET_SEGMENT_BASE,
+        Hypercall.NMI_OP,
+        Hypercall.CALLBACK_OP,
+        Hypercall.XENOPROF_OP,
+        Hypercall.KEXEC_OP,
+        Hypercall.TMEM_OP,
+        Hypercall.ARCH_0,
+    }
+)
+# Hypercalls an HVM/PVH guest may make, but with fewer sub-operations than PV has
+# (xen/arch/x86/hvm/hypercall.c and the PV-only cases of xen/arch/x86/mm.c): a PV
+# kernel's use of them may still fail under PVH.
+PVH_RESTRICTED_HYPERCALLS = {
+    Hypercall.MMUEXT_OP: "its page-table operations (pin, unpin, new base pointers) are PV only",
+    Hypercall.GRANT_TABLE_OP: "setup_table's frames are not in an HVM/PVH guest's memory map",
+    Hypercall.PHYSDEV_OP: "set_iopl and other PV sub-operations are refused under HVM/PVH",
+}
 
 
 HYPERCALL_STUB_SIZE = 32  # each hypercall has a 32-byte stub in the page (xen.h)

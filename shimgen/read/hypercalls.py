@@ -1,0 +1,129 @@
+"""Which hypercalls a kernel makes through its hypercall page, found in its code.
+
+PV kernels call hypercall N as ``call hypercall_page + N*32`` (the page holds one
+32-byte stub per hypercall, xen/include/public/xen.h), so every direct call or jump
+whose target is a stub boundary inside the HYPERCALL_PAGE names a hypercall. Under
+PVH, Xen refuses the hypercalls that exist only for PV guests (the hvm64 column of
+Xen's xen/include/hypercall-defs.c): a PV kernel that makes one cannot run as PVH
+unless something answers it in Xen's place. This module finds those call sites so
+that ``inspect`` and ``check`` can say so before anything boots.
+
+The search reads the bytes of every executable loadable segment for the two
+rel32 forms (E8 call, E9 jmp). A byte pattern that is not an instruction would have
+to land exactly on a stub boundary of a 4 KiB page to be counted; calls through a
+register are not seen.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..structs import XenNote
+from ..structs import xen_abi as abi
+from ..structs.elf import SegmentFlags
+from .image import Image
+
+REL32_OPCODES = {0xE8: "call", 0xE9: "jmp"}
+_REL32 = re.compile(rb"[\xe8\xe9]", re.DOTALL)
+REL32_SIZE = 5  # opcode + rel32
+
+
+@dataclass
+class HypercallUse:
+    """One hypercall the kernel makes, with where it makes it."""
+
+    number: int
+    sites: list[int] = field(default_factory=list)  # virtual addresses of the calls
+
+    @property
+    def name(self) -> str:
+        if self.number in abi.Hypercall._value2member_map_:
+            return abi.Hypercall(self.number).name.lower()
+        return f"hypercall_{self.number}"
+
+    @property
+    def under_pvh(self) -> str:
+        """What Xen does with it for a PVH guest: "xen" (answers it as for PV),
+        "pv-only" (refuses it: -ENOSYS) or "restricted" (some sub-operations only)."""
+        if self.number in abi.PV_ONLY_HYPERCALLS:
+            return "pv-only"
+        if self.number in abi.PVH_RESTRICTED_HYPERCALLS:
+            return "restricted"
+        return "xen"
+
+    @property
+    def note(self) -> str:
+        return abi.PVH_RESTRICTED_HYPERCALLS.get(self.number, "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "name": self.name,
+            "under_pvh": self.under_pvh,
+            "note": self.note,
+            "sites": self.sites,
+        }
+
+
+@dataclass
+class HypercallScan:
+    page: int | None  # virtual address of the HYPERCALL_PAGE, None without one
+    uses: list[HypercallUse]
+
+    @property
+    def pv_only(self) -> list[HypercallUse]:
+        return [use for use in self.uses if use.under_pvh != "xen"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"page": self.page, "calls": [use.to_json() for use in self.uses]}
+
+
+def hypercall_page(image: Image) -> int | None:
+    """The HYPERCALL_PAGE virtual address Xen reads (the last note wins; the legacy
+    ``__xen_guest`` key is a page number relative to VIRT_BASE there)."""
+    for note in reversed(image.xen_notes):
+        if note.type == XenNote.HYPERCALL_PAGE and isinstance(note.value, int):
+            if note.source.startswith("__xen_guest"):
+                return (note.value << abi.PAGE_SHIFT) + legacy_virt_base(image)
+            return note.value
+    return None
+
+
+def legacy_virt_base(image: Image) -> int:
+    """VIRT_BASE from the legacy ``__xen_guest`` section (0 when it names none)."""
+    return next((int(n.value) for n in image.legacy_xen_notes if n.type == XenNote.VIRT_BASE), 0)
+
+
+def scan_hypercalls(image: Image, page: int | None = None) -> HypercallScan:
+    """Every direct call or jump into a stub of the hypercall page, by hypercall.
+
+    ``page`` overrides the page the notes name (a patched image's shim may call a
+    page of its own; the kernel's is the one that matters)."""
+    page = hypercall_page(image) if page is None else page
+    if page is None:
+        return HypercallScan(None, [])
+    found: dict[int, HypercallUse] = {}
+    for segment in image.loadable_segments:
+        if not segment.flags & SegmentFlags.X or not segment.filesz:
+            continue
+        code = image.data[segment.offset : segment.offset + segment.filesz]
+        for site, target in _rel32_targets(bytes(code), segment.vaddr):
+            slot, rest = divmod(target - page, abi.HYPERCALL_STUB_SIZE)
+            if 0 <= target - page < abi.PAGE_SIZE and not rest:
+                found.setdefault(slot, HypercallUse(slot)).sites.append(site)
+    return HypercallScan(page, [found[number] for number in sorted(found)])
+
+
+def _rel32_targets(code: bytes, base: int) -> list[tuple[int, int]]:
+    """(site, target) of every E8/E9 rel32 encoding in code linked at base."""
+    out = []
+    for match in _REL32.finditer(code):
+        start = match.start()
+        if start + REL32_SIZE > len(code):
+            break
+        rel = int.from_bytes(code[start + 1 : start + REL32_SIZE], "little", signed=True)
+        site = base + start
+        out.append((site, (site + REL32_SIZE + rel) & ((1 << 64) - 1)))
+    return out

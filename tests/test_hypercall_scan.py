@@ -1,0 +1,109 @@
+"""The hypercall scan: which hypercalls a kernel calls through its hypercall page.
+
+Images come from tests/imagegen.py (whose HYPERCALL_PAGE is the text's second page);
+call instructions are written into their text by hand, so each expectation below
+is the encoding the test itself wrote, not something read back from shimgen.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import imagegen
+import pytest
+from shimgen.structs import xen_abi as abi
+
+from shimgen.read.hypercalls import scan_hypercalls
+from shimgen.read.image import image_from_bytes
+
+TEXT_VIRT = imagegen.PV64_VIRT_BASE + imagegen.PHYS_BASE
+PAGE_VIRT = TEXT_VIRT + 0x1000  # what imagegen's HYPERCALL_PAGE note says
+STUB = 32  # xen.h: each hypercall's stub in the page
+
+
+def rel32(opcode: int, site: int, target: int) -> bytes:
+    return bytes([opcode]) + (target - (site + 5)).to_bytes(4, "little", signed=True)
+
+
+def image_with(code: dict[int, bytes], spec: imagegen.Spec = imagegen.PV64) -> bytes:
+    """The imagegen image with code placed at these offsets into its text."""
+    data = bytearray(imagegen.write_elf(spec))
+    for offset, encoded in code.items():
+        at = imagegen.TEXT_OFFSET + offset
+        data[at : at + len(encoded)] = encoded
+    return bytes(data)
+
+
+def test_calls_and_jumps_into_stubs_are_named_with_their_sites() -> None:
+    code = {
+        0x100: rel32(0xE8, TEXT_VIRT + 0x100, PAGE_VIRT + 0 * STUB),  # set_trap_table
+        0x110: rel32(0xE8, TEXT_VIRT + 0x110, PAGE_VIRT + 23 * STUB),  # iret
+        0x120: rel32(0xE8, TEXT_VIRT + 0x120, PAGE_VIRT + 23 * STUB),  # iret again
+        0x130: rel32(0xE9, TEXT_VIRT + 0x130, PAGE_VIRT + 29 * STUB),  # tail jump: sched_op
+        0x140: rel32(0xE8, TEXT_VIRT + 0x140, PAGE_VIRT + 26 * STUB),  # mmuext_op
+    }
+    scan = scan_hypercalls(image_from_bytes(image_with(code)))
+    assert scan.page == PAGE_VIRT
+    got = {use.name: (use.under_pvh, use.sites) for use in scan.uses}
+    assert got == {
+        "set_trap_table": ("pv-only", [TEXT_VIRT + 0x100]),
+        "iret": ("pv-only", [TEXT_VIRT + 0x110, TEXT_VIRT + 0x120]),
+        "sched_op": ("xen", [TEXT_VIRT + 0x130]),
+        "mmuext_op": ("restricted", [TEXT_VIRT + 0x140]),
+    }
+    assert [use.name for use in scan.pv_only] == ["set_trap_table", "iret", "mmuext_op"]
+
+
+def test_targets_off_a_stub_boundary_or_outside_the_page_are_not_hypercalls() -> None:
+    code = {
+        0x100: rel32(0xE8, TEXT_VIRT + 0x100, PAGE_VIRT + 0x10),  # inside a stub
+        0x110: rel32(0xE8, TEXT_VIRT + 0x110, PAGE_VIRT + 0x1000),  # just past the page
+        0x120: rel32(0xE8, TEXT_VIRT + 0x120, PAGE_VIRT - STUB),  # just before it
+    }
+    assert scan_hypercalls(image_from_bytes(image_with(code))).uses == []
+
+
+def test_an_image_without_a_hypercall_page_has_no_scan() -> None:
+    spec = imagegen.Spec(note_segments=imagegen._in_pt_note(imagegen.xen_number(18, 0x100010, 4)))
+    scan = scan_hypercalls(image_from_bytes(image_with({}, spec)))
+    assert scan.page is None and scan.uses == []
+
+
+def test_legacy_hypercall_page_is_a_page_number_from_virt_base() -> None:
+    spec = imagegen.case("xen_guest_only").spec
+    code = {0x100: rel32(0xE8, TEXT_VIRT + 0x100, PAGE_VIRT + 1 * STUB)}  # mmu_update
+    scan = scan_hypercalls(image_from_bytes(image_with(code, spec)))
+    assert scan.page == PAGE_VIRT
+    assert [(use.name, use.under_pvh) for use in scan.uses] == [("mmu_update", "pv-only")]
+
+
+HYPERCALL_PROBE = """
+#define __XEN_INTERFACE_VERSION__ 0x00040d00
+#include <stdint.h>
+#include <stdio.h>
+#include <xen/xen.h>
+int main(void) {
+%s
+    return 0;
+}
+"""
+
+
+def test_hypercall_numbers_match_xen_h(tmp_path: Path) -> None:
+    if shutil.which("gcc") is None or not Path("/usr/include/xen/xen.h").exists():
+        pytest.fail("gcc and libxen-dev are needed: apt-get install gcc libxen-dev")
+    lines = "\n".join(
+        f'    printf("{call.name} %d\\n", __HYPERVISOR_{call.name.lower()});'
+        for call in abi.Hypercall
+    )
+    (tmp_path / "probe.c").write_text(HYPERCALL_PROBE % lines)
+    subprocess.run(["gcc", "-o", str(tmp_path / "probe"), str(tmp_path / "probe.c")], check=True)
+    out = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True, check=True)
+    got = {name: int(value) for name, value in (line.split() for line in out.stdout.splitlines())}
+    assert got == {call.name: call.value for call in abi.Hypercall}
+
+
+def test_pv_only_and_restricted_sets_are_disjoint() -> None:
+    assert not abi.PV_ONLY_HYPERCALLS & set(abi.PVH_RESTRICTED_HYPERCALLS)
