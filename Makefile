@@ -40,8 +40,9 @@ cache: venv
 	@$(BIN)/python -m shimgen.verify.debcache $(CACHE_PACKAGES) || \
 	  { $(SUDO) apt-get update -qq && $(BIN)/python -m shimgen.verify.debcache $(CACHE_PACKAGES); }
 
-samples:
-	$(MAKE) -s -C samples
+# The samples include a header shimgen writes (samples/build/shimgen.h): the venv first.
+samples: venv
+	$(MAKE) -s -C samples SHIMGEN=$(abspath $(BIN))/shimgen
 
 # The main job: make the PV-only sample universal, check it as Xen would, boot it
 # as Xen PV, as Xen PVH and under QEMU's PVH loader.

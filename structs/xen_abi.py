@@ -226,6 +226,7 @@ class BootMode(enum.IntEnum):
 
 
 BOOT_MODE_SYMBOL = "shimgen_boot_mode"
+BOOT_MODE_TYPE = U32  # the shim stores the mode with a 32-bit move
 
 # Errors returned in rax by hypercalls the emulator does not implement.
 ENOSYS = 38

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,10 @@ def samples_build() -> Path:
     make = shutil.which("make")
     if make is None:
         pytest.fail("make not found: install it with 'apt-get install make gcc binutils'")
+    # The samples' header comes from `shimgen layout --format c`: the shimgen under test.
+    shimgen = f"SHIMGEN={sys.executable} -m shimgen"
     proc = subprocess.run(
-        [make, "-s", "-C", str(SAMPLES_DIR)], capture_output=True, text=True, timeout=300
+        [make, "-s", "-C", str(SAMPLES_DIR), shimgen], capture_output=True, text=True, timeout=300
     )
     if proc.returncode != 0:
         pytest.fail(f"make -C samples failed:\n{proc.stdout}{proc.stderr}")

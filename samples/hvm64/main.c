@@ -35,7 +35,7 @@ static void report_entry(unsigned mode, uint32_t xen_base)
 	report_hex("entry_rdx", entry_rdx);
 	report_hex("entry_rbx", entry_rbx);
 	report_hex("entry_rsp", entry_rsp);
-	if (mode == MODE_XEN_PV) {
+	if (mode == SHIMGEN_BOOT_MODE_XEN_PV) {
 		/* Xen's cpuid leaves are hidden from a PV guest: ask Xen itself. */
 		long v = hypercall2(__HYPERVISOR_xen_version, XENVER_version, 0);
 
@@ -49,21 +49,21 @@ static void finish(unsigned mode, int ok) __attribute__((noreturn));
 static void finish(unsigned mode, int ok)
 {
 	struct sched_shutdown shutdown = { .reason = ok ? SHUTDOWN_poweroff : SHUTDOWN_crash };
-	uint8_t code = ok ? DEBUG_EXIT_OK : DEBUG_EXIT_FAIL;
-	int have_xen = mode == MODE_XEN_PV || mode == MODE_XEN_PVH;
+	uint8_t code = ok ? SHIMGEN_DEBUG_EXIT_OK : SHIMGEN_DEBUG_EXIT_FAIL;
+	int have_xen = mode == SHIMGEN_BOOT_MODE_XEN_PV || mode == SHIMGEN_BOOT_MODE_XEN_PVH;
 
 	report_str("result", ok ? "ok" : "fail");
 	report_done();
 	if (have_xen)
 		xen_console_drain_wait();
-	if (mode == MODE_XEN_PV) {
+	if (mode == SHIMGEN_BOOT_MODE_XEN_PV) {
 		/* A PV kernel runs in ring 3: port I/O needs a virtual IOPL first. */
 		struct physdev_set_iopl iopl = { .iopl = 3 };
 
 		if (hypercall2(__HYPERVISOR_physdev_op, PHYSDEVOP_set_iopl, (unsigned long)&iopl) == 0)
-			outb(DEBUG_EXIT_PORT, code);
+			outb(SHIMGEN_DEBUG_EXIT_PORT, code);
 	} else {
-		outb(DEBUG_EXIT_PORT, code);
+		outb(SHIMGEN_DEBUG_EXIT_PORT, code);
 	}
 	/* Still running: no isa-debug-exit device (or no I/O access). */
 	if (have_xen)
@@ -88,7 +88,8 @@ static int check_entry(unsigned mode, uint32_t xen_base, const struct hvm_start_
 		report_str("error", "rsi and rbx differ");
 		ok = 0;
 	}
-	if (mode != MODE_XEN_PV && (mode == MODE_XEN_PVH) != (xen_base != 0)) {
+	if (mode != SHIMGEN_BOOT_MODE_XEN_PV &&
+	    (mode == SHIMGEN_BOOT_MODE_XEN_PVH) != (xen_base != 0)) {
 		report_str("error", "the mode disagrees with Xen's cpuid leaves");
 		ok = 0;
 	}
@@ -102,24 +103,24 @@ void hvm64_main(uint64_t rdi, const struct hvm_start_info *si)
 	const char *cmdline;
 	int ok;
 
-	if (mode == MODE_XEN_PVH || mode == MODE_PVH_NO_XEN) {
+	if (mode == SHIMGEN_BOOT_MODE_XEN_PVH || mode == SHIMGEN_BOOT_MODE_PVH_NO_XEN) {
 		xen_base = xen_cpuid_base();
 		if (xen_base)
 			xen_setup_hypercall_page(xen_base);
 	}
 	cmdline = hvm_cmdline(si);
-	if (mode == MODE_XEN_PV)
+	if (mode == SHIMGEN_BOOT_MODE_XEN_PV)
 		out_set_sinks(SINK_CONSOLE_IO);
 	else
 		choose_hvm_sinks(xen_base, cmdline_has_word(cmdline, "sample=debugcon"));
 	report_entry(mode, xen_base);
-	if (mode < MODE_XEN_PV || mode > MODE_PVH_NO_XEN) {
+	if (mode < SHIMGEN_BOOT_MODE_XEN_PV || mode > SHIMGEN_BOOT_MODE_PVH_NO_XEN) {
 		report_str("error", "unknown boot mode");
 		finish(mode, 0);
 	}
 	ok = check_entry(mode, xen_base, si);
 	if (si->magic == XEN_HVM_START_MAGIC_VALUE)
-		report_hvm_start_info(si, mode != MODE_PVH_NO_XEN);
+		report_hvm_start_info(si, mode != SHIMGEN_BOOT_MODE_PVH_NO_XEN);
 	if (!sample_run_action(cmdline))
 		ok = 0;
 	finish(mode, ok);

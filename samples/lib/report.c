@@ -21,7 +21,7 @@ static void flush_line(void)
 		hypercall3(__HYPERVISOR_console_io, CONSOLEIO_write, line_len, (unsigned long)line);
 	if (enabled_sinks & SINK_DEBUGCON)
 		for (size_t i = 0; i < line_len; i++)
-			outb(DEBUGCON_PORT, (uint8_t)line[i]);
+			outb(SHIMGEN_DEBUGCON_PORT, (uint8_t)line[i]);
 	line_len = 0;
 }
 
@@ -82,7 +82,7 @@ static void out_dec(uint64_t value)
 
 static void report_key(const char *key)
 {
-	out_str(REPORT_PREFIX);
+	out_str(SHIMGEN_REPORT_PREFIX);
 	out_str(key);
 	out_char('=');
 }
@@ -121,5 +121,5 @@ void report_version(const char *key, uint32_t major, uint32_t minor)
 
 void report_done(void)
 {
-	out_str(REPORT_PREFIX "done\n");
+	out_str(SHIMGEN_REPORT_PREFIX SHIMGEN_REPORT_DONE "\n");
 }

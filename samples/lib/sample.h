@@ -2,8 +2,13 @@
  * Shared declarations of the shimgen sample kernels.
  *
  * Every sample prints a boot report, one "key=value" per line, each line starting
- * with REPORT_PREFIX, and ends it with REPORT_PREFIX "done". The harness
- * (shimgen/boot.py) parses exactly this format.
+ * with SHIMGEN_REPORT_PREFIX, and ends it with SHIMGEN_REPORT_PREFIX
+ * SHIMGEN_REPORT_DONE. The harness (shimgen/verify/boot.py) parses exactly this
+ * format.
+ *
+ * shimgen.h is generated (build/shimgen.h, by `shimgen layout --format c`): the boot
+ * modes, shimgen_boot_mode, the report strings and the isa-debug-exit port and
+ * values come from shimgen itself, never typed here.
  */
 #ifndef SAMPLE_H
 #define SAMPLE_H
@@ -11,28 +16,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REPORT_PREFIX "shimgen-sample: "
+#include "shimgen.h"
 
-/* How the kernel was entered; the shim stores it in shimgen_boot_mode and rdi. */
-enum boot_mode {
-	MODE_UNPATCHED = 0, /* no shim wrote the variable: the image's own mode */
-	MODE_XEN_PV = 1,
-	MODE_XEN_PVH = 2,
-	MODE_PVH_NO_XEN = 3, /* QEMU, Firecracker, Cloud Hypervisor */
-};
-
-/* QEMU's isa-debug-exit: writing V to the port ends QEMU with status 2*V+1. */
-#define DEBUG_EXIT_PORT 0xf4
-#define DEBUG_EXIT_OK 0x10
-#define DEBUG_EXIT_FAIL 0x11
-#define DEBUGCON_PORT 0xe9
+/* shimgen_boot_mode as linked: no shim wrote it, the image's own entry ran. */
+#define MODE_UNPATCHED 0
 
 /* Where report lines go; a line goes to every sink that is enabled. */
 #define SINK_CONSOLE_IO 1u /* HYPERVISOR_console_io (dom0 only on release Xen) */
 #define SINK_DEBUGCON 2u /* port 0xe9: QEMU debugcon, or Xen's "(d0) " log lines */
 
 extern const char sample_name[];
-extern uint32_t shimgen_boot_mode;
 
 void out_set_sinks(unsigned sinks);
 void out_char(char c);

@@ -70,11 +70,11 @@ int cmdline_has_word(const char *cmdline, const char *word)
 const char *boot_mode_name(unsigned mode)
 {
 	switch (mode) {
-	case MODE_XEN_PV:
+	case SHIMGEN_BOOT_MODE_XEN_PV:
 		return "xen-pv";
-	case MODE_XEN_PVH:
+	case SHIMGEN_BOOT_MODE_XEN_PVH:
 		return "xen-pvh";
-	case MODE_PVH_NO_XEN:
+	case SHIMGEN_BOOT_MODE_PVH_NO_XEN:
 		return "pvh";
 	default:
 		return "unknown";

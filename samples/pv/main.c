@@ -27,16 +27,16 @@ extern char __virt_base[], _start[];
 static unsigned effective_mode(void)
 {
 	/* An unpatched image is only ever entered by a PV loader. */
-	return shimgen_boot_mode == MODE_UNPATCHED ? MODE_XEN_PV : shimgen_boot_mode;
+	return shimgen_boot_mode == MODE_UNPATCHED ? SHIMGEN_BOOT_MODE_XEN_PV : shimgen_boot_mode;
 }
 
 static void choose_sinks(unsigned mode, const start_info_t *si)
 {
 	switch (mode) {
-	case MODE_XEN_PV:
+	case SHIMGEN_BOOT_MODE_XEN_PV:
 		out_set_sinks(SINK_CONSOLE_IO);
 		break;
-	case MODE_XEN_PVH:
+	case SHIMGEN_BOOT_MODE_XEN_PVH:
 		/* console_io is refused to a domU on release Xen; port 0xe9 always works. */
 		out_set_sinks((si->flags & SIF_INITDOMAIN) ? SINK_CONSOLE_IO : SINK_DEBUGCON);
 		break;
@@ -58,7 +58,7 @@ static void report_entry(unsigned mode)
 	report_hex("entry_rsp", entry_rsp);
 	report_hex("virt_base", (uint64_t)__virt_base);
 	report_hex("kernel_entry", (uint64_t)_start);
-	if (mode != MODE_PVH_NO_XEN) {
+	if (mode != SHIMGEN_BOOT_MODE_PVH_NO_XEN) {
 		long v = hypercall2(__HYPERVISOR_xen_version, XENVER_version, 0);
 		report_version("xen_version", (uint32_t)v >> 16, (uint32_t)v & 0xffff);
 	}
@@ -100,23 +100,23 @@ static void finish(unsigned mode, int ok) __attribute__((noreturn));
 static void finish(unsigned mode, int ok)
 {
 	struct sched_shutdown shutdown = { .reason = ok ? SHUTDOWN_poweroff : SHUTDOWN_crash };
-	uint8_t code = ok ? DEBUG_EXIT_OK : DEBUG_EXIT_FAIL;
+	uint8_t code = ok ? SHIMGEN_DEBUG_EXIT_OK : SHIMGEN_DEBUG_EXIT_FAIL;
 
 	report_str("result", ok ? "ok" : "fail");
 	report_done();
-	if (mode != MODE_PVH_NO_XEN)
+	if (mode != SHIMGEN_BOOT_MODE_PVH_NO_XEN)
 		xen_console_drain_wait();
-	if (mode == MODE_XEN_PV) {
+	if (mode == SHIMGEN_BOOT_MODE_XEN_PV) {
 		/* A PV kernel runs in ring 3: port I/O needs a virtual IOPL first. */
 		struct physdev_set_iopl iopl = { .iopl = 3 };
 
 		if (hypercall2(__HYPERVISOR_physdev_op, PHYSDEVOP_set_iopl, (unsigned long)&iopl) == 0)
-			outb(DEBUG_EXIT_PORT, code);
+			outb(SHIMGEN_DEBUG_EXIT_PORT, code);
 	} else {
-		outb(DEBUG_EXIT_PORT, code);
+		outb(SHIMGEN_DEBUG_EXIT_PORT, code);
 	}
 	/* Still running: no isa-debug-exit device (or no I/O access). */
-	if (mode != MODE_PVH_NO_XEN)
+	if (mode != SHIMGEN_BOOT_MODE_PVH_NO_XEN)
 		hypercall2(__HYPERVISOR_sched_op, SCHEDOP_shutdown, (unsigned long)&shutdown);
 	sample_hang();
 }
@@ -130,7 +130,7 @@ void pv_main(uint64_t rdi, start_info_t *si)
 
 	choose_sinks(mode, si);
 	report_entry(mode);
-	if (mode > MODE_PVH_NO_XEN) {
+	if (mode > SHIMGEN_BOOT_MODE_PVH_NO_XEN) {
 		report_str("error", "unknown boot mode");
 		finish(mode, 0);
 	}

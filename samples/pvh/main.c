@@ -23,7 +23,7 @@ static void finish(int have_xen, int ok)
 	report_done();
 	if (have_xen)
 		xen_console_drain_wait();
-	outb(DEBUG_EXIT_PORT, ok ? DEBUG_EXIT_OK : DEBUG_EXIT_FAIL);
+	outb(SHIMGEN_DEBUG_EXIT_PORT, ok ? SHIMGEN_DEBUG_EXIT_OK : SHIMGEN_DEBUG_EXIT_FAIL);
 	/* Still running: no isa-debug-exit device here. */
 	if (have_xen)
 		hypercall2(__HYPERVISOR_sched_op, SCHEDOP_shutdown, (unsigned long)&shutdown);
@@ -33,7 +33,7 @@ static void finish(int have_xen, int ok)
 void pvh_main(const struct hvm_start_info *si)
 {
 	uint32_t xen_base = xen_cpuid_base();
-	unsigned mode = xen_base ? MODE_XEN_PVH : MODE_PVH_NO_XEN;
+	unsigned mode = xen_base ? SHIMGEN_BOOT_MODE_XEN_PVH : SHIMGEN_BOOT_MODE_PVH_NO_XEN;
 	const char *cmdline = hvm_cmdline(si);
 
 	if (xen_base)

@@ -38,6 +38,15 @@ from typing import Any
 
 from ..errors import BadInput, MissingTool, OutputError
 
+# The samples' boot report and isa-debug-exit values, shared with their C header.
+from ..structs.harness import (
+    DEBUG_EXIT_FAIL,
+    DEBUG_EXIT_OK,
+    DEBUG_EXIT_PORT,
+    REPORT_DONE,
+    REPORT_PREFIX,
+)
+
 QEMU = "qemu-system-x86_64"
 LOADERS = ("qemu-pvh", "xen-pv", "xen-pvh")
 MACHINES = ("q35", "pc", "microvm")
@@ -60,16 +69,6 @@ XEN_CMDLINE = (
     "noreboot",
 )
 XEN_PVH_CMDLINE = ("dom0=pvh", "dom0-iommu=none")
-
-# isa-debug-exit: a write of V to the port ends QEMU with status 2*V+1. The samples
-# write DEBUG_EXIT_OK when they ran well, DEBUG_EXIT_FAIL when a check failed.
-DEBUG_EXIT_PORT = 0xF4
-DEBUG_EXIT_OK = 0x10
-DEBUG_EXIT_FAIL = 0x11
-
-# The samples' boot report: one "key=value" per line after this prefix, then "done".
-REPORT_PREFIX = "shimgen-sample: "
-REPORT_DONE = "done"
 
 POLL_INTERVAL = 0.02
 # After the log says the run is over, how long to let QEMU exit (or log more) itself.

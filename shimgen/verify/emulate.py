@@ -697,7 +697,8 @@ def _boot_mode_var(machine: Machine) -> int | None:
     vaddr = machine.image.symbols.get(abi.BOOT_MODE_SYMBOL)
     for segment in machine.image.loadable_segments:
         if vaddr is not None and segment.vaddr <= vaddr < segment.vaddr + segment.memsz:
-            return int.from_bytes(machine.read(segment.paddr + vaddr - segment.vaddr, 4), "little")
+            paddr = segment.paddr + vaddr - segment.vaddr
+            return int.from_bytes(machine.read(paddr, abi.BOOT_MODE_TYPE.size), "little")
     return None
 
 
