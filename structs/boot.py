@@ -18,7 +18,14 @@ from .clayout import U32, U64, CharArray, Field, Record, Scalar
 
 HVM_START_MAGIC = 0x336EC578  # XEN_HVM_START_MAGIC_VALUE
 MAX_GUEST_CMDLINE = 1024
-START_INFO_MAGIC = {64: b"xen-3.0-x86_64", 32: b"xen-3.0-x86_32p"}
+# Every PV magic Xen writes is "xen-<version>-<platform>" (xen/include/public/xen.h,
+# start_info_t) and guests (Linux, Mini-OS) only insist on this prefix; the platform
+# part tells the word size.
+START_INFO_MAGIC_PREFIX = b"xen-3.0-"
+START_INFO_MAGIC = {
+    64: START_INFO_MAGIC_PREFIX + b"x86_64",
+    32: START_INFO_MAGIC_PREFIX + b"x86_32p",
+}
 
 
 class StartInfoFlags(enum.IntFlag):

@@ -20,6 +20,7 @@ from .boot import (
     HVM_START_MAGIC,
     SIF_PM_MASK,
     START_INFO_MAGIC,
+    START_INFO_MAGIC_PREFIX,
     E820Type,
     StartInfoFlags,
     boot_structures,
@@ -27,10 +28,6 @@ from .boot import (
     start_info,
 )
 from .clayout import CharArray, Leaf, Record
-
-# Every PV magic Xen writes is "xen-<version>-<platform>" and guests (Linux, Mini-OS)
-# only insist on this prefix; the platform part tells the word size.
-START_INFO_MAGIC_PREFIX = b"xen-3.0-"
 
 _KNOWN_SIF_BITS = sum(int(bit) for bit in StartInfoFlags) | SIF_PM_MASK
 

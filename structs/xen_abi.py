@@ -205,14 +205,17 @@ PTE_ADDR_MASK = 0x000F_FFFF_FFFF_F000
 LARGE_PAGE_SIZE = 1 << 21
 ENTRIES_PER_TABLE = 1 << 9
 
-# GDT descriptors for a flat long-mode code segment and a flat data segment.
+# GDT descriptors for a flat long-mode code segment and a flat data segment (the
+# shim's GDT, asm_templates/90_data.S), and the flat 32-bit code segment a PVH loader
+# enters with (Xen's docs/misc/pvh.pandoc: CS a flat 32-bit read/execute segment).
 GDT_CODE64 = 0x00AF9A000000FFFF  # L=1, P, DPL0, code exec/read
 GDT_DATA = 0x00CF92000000FFFF  # G, D/B, P, DPL0, data read/write
+GDT_CODE32 = 0x00CF9A000000FFFF  # G, D/B, P, DPL0, code exec/read
 GDT_DESCRIPTOR_SIZE = 8
 GDT_SELECTOR_CODE64 = 1 * GDT_DESCRIPTOR_SIZE
 GDT_SELECTOR_DATA = 2 * GDT_DESCRIPTOR_SIZE
 
-# --- ports and the shim's boot modes (DESIGN.md "Handoff ABIs") -----------------------
+# --- ports and the shim's boot modes (README.md, samples/README.md) --------------------
 
 DEBUGCON_PORT = 0xE9  # QEMU -debugcon and Xen's HVM debug port
 

@@ -106,3 +106,20 @@ def test_gzip_image_reads_like_the_plain_one(tmp_path, grub64):
     assert [(n.name, n.value) for n in packed.xen_notes] == [
         (n.name, n.value) for n in plain.xen_notes
     ]
+
+
+def test_help_explains_every_status_an_error_can_end_with():
+    """`shimgen --help` lists the statuses from ExitCode itself: the status of each
+    error class shimgen.errors defines and the answers 0 and 1, in ExitCode's words."""
+    from shimgen import errors as module
+
+    result = run_cli("--help")
+    assert result.returncode == ExitCode.OK, result.stderr
+    text = " ".join(result.stdout.split())  # argparse wraps the epilog
+    classes = [c for c in vars(module).values() if isinstance(c, type)]
+    bases = (module.ShimgenError,)
+    errors = {c.exit_code for c in classes if issubclass(c, bases) and c not in bases}
+    assert errors >= {ExitCode.BAD_INPUT, ExitCode.REFUSED, ExitCode.USAGE}
+    for code in sorted(errors | {ExitCode.OK, ExitCode.FAILED}):
+        assert code.summary, f"{code!r} has no words for --help"
+        assert f"{int(code)} {code.summary}" in text, code

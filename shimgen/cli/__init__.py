@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import ExitCode, ShimgenError
+from ..errors import ExitCode, ShimgenError, exit_status_help
 
 # Command modules, in the order --help lists them.
 _COMMAND_MODULES = (
@@ -33,11 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Turn an x86-64 unikernel ELF into one image that boots under Xen as PV "
             "and as PVH (and through PVH under QEMU, Firecracker, Cloud Hypervisor)."
         ),
-        epilog=(
-            "Exit status: 0 ok; 1 the answer is no (not bootable, different, guest "
-            "failed); 2 usage; 3 unreadable or malformed input; 4 a needed tool is "
-            "missing; 5 output cannot be written; 6 refused for this image."
-        ),
+        epilog=exit_status_help(),
     )
     parser.add_argument("--version", action="version", version=f"shimgen {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

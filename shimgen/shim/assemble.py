@@ -37,12 +37,14 @@ from ..structs import (
     HVM_START_MAGIC,
     MAX_GUEST_CMDLINE,
     START_INFO_MAGIC,
+    START_INFO_MAGIC_PREFIX,
     E820Type,
     StartInfoFlags,
     hvm_start_info,
     start_info,
 )
 from ..structs import xen_abi as abi
+from ..structs.clayout import U64
 
 # The templates of each handoff, in assembly order (the first defines shim_start).
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
@@ -117,7 +119,6 @@ OUT_OF_RANGE_MESSAGE = (
 # more than a loader writes (QEMU and Xen's toolstack write a handful), few enough
 # that a loader's absurd memmap_entries cannot keep the walk going for minutes.
 MEMMAP_MAX_ENTRIES = 0x400
-START_INFO_MAGIC_PREFIX = 8  # bytes of the magic the PV entry compares ("xen-3.0-")
 
 
 class AssemblyError(ShimgenError):
@@ -178,12 +179,14 @@ def abi_values() -> dict[str, int | str]:
     si, hvm = start_info(64), hvm_start_info(1)
     ebx, ecx, edx = abi.signature_words()
     magic = START_INFO_MAGIC[64]
+    # 10_pv_entry.S compares the prefix as one quad word.
+    assert len(START_INFO_MAGIC_PREFIX) == U64.size
     # Both memory-map formats are walked by one loop: their fields must coincide.
     for name in ("addr", "size", "type"):
         assert HVM_MEMMAP_TABLE_ENTRY.offset_of(name) == abi.E820_ENTRY.offset_of(name)
     built = built_hvm_layout()
     values: dict[str, int | str] = {
-        "SI_MAGIC_PREFIX": int.from_bytes(magic[:START_INFO_MAGIC_PREFIX], "little"),
+        "SI_MAGIC_PREFIX": int.from_bytes(START_INFO_MAGIC_PREFIX, "little"),
         "SI_MAGIC_BYTES": _hex_bytes(magic + b"\0"),
         "MSG_BAD_MAGIC_BYTES": _hex_bytes(BAD_MAGIC_MESSAGE),
         "MSG_WRONG_MODE_BYTES": _hex_bytes(WRONG_MODE_MESSAGE),

@@ -64,9 +64,11 @@ from ..write.patch import shim_meta
 RAM_SIZE = 128 << 20
 LOW_RAM_END = 0x9FC00  # conventional memory below the EBDA, as a PC BIOS reports
 HIGH_RAM_START = 0x100000
-EMU_GDT = 0x1000  # the loader's own GDT (flat 32-bit code/data, 64-bit code)
-EMU_SEL_CODE32, EMU_SEL_DATA, EMU_SEL_CODE64 = 0x8, 0x10, 0x18
-EMU_GDT_ENTRIES = (0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF, abi.GDT_CODE64)
+EMU_GDT = 0x1000  # the loader's own GDT: null, flat 32-bit code, flat data, 64-bit code
+EMU_GDT_ENTRIES = (0, abi.GDT_CODE32, abi.GDT_DATA, abi.GDT_CODE64)
+EMU_SEL_CODE32 = EMU_GDT_ENTRIES.index(abi.GDT_CODE32) * abi.GDT_DESCRIPTOR_SIZE
+EMU_SEL_DATA = EMU_GDT_ENTRIES.index(abi.GDT_DATA) * abi.GDT_DESCRIPTOR_SIZE
+EMU_GDT_LIMIT = abi.GDT_DESCRIPTOR_SIZE * len(EMU_GDT_ENTRIES) - 1
 XEN_HYPERCALL_MSR = 0x40000000  # what the emulated Xen reports in leaf base+2
 XEN_VERSION = (4, 17)
 OPEN_BUS_LIMIT = 1 << 32  # unbacked reads below this return 0xff; above, they fault
@@ -201,7 +203,8 @@ class Machine:
             self.uc.mem_write(segment.paddr, data)
 
     def _write_gdt(self) -> None:
-        table = b"".join(entry.to_bytes(8, "little") for entry in EMU_GDT_ENTRIES)
+        size = abi.GDT_DESCRIPTOR_SIZE
+        table = b"".join(entry.to_bytes(size, "little") for entry in EMU_GDT_ENTRIES)
         self.uc.mem_write(EMU_GDT, table)
 
     def alloc(self, size: int) -> int:
@@ -443,7 +446,7 @@ def _set_32bit_flat(machine: Machine) -> None:
     machine._set("cr0", abi.CR0_PE | 0x10)
     machine.uc.reg_write(_reg_const("MSR"), (abi.MSR_EFER, 0))
     machine._set("cr4", 0)
-    machine.uc.reg_write(_reg_const("GDTR"), (0, EMU_GDT, 8 * len(EMU_GDT_ENTRIES) - 1, 0))
+    machine.uc.reg_write(_reg_const("GDTR"), (0, EMU_GDT, EMU_GDT_LIMIT, 0))
     machine._set("cs", EMU_SEL_CODE32)
     for name in ("ds", "es", "ss", "fs", "gs"):
         machine._set(name, EMU_SEL_DATA)
@@ -549,7 +552,7 @@ def _set_long_mode(machine: Machine, cr3: int) -> None:
     machine._set("cr4", abi.CR4_PAE)
     machine.uc.reg_write(_reg_const("MSR"), (abi.MSR_EFER, abi.EFER_LME | abi.EFER_LMA))
     machine._set("cr0", abi.CR0_PG | abi.CR0_PE | 0x10)
-    machine.uc.reg_write(_reg_const("GDTR"), (0, EMU_GDT, 8 * len(EMU_GDT_ENTRIES) - 1, 0))
+    machine.uc.reg_write(_reg_const("GDTR"), (0, EMU_GDT, EMU_GDT_LIMIT, 0))
 
 
 def _start_pv_in_32bit_mode(machine: Machine) -> int:
