@@ -4,7 +4,8 @@
  * handoff's own PV part (13_pv_start_info.S or 12_hvm_pv_entry.S), which the
  * template set puts right after it.
  *
- * Entry state assumed (Xen PV64, FACTS 4): long mode, CPL 3, rsi = virtual address
+ * Entry state assumed (Xen PV64: xen/include/public/xen.h, start-of-day memory
+ *   layout; arch-x86/xen-x86_64.h): long mode, CPL 3, rsi = virtual address
  *   of start_info, rsp = top of Xen's boot stack, other GPRs 0, events masked, the
  *   hypercall page (HYPERCALL_PAGE note, or the shim's own) filled by Xen.
  * Clobbered: rax, flags.

@@ -3,10 +3,11 @@
  * kernel keeps its own 32-bit PVH entry and gets exactly the state the loader made;
  * the shim only records the mode on the way.
  *
- * Entry state assumed (PVH, FACTS 4): 32-bit flat protected mode, paging off,
- *   ebx = physical address of struct hvm_start_info, no stack, other registers and
- *   selectors unspecified (and passed on as they are). The shim segment is loaded at
- *   its p_paddr with its reserved area.
+ * Entry state assumed (PVH: Xen's docs/misc/pvh.pandoc and
+ *   xen/include/public/arch-x86/hvm/start_info.h): 32-bit flat protected mode,
+ *   paging off, ebx = physical address of struct hvm_start_info, no stack, other
+ *   registers and selectors unspecified (and passed on as they are). The shim
+ *   segment is loaded at its p_paddr with its reserved area.
  * Clobbered: nothing the kernel can see: every GPR, esp and EFLAGS are restored
  *   before the jump (selectors, control registers and the GDT are never touched);
  *   memory: the reserved save word and stack, the u32 boot-mode variable.

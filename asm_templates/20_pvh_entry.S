@@ -2,8 +2,9 @@
  * PVH entry of the start-info and hvm-start-info shims: the PHYS32_ENTRY note points
  * here (physical), or the single polyglot entry jumps here in 32-bit mode.
  *
- * Entry state assumed (PVH, FACTS 4): 32-bit flat protected mode, paging off,
- *   CR4 0, ebx = physical address of struct hvm_start_info, no stack, other
+ * Entry state assumed (PVH: Xen's docs/misc/pvh.pandoc and
+ *   xen/include/public/arch-x86/hvm/start_info.h): 32-bit flat protected mode,
+ *   paging off, CR4 0, ebx = physical address of struct hvm_start_info, no stack, other
  *   registers and selectors unspecified. The shim segment is loaded at its p_paddr
  *   with its page tables, GDT and reserved area in place.
  * Clobbered: eax, ecx, edx, esi, flags, GDTR, CR0, CR3, CR4, EFER.

@@ -1,5 +1,5 @@
 /*
- * Xen detection through its cpuid leaves (FACTS 4), shared by the 64-bit PVH paths.
+ * Xen detection through its cpuid leaves, shared by the 64-bit PVH paths.
  *
  * Xen's public cpuid.h puts its leaves at the first otherwise unused 0x100-aligned
  * base from 0x40000000 (0x40000100 when Viridian takes the first). A base in use

@@ -82,7 +82,7 @@ def test_rendered_source_is_hex_only(plan) -> None:
 
 
 def test_empty_output_is_an_error() -> None:
-    # ljmpl makes Keystone return nothing at all (FACTS 7)
+    # ljmpl makes Keystone 0.9.2 return nothing at all
     with pytest.raises(asm.AssemblyError):
         asm.keystone_assemble(".code32\nljmpl $0x8, $0x100000\n")
 

@@ -184,7 +184,8 @@ def test_pvh_sample_boots_as_xen_pvh_dom0(pvh_under_xen: BootResult) -> None:
     assert int(report["magic"], 16) == HVM_START_MAGIC
     assert report["cmdline"] == CMDLINE
     assert int(report["flags"], 16) & DOM0 == DOM0
-    # A PVH dom0 gets hvm_start_info version 0 (FACTS 3): the map comes from Xen.
+    # A PVH dom0 gets hvm_start_info version 0 from Xen 4.17 (its
+    # xen/arch/x86/hvm/dom0_build.c): the map comes from XENMEM_memory_map.
     assert report["version"] == "0"
     assert report["memmap_source"] == "XENMEM_memory_map"
     assert abs(int(report["ram_bytes"]) - DOM0_MEM_MIB * MIB) < MIB

@@ -219,8 +219,9 @@ def test_offsets_and_sizes_match_xen(view: XenView) -> None:
     assert mismatches(record, xen_layout(view)) == []
 
 
-def test_facts_section_3_numbers() -> None:
-    """The numbers FACTS.md section 3 states, as gcc reads Xen's headers."""
+def test_documented_numbers() -> None:
+    """The numbers the comments of xen/include/public/xen.h and
+    arch-x86/hvm/start_info.h give, as gcc reads the declarations."""
     start = xen_layout(NATIVE_VIEW["start_info"])
     assert start.size == 1168
     assert start.leaves["console.domU.evtchn"] == (80, 4)

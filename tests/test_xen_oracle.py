@@ -32,7 +32,7 @@ from shimgen.verify import xenparser
 from shimgen.verify.debcache import unpacked_package
 from shimgen.verify.xenparser import ReadNote, XenParse
 
-# --- the error lines (FACTS.md section 2, checked here against libxenguest 4.17) ----
+# --- the error lines (Xen's libelf-dominfo.c and xg_dom_*.c, checked against libxenguest 4.17)
 
 NO_NOTES = "Not a Xen-ELF image: No ELF notes or '__xen_guest' section found"
 NOT_GENERIC = "Will only load images built for the generic loader or Linux images"

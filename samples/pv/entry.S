@@ -1,8 +1,9 @@
 /*
  * PV entry of pv-hello and pv-highhalf (64-bit).
  *
- * It relies on the PV64 entry state only (FACTS 4): long mode, rsi = virtual
- * address of start_info, rsp = a usable stack, DF clear. A shim entering it in
+ * It relies on the PV64 entry state only (xen/include/public/xen.h, start-of-day
+ * memory layout): long mode, rsi = virtual address of start_info, rsp = a usable
+ * stack, DF clear. A shim entering it in
  * PVH mode adds rdi = boot mode (rdx = the original boot struct) and guarantees
  * nothing else, so this code uses no privileged instruction and switches to its
  * own stack at once.

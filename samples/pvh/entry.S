@@ -1,8 +1,8 @@
 /*
  * PVH entry of pvh-hello (32-bit, stays in 32-bit protected mode).
  *
- * PVH state (FACTS 4): flat 32-bit protected mode, paging off, ebx = physical
- * address of hvm_start_info; no stack, eax and esp unspecified.
+ * PVH state (Xen's docs/misc/pvh.pandoc): flat 32-bit protected mode, paging off,
+ * ebx = physical address of hvm_start_info; no stack, eax and esp unspecified.
  */
 #include "xen_notes.h"
 

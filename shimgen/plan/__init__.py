@@ -22,7 +22,7 @@ the segment, from its start:
                 has none
     stack       the shim's stack, rsp starts at its top          <- end of p_memsz
 
-Handoffs (DESIGN.md "Handoff ABIs"): ``start-info`` enters a kernel's 64-bit PV
+Handoffs (README.md, samples/README.md): ``start-info`` enters a kernel's 64-bit PV
 entry; ``hvm-start-info`` enters a 64-bit entry that takes a struct hvm_start_info
 (``entry64``); ``pvh-passthrough`` keeps a PVH-only kernel's own 32-bit entry and
 gives it no PV entry, because a PV guest starts in long mode at CPL 3 and can never
@@ -467,7 +467,8 @@ def _superseded_note_segments(image: Image, replaces: tuple[XenNote, ...]) -> tu
     so that the output has exactly one (Xen, QEMU 7.2 and linux-loader all take the
     last one, measured; the kernel's own, left in place, is what a reader stopping
     at the first would take, bypassing the shim), and those holding Xen notes in a
-    PT_NOTE aligned beyond 4 (QEMU pads notes by p_align and misreads them, FACTS 5)."""
+    PT_NOTE aligned beyond 4 (QEMU pads notes by p_align and misreads them: its
+    include/hw/elf_ops.h; read/check.py warns of the same)."""
     types: dict[str, set[int]] = {}  # source -> Xen note types found there
     for note in image.segment_xen_notes:
         types.setdefault(note.source, set()).add(note.type)

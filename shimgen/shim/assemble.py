@@ -3,7 +3,7 @@
 Templates (``asm_templates/*.S``, concatenated in name order) hold ``{NAME}``
 placeholders; every value comes from :func:`abi_values` (structs and xen_abi) or
 from the plan (addresses), and is rendered in hex. Keystone 0.9.2 has traps
-(FACTS 7), guarded here:
+(tests/test_assemble.py shows them), guarded here:
 
 * AT&T syntax is an option, and with any option set Keystone reads bare numbers as
   hex: the rendered source is checked to hold no decimal literal at all;

@@ -1,6 +1,7 @@
 """Run a patched image's shim in Unicorn from a Xen- or QEMU-like start state.
 
-One UC_MODE_64 engine runs both paths (FACTS 7). Guest physical memory is one
+One UC_MODE_64 engine runs both paths (a UC_MODE_32 engine of Unicorn 2.1 cannot
+read the 64-bit registers after the mode switch). Guest physical memory is one
 RAM block at 0; the image's PT_LOADs are copied to their p_paddr as every loader
 does. The emulator plays the hypervisor:
 
@@ -441,7 +442,8 @@ class Machine:
 
 
 def _set_32bit_flat(machine: Machine) -> None:
-    """FACTS 7: leave Unicorn's default long mode, then load flat 32-bit selectors."""
+    """Leave the long mode a Unicorn UC_MODE_64 engine starts in (CR0 written with PG,
+    then without it, clears EFER.LMA), then load flat 32-bit selectors."""
     machine._set("cr0", 0x80000011)
     machine._set("cr0", abi.CR0_PE | 0x10)
     machine.uc.reg_write(_reg_const("MSR"), (abi.MSR_EFER, 0))

@@ -4,7 +4,7 @@ program header table.
 The ELF is written here directly rather than through LIEF: a patch only appends
 (shim segment, then the program headers, which cannot grow in place) and rewrites
 three header fields (e_entry, e_phoff, e_phnum). That keeps every original byte
-where it was, adds no PT_LOAD for the header table (LIEF adds one, FACTS 7), and
+where it was, adds no PT_LOAD for the header table (LIEF 1.0 adds one), and
 gives byte-identical output for the same input and options. It also makes the
 input recoverable from the output (structs/shim_meta.py), which is how --force
 re-patches an already patched image from its original bytes.
