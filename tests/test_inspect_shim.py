@@ -1,13 +1,14 @@
 """`inspect` of patched images: shim metadata, shim disassembly, golden regression.
 
-Regenerate the golden files after a reviewed shim change (tests/golden/README.md):
-    UPDATE_GOLDEN=1 pytest tests/test_inspect_shim.py
+The goldens are snapshots of shimgen's own pytest plugin (shimgen/pytest_plugin.py,
+the mechanism users get): `inspect --json` of the patched samples without the
+volatile fields (Report.stable_json) in __snapshots__/test_inspect_shim/. After a
+reviewed shim change, rewrite them with:
+    pytest tests/test_inspect_shim.py --shimgen-update
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import json
 import os
 import subprocess
@@ -17,7 +18,6 @@ from typing import Any
 
 import pytest
 
-GOLDEN = Path(__file__).parent / "golden"
 SAMPLES = ("pv-hello", "pv-highhalf")
 
 
@@ -49,53 +49,30 @@ def inspect_json(path: Path, *extra: str) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def scrub(data: dict[str, Any]) -> dict[str, Any]:
-    """Drop what depends on the path or on the exact bytes of the toolchain's output."""
-    data = dict(data)
-    data.pop("path", None)
-    data.pop("sha256", None)
-    data["notes"] = [
-        {**note, "desc": "(decoded under shim.metadata)"} if note["owner"] == "shimgen" else note
-        for note in data["notes"]
-    ]
-    if data.get("shim"):
-        data["shim"] = json.loads(json.dumps(data["shim"]))
-        data["shim"]["metadata"].pop("original_sha256", None)
-    return data
-
-
 @pytest.mark.parametrize("name", SAMPLES)
-def test_golden(name: str, patched: dict[str, Path], samples_build: Path) -> None:
-    sample_sha = hashlib.sha256((samples_build / name).read_bytes()).hexdigest()
-    actual = {"_sample_sha256": sample_sha, **scrub(inspect_json(patched[name]))}
-    text = json.dumps(actual, indent=2) + "\n"
-    golden = GOLDEN / f"{name}.json"
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(text)
-    assert golden.exists(), f"{golden} missing: run UPDATE_GOLDEN=1 pytest {__file__}"
-    expected = golden.read_text()
-    if text != expected:
-        recorded = json.loads(expected).get("_sample_sha256")
-        cause = (
-            "the sample's own bytes changed too (toolchain or samples/ source): "
-            "the diff may not come from the shim"
-            if recorded != sample_sha
-            else "the sample is unchanged: this is a change in shimgen's output"
-        )
-        diff = "".join(
-            difflib.unified_diff(
-                expected.splitlines(keepends=True),
-                text.splitlines(keepends=True),
-                f"golden/{name}.json",
-                f"inspect --json (patched {name})",
-                n=2,
-            )
-        )
-        pytest.fail(
-            f"{name}: inspect --json differs from the golden file; {cause}.\n"
-            f"Review, then regenerate with UPDATE_GOLDEN=1 pytest {__file__}\n{diff}",
-            pytrace=False,
-        )
+def test_golden(name: str, patched: dict[str, Path], samples_build: Path, shim_snapshot) -> None:
+    """Segments, sections, notes, verdicts, shim metadata, labels and the whole shim
+    disassembly of each patched sample, as the snapshot beside this file holds them;
+    the sample's own sha256 is recorded so that a mismatch says whether the sample
+    (toolchain, samples/ source) changed too."""
+    shim_snapshot(patched[name], source=samples_build / name)
+
+
+def test_golden_is_the_cli_report(patched: dict[str, Path]) -> None:
+    """The snapshot's facts are `inspect --json` less the volatile fields, nothing else."""
+    import shimgen
+
+    cli = inspect_json(patched["pv-hello"])
+    stable = json.loads(json.dumps(shimgen.inspect(patched["pv-hello"]).stable_json()))
+    assert {k: v for k, v in cli.items() if k not in ("path", "sha256")}.keys() == stable.keys()
+    assert stable["segments"] == cli["segments"] and stable["verdicts"] == cli["verdicts"]
+    assert stable["shim"]["disassembly"] == cli["shim"]["disassembly"]
+    assert "original_sha256" in cli["shim"]["metadata"]
+    assert "original_sha256" not in stable["shim"]["metadata"]
+    shimgen_notes = [n for n in stable["notes"] if n["owner"] == "shimgen"]
+    assert shimgen_notes and all(
+        n["desc"] == "(decoded under shim.metadata)" for n in shimgen_notes
+    )
 
 
 def test_unpatched_has_no_shim(samples_build: Path) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ExitCode
 
 if TYPE_CHECKING:
-    from ..verify.boot import BootOptions, BootResult
+    from ..verify.boot import BootResult
 
 # Kept in step with shimgen.verify.boot (not imported here: start-up speed).
 _LOADERS = ("qemu-pvh", "xen-pv", "xen-pvh")
@@ -63,9 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run, boot_parser=parser)
 
 
-def _options(args: argparse.Namespace) -> BootOptions:
-    from ..verify.boot import DEFAULT_MACHINE, BootOptions
-
+def _check_options(args: argparse.Namespace) -> None:
+    """What argparse cannot check alone, reported the way it reports (usage, exit 2)."""
     parser: argparse.ArgumentParser = args.boot_parser
     if args.machine is not None and args.loader != "qemu-pvh":
         parser.error("--machine applies to --loader qemu-pvh only (Xen runs on 'pc')")
@@ -78,24 +77,12 @@ def _options(args: argparse.Namespace) -> BootOptions:
             re.compile(args.expect)
         except re.error as error:
             parser.error(f"--expect: bad regex: {error}")
-    return BootOptions(
-        loader=args.loader,
-        machine=args.machine or DEFAULT_MACHINE,
-        cmdline=args.cmdline,
-        initrd=args.initrd,
-        expect=args.expect,
-        timeout=args.timeout,
-        log=args.log,
-        xen=args.xen,
-    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..verify.boot import boot
-
-    options = _options(args)
+    _check_options(args)
     # No spinner with --json: scripts read stdout, and stderr stays quiet for them.
-    result = boot(args.image, options) if args.json else _boot_with_spinner(args.image, options)
+    result = _boot(args) if args.json else _boot_with_spinner(args)
     if args.json:
         from .render import print_json
 
@@ -105,14 +92,29 @@ def _run(args: argparse.Namespace) -> int:
     return int(ExitCode.OK if result.ok else ExitCode.FAILED)
 
 
-def _boot_with_spinner(image: Path, options: BootOptions) -> BootResult:
+def _boot(args: argparse.Namespace, on_progress: Callable[[str], None] | None = None) -> BootResult:
+    from ..api import boot
+
+    return boot(
+        args.image,
+        args.loader,
+        machine=args.machine,
+        cmdline=args.cmdline,
+        initrd=args.initrd,
+        expect=args.expect,
+        timeout=args.timeout,
+        log=args.log,
+        xen=args.xen,
+        on_progress=on_progress,
+    )
+
+
+def _boot_with_spinner(args: argparse.Namespace) -> BootResult:
     from rich.console import Console
 
-    from ..verify.boot import boot
-
-    label = f"{options.loader}: {image.name}"
+    label = f"{args.loader}: {args.image.name}"
     with Console(stderr=True).status(f"{label}: starting QEMU") as status:
-        return boot(image, options, on_progress=lambda stage: status.update(f"{label}: {stage}"))
+        return _boot(args, on_progress=lambda stage: status.update(f"{label}: {stage}"))
 
 
 def _render(result: BootResult) -> None:

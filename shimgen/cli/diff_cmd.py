@@ -33,21 +33,34 @@ def register(commands: Any) -> None:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    from ..verify.diff import diff_files
+    from ..api import diff
 
-    report = diff_files(args.a, args.b)
+    report = diff(args.a, args.b)
     if args.json:
         print_json(report.to_json())
     else:
-        _show(report)
+        show(report, console())
     return int(ExitCode.OK if report.equal else ExitCode.FAILED)
 
 
 # --- human output --------------------------------------------------------------------
 
 
-def _show(report: Any) -> None:
-    out = console()
+def render_text(report: Any, width: int = 100) -> str:
+    """What `shimgen diff` prints for report, as plain text (no colour) width columns wide."""
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    out = Console(file=buffer, width=width, highlight=False, soft_wrap=False, color_system=None)
+    show(report, out)
+    return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
+
+
+def show(report: Any, out: Any) -> None:
+    """Print report on the rich console out: a table per category, the ignored layout
+    changes, the summary line."""
     for category, items in report.differences.items():
         if items:
             for renderable in _RENDERERS.get(category, _generic)(category, items):

@@ -90,22 +90,26 @@ def register(commands: Any) -> None:
 
 
 def run_emulate(args: argparse.Namespace) -> int:
-    from ..read.image import read_image
-    from ..verify.emulate import StartState, emulate
+    from ..api import emulate
+    from ..errors import UsageError
 
-    state = StartState(
-        mode=args.mode,
-        cmdline=args.cmdline.encode(),
-        xen=not args.no_xen,
-        hvm_version=args.hvm_version,
-        bad_magic=args.bad_magic,
-        other_hypervisor=args.other_hypervisor,
-        hvm_fields=_hvm_fields(args.set, args.hvm_version),
-        info_at=args.info_at,
-        cmdline_unterminated=args.cmdline_unterminated,
-        wrong_mode=args.wrong_mode,
-    )
-    result = emulate(read_image(args.image), state, trace=args.trace)
+    try:
+        result = emulate(
+            args.image,
+            args.mode,
+            cmdline=args.cmdline,
+            xen=not args.no_xen,
+            hvm_version=args.hvm_version,
+            bad_magic=args.bad_magic,
+            other_hypervisor=args.other_hypervisor,
+            hvm_fields=dict(args.set),
+            info_at=args.info_at,
+            cmdline_unterminated=args.cmdline_unterminated,
+            wrong_mode=args.wrong_mode,
+            trace=args.trace,
+        )
+    except UsageError as error:  # argparse checked the rest: a --set field was refused
+        raise UsageError(f"--set: {error}") from None
     if args.json:
         print_json(result.to_json())
     else:
@@ -121,24 +125,6 @@ def _field_value(text: str) -> tuple[str, int]:
         return name.strip(), u64(value.strip())
     except argparse.ArgumentTypeError as error:
         raise argparse.ArgumentTypeError(f"{name.strip()}: {error}") from None
-
-
-def _hvm_fields(pairs: list[tuple[str, int]], version: int) -> dict[str, int]:
-    """--set pairs checked against the hvm_start_info layout and field widths."""
-    from ..errors import UsageError
-    from ..structs import hvm_start_info
-
-    widths = {leaf.path: leaf.size for leaf in hvm_start_info(version).leaves()}
-    fields: dict[str, int] = {}
-    for name, value in pairs:
-        width = widths.get(name)
-        if width is None:
-            known = ", ".join(widths)
-            raise UsageError(f"--set: hvm_start_info v{version} has no field {name!r} ({known})")
-        if value >= 1 << (8 * width):
-            raise UsageError(f"--set {name}: {value:#x} does not fit in {width} bytes")
-        fields[name] = value
-    return fields
 
 
 def _show(result: Any, args: argparse.Namespace) -> None:

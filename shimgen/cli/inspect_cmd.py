@@ -62,69 +62,34 @@ def register(commands: Any) -> None:
     check.set_defaults(handler=run_check)
 
 
-def _read(path: str) -> tuple[Any, Any]:
-    from ..read.check import evaluate
-    from ..read.image import read_image
-
-    image = read_image(path)
-    return image, evaluate(image)
-
-
 # --- check ---------------------------------------------------------------------
 
 
-def _modes(choice: str) -> tuple[str, ...]:
-    return ("pv", "pvh") if choice == "both" else (choice,)
-
-
 def run_check(args: argparse.Namespace) -> int:
-    image, verdicts = _read(args.image)
-    failed = False
-    lines = []
-    for mode in _modes(args.mode):
-        verdict = getattr(verdicts, mode)
-        problems = list(verdict.reasons)
-        if args.strict and mode == "pvh":
-            problems += verdict.warnings
-        failed |= bool(problems) or not verdict.ok
-        if problems:
-            lines += [f"{args.image}: {mode}: {problem}" for problem in problems]
-        else:
-            lines.append(f"{args.image}: {mode}: ok ({_describe_ok(verdict)})")
-            if mode == "pvh":
-                lines += [f"{args.image}: {mode}: warning: {w}" for w in verdict.warnings]
-    xen_answers = _xen_parser_answers(args) if args.xen_parser else {}
-    for mode, answer in xen_answers.items():
-        failed |= not answer.accepted_by_elf_loader
-        lines.append(f"{args.image}: {mode}: libxenguest: {_describe_xen_answer(answer)}")
+    from ..api import check
+
+    verdicts = check(args.image, args.mode, strict=args.strict, xen_parser=args.xen_parser)
     if args.json:
-        print_json(
-            {
-                "image": args.image,
-                "modes": list(_modes(args.mode)),
-                "ok": not failed,
-                **{mode: getattr(verdicts, mode).to_json() for mode in _modes(args.mode)},
-                "libxenguest": {
-                    mode: {
-                        "ok": answer.accepted_by_elf_loader,
-                        "loader": answer.loader,
-                        "guest_type": answer.guest_type,
-                        "error": answer.error,
-                    }
-                    for mode, answer in xen_answers.items()
-                },
-                "findings": [f.__dict__ for f in image.findings],
-            }
-        )
+        print_json(verdicts.to_json())
     else:
-        print("\n".join(lines))
-    return int(ExitCode.FAILED if failed else ExitCode.OK)
+        print("\n".join(_check_lines(args.image, verdicts)))
+    return int(ExitCode.OK if verdicts.ok else ExitCode.FAILED)
 
 
-def _xen_parser_answers(args: argparse.Namespace) -> dict[str, Any]:
-    from ..verify import xenparser
-
-    return {mode: xenparser.parse(args.image, mode) for mode in _modes(args.mode)}
+def _check_lines(image: str, verdicts: Any) -> list[str]:
+    lines = []
+    for mode in verdicts.modes:
+        problems = verdicts.problems(mode)
+        if problems:
+            lines += [f"{image}: {mode}: {problem}" for problem in problems]
+        else:
+            verdict = verdicts.verdict(mode)
+            lines.append(f"{image}: {mode}: ok ({_describe_ok(verdict)})")
+            if mode == "pvh":
+                lines += [f"{image}: {mode}: warning: {w}" for w in verdict.warnings]
+    for mode, answer in verdicts.libxenguest.items():
+        lines.append(f"{image}: {mode}: libxenguest: {_describe_xen_answer(answer)}")
+    return lines
 
 
 def _describe_xen_answer(answer: Any) -> str:
@@ -146,19 +111,18 @@ def _describe_ok(verdict: Any) -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from ..read.shiminfo import shim_info
+    from ..api import inspect
 
-    image, verdicts = _read(args.image)
-    from ..errors import BadInput
-
-    try:
-        shim, shim_error = shim_info(image, disassemble=not args.no_disasm), None
-    except BadInput as error:  # a corrupt shimgen note: the rest of the image still shows
-        shim, shim_error = None, str(error)
+    report = inspect(args.image, disassemble=not args.no_disasm)
     if args.json:
-        shim_json = {"error": shim_error} if shim_error else shim.to_json() if shim else None
-        print_json(image.to_json() | {"verdicts": verdicts.to_json(), "shim": shim_json})
+        print_json(report.to_json())
         return int(ExitCode.OK)
+    image, verdicts, shim, shim_error = (
+        report.image,
+        report.verdicts,
+        report.shim,
+        report.shim_error,
+    )
     out = console()
     out.print(_summary(image))
     out.print(_segments_table(image))

@@ -70,23 +70,19 @@ def register(commands: Any) -> None:
 
 
 def run_patch(args: argparse.Namespace) -> int:
-    from ..write.patch import patch_file
+    from ..api import patch
 
-    result = patch_file(
+    result = patch(
         args.image,
         args.output,
         handoff=args.handoff,
         entry=args.entry,
-        force=args.force,
-        dry_run=args.dry_run,
         entry64=args.entry64,
         single_entry=args.single_entry,
+        force=args.force,
+        dry_run=args.dry_run,
     )
-    facts = result.plan.to_json() | {
-        "output": None if args.dry_run else args.output,
-        "repatched": result.repatched,
-        "output_size": result.size,
-    }
+    facts = result.to_json()
     if args.json:
         print_json(facts)
     else:

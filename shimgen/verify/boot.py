@@ -202,6 +202,28 @@ def find_xen(path: Path | None = None) -> Path:
     return _gunzipped(gz, gz.with_suffix(""))
 
 
+def missing_tool(loader: str) -> str | None:
+    """Why loader cannot boot an image here without fetching anything, or None.
+
+    For test suites deciding to skip: Debian's Xen counts only when it is already in
+    the cache (`python -m shimgen.verify.debcache xen-hypervisor-4.17-amd64` puts it
+    there; `shimgen boot` fetches it by itself)."""
+    from .debcache import cache_dir, is_cached
+
+    if loader not in LOADERS:
+        raise ValueError(f"loader must be one of {', '.join(LOADERS)}")
+    try:
+        find_qemu()
+    except MissingTool as error:
+        return str(error)
+    if loader.startswith("xen-") and not is_cached(XEN_PACKAGE):
+        return (
+            f"Debian's Xen ({XEN_PACKAGE}) is not in the shimgen cache {cache_dir()}: "
+            f"fetch it with 'python -m shimgen.verify.debcache {XEN_PACKAGE}'"
+        )
+    return None
+
+
 def _gunzipped(gz: Path, target: Path) -> Path:
     if target.is_file() and target.stat().st_mtime >= gz.stat().st_mtime:
         return target

@@ -24,11 +24,15 @@ def cache_dir() -> Path:
     return Path(xdg) / "shimgen"
 
 
+def is_cached(package: str) -> bool:
+    """Whether unpacked_package(package) answers without downloading anything."""
+    return (cache_dir() / "debs" / package / ".unpacked").exists()
+
+
 def unpacked_package(package: str) -> Path:
     """Folder holding the unpacked files of a Debian package, downloading it once."""
     root = cache_dir() / "debs" / package
-    done = root / ".unpacked"
-    if done.exists():
+    if is_cached(package):
         return root
     for tool in ("apt-get", "dpkg"):
         if shutil.which(tool) is None:

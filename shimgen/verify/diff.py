@@ -73,6 +73,13 @@ class DiffReport:
         )
         return f"{self.a} and {self.b}: different: {counts}"
 
+    def to_text(self, width: int = 100) -> str:
+        """What `shimgen diff` prints, without colour: a table per category of
+        differences, the layout changes ignored, the summary line."""
+        from ..cli.diff_cmd import render_text
+
+        return render_text(self, width)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "a": self.a,
@@ -95,7 +102,9 @@ def diff_images(a: Image, b: Image) -> DiffReport:
     meta_a, meta_b = _read_meta(a), _read_meta(b)
     report.differences = {
         "header": _header_diff(a, b, ignored),
-        "segments": _segments_diff(a, b, pairs, removed, added, ignored),
+        "segments": _segments_diff(
+            pairs, removed, added, ignored, lambda sa, sb: _moved(a, b, sa, sb)
+        ),
         "sections": _sections_diff(a, b, ignored),
         "xen_notes": _xen_notes_diff(a, b, _container_pairs(pairs), ignored),
         "other_notes": _other_notes_diff(a, b, _container_pairs(pairs)),
@@ -205,13 +214,13 @@ def _file_bytes(image: Image, offset: int, size: int) -> bytes:
 
 
 def _segments_diff(
-    a: Image,
-    b: Image,
     pairs: list[tuple[Segment, Segment]],
     removed: list[Segment],
     added: list[Segment],
     ignored: list[str],
+    moved: Callable[[Segment, Segment], str],
 ) -> list[dict[str, Any]]:
+    """moved(sa, sb) says what a p_offset change means for the pair's contents."""
     result: list[dict[str, Any]] = []
     for sa, sb in pairs:
         label = segment_label(sa, sb)
@@ -219,9 +228,7 @@ def _segments_diff(
         facts_b = {name: getattr(sb, name) for name in SEGMENT_FIELDS}
         result += _field_changes(facts_a, facts_b, segment=label)
         if sa.offset != sb.offset:
-            ignored.append(
-                f"{label}: p_offset {sa.offset:#x} -> {sb.offset:#x} ({_moved(a, b, sa, sb)})"
-            )
+            ignored.append(f"{label}: p_offset {sa.offset:#x} -> {sb.offset:#x} ({moved(sa, sb)})")
     result += [
         {"segment": segment_label(s), "change": "removed", "field": "segment"}
         | {"a": _segment_facts(s), "b": None}
@@ -527,11 +534,14 @@ def _read_meta(image: Image) -> _Meta:
 def _meta_facts(meta: _Meta) -> dict[str, Any]:
     if meta.meta is None:
         return {"present": meta.error or False}
-    facts = meta.meta.to_json()
-    options = facts.pop("options")
-    facts = {"present": True, **facts}
-    facts |= {f"options.{key}": value for key, value in sorted(options.items())}
-    return facts
+    return _flat_meta(meta.meta.to_json())
+
+
+def _flat_meta(metadata: dict[str, Any]) -> dict[str, Any]:
+    """ShimMeta.to_json() as one level of fields, the options as "options.NAME"."""
+    facts = {"present": True, **{k: v for k, v in metadata.items() if k != "options"}}
+    options = metadata.get("options") or {}
+    return facts | {f"options.{key}": value for key, value in sorted(options.items())}
 
 
 def _meta_diff(ma: _Meta, mb: _Meta) -> list[dict[str, Any]]:
@@ -581,34 +591,39 @@ def _shim_lines(image: Image, meta: ShimMeta) -> list[str]:
 
 
 def _shim_code_diff(a: Image, b: Image, ma: _Meta, mb: _Meta) -> list[dict[str, Any]]:
-    if ma.meta is None and mb.meta is None:
-        return []
+    def facts(meta: ShimMeta | None) -> dict[str, int] | None:
+        return None if meta is None else {"vaddr": meta.shim_vaddr, "size": meta.shim_code_size}
+
     if ma.meta is None or mb.meta is None:
-        present = ma.meta or mb.meta
-        facts = {"vaddr": present.shim_vaddr, "size": present.shim_code_size}
-        change = "added" if ma.meta is None else "removed"
-        return [
-            {
-                "change": change,
-                "a": facts if change == "removed" else None,
-                "b": facts if change == "added" else None,
-                "diff": [],
-            }
-        ]
-    lines_a, lines_b = _shim_lines(a, ma.meta), _shim_lines(b, mb.meta)
+        return _code_presence(facts(ma.meta), facts(mb.meta))
+    return _code_changes(
+        (a.path, facts(ma.meta)),
+        (b.path, facts(mb.meta)),
+        _shim_lines(a, ma.meta),
+        _shim_lines(b, mb.meta),
+    )
+
+
+def _code_presence(a: dict[str, int] | None, b: dict[str, int] | None) -> list[dict[str, Any]]:
+    """Shim code on one side only (facts: vaddr, size): added or removed; none: []."""
+    if a is None and b is None:
+        return []
+    return [{"change": "added" if a is None else "removed", "a": a, "b": b, "diff": []}]
+
+
+def _code_changes(
+    a: tuple[str, dict[str, int]],
+    b: tuple[str, dict[str, int]],
+    lines_a: list[str],
+    lines_b: list[str],
+) -> list[dict[str, Any]]:
+    """One "changed" entry with the unified diff of two listings; a, b: (name, facts)."""
     if lines_a == lines_b:
         return []
     diff = difflib.unified_diff(
-        lines_a, lines_b, fromfile=a.path, tofile=b.path, n=CONTEXT_LINES, lineterm=""
+        lines_a, lines_b, fromfile=a[0], tofile=b[0], n=CONTEXT_LINES, lineterm=""
     )
-    return [
-        {
-            "change": "changed",
-            "a": {"vaddr": ma.meta.shim_vaddr, "size": ma.meta.shim_code_size},
-            "b": {"vaddr": mb.meta.shim_vaddr, "size": mb.meta.shim_code_size},
-            "diff": list(diff),
-        }
-    ]
+    return [{"change": "changed", "a": a[1], "b": b[1], "diff": list(diff)}]
 
 
 # --- bytes ----------------------------------------------------------------------------
@@ -772,3 +787,165 @@ def _padding_note(a: Image, b: Image, ignored: list[str]) -> None:
             f"padding outside every segment, section and table differs "
             f"({len(pa)} -> {len(pb)} bytes): no loader reads it"
         )
+
+
+# --- reports (the snapshots of the pytest plugin) ----------------------------------------
+
+
+def diff_reports(
+    a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name_b: str = "B"
+) -> DiffReport:
+    """Compare two `inspect --json` reports (or their stable form, which the pytest
+    plugin's snapshots hold) by the rules diff_images follows, for what a report
+    holds: header facts, segments, sections, notes, verdicts, findings, shim
+    metadata and the shim's disassembly. Reports hold no segment bytes, so there
+    is no bytes category; a p_offset change is layout, as for images."""
+    image_a, image_b = _report_image(a, name_a), _report_image(b, name_b)
+    report = DiffReport(name_a, name_b)
+    ignored = report.ignored
+    pairs, removed, added = match_segments(image_a.segments, image_b.segments)
+    containers = _container_pairs(pairs)
+    shim_a, shim_b = a.get("shim"), b.get("shim")
+    report.differences = {
+        "header": _field_changes(_report_header(a), _report_header(b)),
+        "segments": _segments_diff(
+            pairs, removed, added, ignored, lambda sa, sb: "file layout only"
+        ),
+        "sections": _sections_diff(image_a, image_b, ignored),
+        "xen_notes": _xen_notes_diff(image_a, image_b, containers, ignored),
+        "other_notes": _other_notes_diff(image_a, image_b, containers),
+        "findings": _findings_diff(image_a, image_b),
+        "verdicts": _verdicts_diff(_report_verdicts(a), _report_verdicts(b)),
+        "shim_metadata": _field_changes(_report_meta(shim_a), _report_meta(shim_b)),
+        "shim_code": _report_code_diff((name_a, shim_a), (name_b, shim_b)),
+    }
+    if a["size"] != b["size"] and report.equal:
+        ignored.append(f"file size {a['size']} -> {b['size']} bytes: only layout differs")
+    return report
+
+
+def _records(cls: type, items: Iterable[dict[str, Any]], **convert: Callable[[Any], Any]) -> list:
+    """Dataclass records from their asdict() form (to_json() of the reader's records)."""
+    from dataclasses import fields
+
+    names = [f.name for f in fields(cls)]
+    return [
+        cls(**{n: convert.get(n, lambda v: v)(item[n]) for n in names if n in item})
+        for item in items
+    ]
+
+
+def _hex_bytes(text: str) -> bytes:
+    """A desc or raw field; the stable form replaces the shimgen note's desc by words."""
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return text.encode()
+
+
+def _report_image(report: dict[str, Any], name: str) -> Image:
+    """The reader's records of a report, enough for the comparisons above (no bytes)."""
+    from ..read.image import Finding, Section, XenNoteRecord
+
+    xen = report["xen_notes"]
+
+    def xen_notes(kind: str) -> list[XenNoteRecord]:
+        return _records(XenNoteRecord, xen[kind], raw=_hex_bytes)
+
+    return Image(
+        path=name,
+        size=report["size"],
+        compressed=report["compressed"],
+        elf_class=int(str(report["class"]).removeprefix("ELF")),
+        machine=0,
+        machine_name=report["machine"],
+        elf_type=0,
+        entry=report["entry"],
+        segments=_records(Segment, report["segments"]),
+        sections=_records(Section, report["sections"]),
+        notes=_records(Note, report["notes"], desc=_hex_bytes),
+        segment_xen_notes=xen_notes("segments"),
+        section_xen_notes=xen_notes("sections"),
+        legacy_xen_notes=xen_notes("legacy"),
+        legacy_guest_text=xen["legacy_text"],
+        findings=_records(Finding, report["findings"]),
+        symbols={},
+        data=b"",
+    )
+
+
+def _report_header(report: dict[str, Any]) -> dict[str, Any]:
+    return {name: report[name] for name in ("class", "machine", "compressed", "entry")}
+
+
+def _findings_diff(a: Image, b: Image) -> list[dict[str, Any]]:
+    """Findings (malformed or suspicious things the reader saw) found on one side only."""
+
+    def text(finding: Any) -> str:
+        return f"{finding.severity}: {finding.message}"
+
+    by_a = _keyed(a.findings, lambda f: f.where)
+    by_b = _keyed(b.findings, lambda f: f.where)
+    result = []
+    for key in dict.fromkeys([*by_a, *by_b]):
+        fa, fb = by_a.get(key), by_b.get(key)
+        if fa is not None and fb is not None and fa == fb:
+            continue
+        change = "added" if fa is None else "removed" if fb is None else "changed"
+        result.append(
+            {
+                "note": _occurrence_label(key),
+                "change": change,
+                "field": "finding",
+                "a": None if fa is None else text(fa),
+                "b": None if fb is None else text(fb),
+            }
+        )
+    return result
+
+
+def _report_verdicts(report: dict[str, Any]) -> Verdicts:
+    from ..read.check import Verdict
+
+    verdicts = report["verdicts"]
+    return Verdicts(pv=Verdict(**verdicts["pv"]), pvh=Verdict(**verdicts["pvh"]))
+
+
+def _report_meta(shim: dict[str, Any] | None) -> dict[str, Any]:
+    """The shim metadata's fields, and what inspect adds: labels and where they came from."""
+    if shim is None:
+        return {"present": False}
+    if "metadata" not in shim:
+        return {"present": shim.get("error") or "undecodable"}
+    facts = _flat_meta(shim["metadata"])
+    facts |= {name: shim.get(name) for name in ("labels_source", "code_vaddr", "disasm_error")}
+    return facts | {f"label {name}": at for name, at in (shim.get("labels") or {}).items()}
+
+
+def _report_code_diff(
+    a: tuple[str, dict[str, Any] | None], b: tuple[str, dict[str, Any] | None]
+) -> list[dict[str, Any]]:
+    def facts(shim: dict[str, Any] | None) -> dict[str, int] | None:
+        if not shim or "metadata" not in shim:
+            return None
+        return {"vaddr": shim["code_vaddr"], "size": shim["code_size"]}
+
+    facts_a, facts_b = facts(a[1]), facts(b[1])
+    if facts_a is None or facts_b is None:
+        return _code_presence(facts_a, facts_b)
+    return _code_changes((a[0], facts_a), (b[0], facts_b), _listing(a[1]), _listing(b[1]))
+
+
+def _listing(shim: dict[str, Any]) -> list[str]:
+    """inspect's disassembly as diff_images' lines (offsets from the shim's start, so a
+    moved shim with the same code shows no change), each label on a line of its own.
+    The listing covers every shim byte once, in order: an offset is the bytes before."""
+    lines: list[str] = []
+    offset = 0
+    for insn in shim.get("disassembly") or []:
+        if insn.get("label"):
+            lines.append(f"{insn['label']}:")
+        raw = bytes.fromhex(insn["bytes"])
+        lines.append(_line(offset, insn["bits"], raw, f"{insn['mnemonic']} {insn['operands']}"))
+        offset += len(raw)
+    return lines
