@@ -33,7 +33,7 @@ from .errors import BadInput, MissingTool, OutputError, Refused, ShimgenError, U
 if TYPE_CHECKING:
     from .plan import Plan
     from .read.check import Verdict
-    from .read.check import Verdicts as _ReaderVerdicts
+    from .read.check import Verdicts as ReaderVerdicts
     from .read.image import Finding, Image
     from .read.shiminfo import ShimInfo
     from .verify.boot import BootResult
@@ -180,7 +180,7 @@ class Report:
 
     path: str
     image: Image = field(repr=False)
-    verdicts: _ReaderVerdicts = field(repr=False)
+    verdicts: ReaderVerdicts = field(repr=False)
     shim: ShimInfo | None = field(repr=False)
     shim_error: str | None = None  # a shimgen note that does not decode
 

@@ -307,10 +307,12 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: 
 
 
 def compare_lines(left: ShimImage, right: ShimImage) -> list[str]:
-    """The first line, then the structural diff `shimgen diff` prints."""
+    """The comparison, its summary (pytest shows the first lines without -vv), then the
+    structural diff `shimgen diff` prints."""
     report = left.diff(right)
     return [
-        f"{left!r} == {right!r}: the images differ as `shimgen diff` sees them",
+        f"{left!r} == {right!r}",
+        f"the images differ as `shimgen diff` sees them: {report.summary()}",
         *report.to_text(DIFF_WIDTH).rstrip().splitlines(),
     ]
 

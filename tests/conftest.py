@@ -53,6 +53,18 @@ def boot_module(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     return path, fnv1a(data)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The goldens are snapshots of shimgen's own pytest plugin, which pytest finds
+    through the installed package's entry point: a venv made before the plugin
+    existed does not have it."""
+    manager = config.pluginmanager
+    if not manager.hasplugin("shimgen") and not manager.is_blocked("shimgen"):
+        raise pytest.UsageError(
+            "shimgen's pytest plugin is not registered: reinstall with "
+            "'.venv/bin/pip install -e .[dev]' (its pytest11 entry point is new)"
+        )
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     """In CI every tool the suite needs is installed by `make test`: a test that
