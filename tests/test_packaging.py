@@ -40,3 +40,14 @@ def test_wheel_ships_every_source_file(wheel: zipfile.ZipFile) -> None:
 def test_wheel_declares_the_console_command(wheel: zipfile.ZipFile) -> None:
     (entry_points,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
     assert "shimgen = shimgen.cli:main" in wheel.read(entry_points).decode()
+
+
+def test_wheel_registers_the_pytest_plugin(wheel: zipfile.ZipFile) -> None:
+    """pytest finds the plugin through this entry point wherever shimgen is installed."""
+    import configparser
+
+    (entry_points,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
+    parser = configparser.ConfigParser()
+    parser.read_string(wheel.read(entry_points).decode())
+    assert dict(parser["pytest11"]) == {"shimgen": "shimgen.pytest_plugin"}
+    assert "shimgen/pytest_plugin.py" in wheel.namelist()
