@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import BadInput, MissingTool, OutputError, Refused, ShimgenError, UsageError
 
 if TYPE_CHECKING:
+    HANDOFFS: tuple[str, ...]
+    LOADERS: tuple[str, ...]
     from .plan import Plan
     from .read.check import Verdict
     from .read.check import Verdicts as ReaderVerdicts
@@ -66,14 +68,13 @@ __all__ = [
 ]
 
 PathLike = str | Path
-# Spelled out here so that importing the API does not import the planner or the
-# boot harness; tests/test_api.py checks them against shimgen.plan and shimgen.verify.boot.
-HANDOFFS: tuple[str, ...] = ("start-info", "hvm-start-info", "pvh-passthrough")
-LOADERS: tuple[str, ...] = ("qemu-pvh", "xen-pv", "xen-pvh")
 MODES = ("pv", "pvh")
 
-# Result classes that live with the stage that makes them: name -> (module, attribute).
+# Names that live with the stage that defines them: name -> (module, attribute);
+# HANDOFFS and LOADERS are tuple[str, ...].
 _ELSEWHERE = {
+    "HANDOFFS": ("shimgen.plan", "HANDOFFS"),
+    "LOADERS": ("shimgen.verify.boot", "LOADERS"),
     "Verdict": ("shimgen.read.check", "Verdict"),
     "DiffReport": ("shimgen.verify.diff", "DiffReport"),
     "BootResult": ("shimgen.verify.boot", "BootResult"),
@@ -139,6 +140,7 @@ def patch(
     re-patches an already patched image from its original bytes.
     Raises BadInput, Refused (exit 6: cannot be patched as asked), OutputError.
     """
+    from .plan import HANDOFFS
     from .write.patch import patch_file
 
     if handoff != "auto" and handoff not in HANDOFFS:

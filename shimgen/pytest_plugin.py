@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .api import BootResult, DiffReport, PatchResult, Report
+    from .api import BootResult, DiffReport, EmulateResult, PatchResult, Report, Verdicts
 
 UPDATE_OPTION = "--shimgen-update"
 REQUIRE_BOOT_OPTION = "--shimgen-require-boot"
@@ -102,7 +102,7 @@ class ShimgenAPI:
 
         return api.inspect(path, **options)
 
-    def check(self, path: str | Path, mode: str = "both", **options: Any) -> Any:
+    def check(self, path: str | Path, mode: str = "both", **options: Any) -> Verdicts:
         from . import api
 
         return api.check(path, mode, **options)
@@ -119,7 +119,7 @@ class ShimgenAPI:
         options.setdefault("log", self.tmp_path / f"{loader}.log")
         return api.boot(path, loader, **options)
 
-    def emulate(self, path: str | Path, mode: str, **options: Any) -> Any:
+    def emulate(self, path: str | Path, mode: str, **options: Any) -> EmulateResult:
         from . import api
 
         return api.emulate(path, mode, **options)
