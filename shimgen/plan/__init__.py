@@ -990,6 +990,7 @@ def _meta_stub(facts: dict[str, Any], draft: _Draft, options: dict[str, Any], sh
             0,
             0,
             regions=shim.regions,
+            labels=shim.all_labels,
         ).build(),
         "metadata",
         "shimgen",
@@ -1012,6 +1013,7 @@ def _meta(facts: dict[str, Any], plan: Plan, code_size: int) -> NoteEntry:
         passthrough_entry=plan.kernel_entry if plan.pv_entry is None else None,
         image=plan.image,
         regions=plan.shim.regions,
+        labels=plan.shim.all_labels,
     )
     return NoteEntry(SHIM_META_OWNER, SHIM_META_NOTE_TYPE, record.build(), "metadata", "shimgen")
 
@@ -1031,6 +1033,7 @@ def _meta_record(
     passthrough_entry: int | None = None,
     image: Image | None = None,
     regions: tuple[tuple[int, int], ...] = (),
+    labels: dict[str, int] | None = None,
 ) -> ShimMeta:
     if passthrough_entry is not None:
         phys32, kernel_entry = passthrough_entry, 0
@@ -1063,6 +1066,7 @@ def _meta_record(
         pvh_entry=pvh_entry,
         options=options,
         code_regions=list(regions),
+        labels=dict(labels or {}),
     )
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
@@ -134,6 +134,9 @@ class Shim:
     # data begins (bits 0): recorded in the metadata note so that inspect and diff
     # decode each byte as what it is
     regions: tuple[tuple[int, int], ...] = ()
+    # every label of the source -> offset, in the order a disassembly shows them
+    # (display_order): recorded in the metadata note so that inspect names the code
+    all_labels: dict[str, int] = field(default_factory=dict)
 
 
 def template_names() -> list[str]:
@@ -421,12 +424,33 @@ def _regions(labels: dict[str, int], marks: dict[str, int]) -> tuple[tuple[int, 
     return tuple(r for n, r in enumerate(changes) if n == 0 or r[1] != changes[n - 1][1])
 
 
+_LABEL_LINE = re.compile(r"^\s*([A-Za-z_]\w*):", re.M)
+
+
+def source_labels(source: str) -> tuple[str, ...]:
+    """Every label defined in source, in order (numeric local labels are not names)."""
+    return tuple(dict.fromkeys(_LABEL_LINE.findall(_COMMENT.sub("", source))))
+
+
+def display_order(labels: dict[str, int], exported: tuple[str, ...]) -> dict[str, int]:
+    """labels by offset; at one offset the name a disassembly shows first: an exported
+    label, then any other, "*_end" names (the end of what comes before) last."""
+
+    def rank(name: str) -> tuple[int, int, str]:
+        kind = 0 if name in exported else 2 if name.endswith("_end") else 1
+        return (labels[name], kind, name)
+
+    return {name: labels[name] for name in sorted(labels, key=rank)}
+
+
 def assemble(
     layout: dict[str, int], handoff: str = "start-info", single_entry: bool = False
 ) -> Shim:
     source = render(layout, handoff, single_entry)
     marked, marks = mark_modes(source)
-    names = (*exported_labels(handoff, single_entry), *marks)
+    exported = exported_labels(handoff, single_entry)
+    every = tuple(dict.fromkeys((*exported, *source_labels(source))))
+    names = (*every, *marks)
     raw = keystone_assemble(marked + label_table(names))
     size = len(raw) - 8 * len(names)
     if size <= 0:
@@ -437,5 +461,10 @@ def assemble(
     found = dict(zip(names, offsets, strict=True))
     if any(offset > size for offset in offsets):
         raise AssemblyError(f"label offsets outside the shim: {found}")
-    labels = {name: found[name] for name in names if name not in marks}
-    return Shim(code=raw[:size], labels=labels, source=source, regions=_regions(found, marks))
+    return Shim(
+        code=raw[:size],
+        labels={name: found[name] for name in exported},
+        source=source,
+        regions=_regions(found, marks),
+        all_labels=display_order({name: found[name] for name in every}, exported),
+    )
