@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .read.check import Verdict
     from .read.check import Verdicts as ReaderVerdicts
     from .read.image import Finding, Image
-    from .read.shiminfo import ShimInfo
+    from .read.shim_view import ShimView
     from .verify.boot import BootResult
     from .verify.diff import DiffReport
     from .verify.emulate import Result as EmulateResult
@@ -183,7 +183,7 @@ class Report:
     path: str
     image: Image = field(repr=False)
     verdicts: ReaderVerdicts = field(repr=False)
-    shim: ShimInfo | None = field(repr=False)
+    shim: ShimView | None = field(repr=False)
     shim_error: str | None = None  # a shimgen note that does not decode
 
     @property
@@ -224,13 +224,13 @@ def inspect(path: PathLike, *, disassemble: bool = True) -> Report:
     x86 ELF. A corrupt shimgen note is reported in ``shim_error``, not raised."""
     from .read.check import evaluate
     from .read.image import read_image
-    from .read.shiminfo import shim_info
+    from .read.shim_view import CorruptShimNote, shim_view
 
     image = read_image(path)
     verdicts = evaluate(image)
     try:
-        shim, shim_error = shim_info(image, disassemble=disassemble), None
-    except BadInput as error:  # a corrupt shimgen note: the rest of the image still shows
+        shim, shim_error = shim_view(image, disassemble=disassemble), None
+    except CorruptShimNote as error:  # the rest of the image still shows
         shim, shim_error = None, str(error)
     return Report(path=str(path), image=image, verdicts=verdicts, shim=shim, shim_error=shim_error)
 

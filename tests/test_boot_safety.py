@@ -18,7 +18,7 @@ from shimgen.structs import HVM_MODLIST_ENTRY, MAX_GUEST_CMDLINE
 from shimgen.structs import xen_abi as abi
 
 from shimgen.read.image import read_image
-from shimgen.read.shiminfo import shim_info
+from shimgen.read.shim_view import shim_view
 from shimgen.shim.assemble import (
     BAD_MAGIC_MESSAGE,
     MEMMAP_MAX_ENTRIES,
@@ -266,7 +266,7 @@ def test_report_loop_decodes_the_same_in_both_modes(patched) -> None:
     from capstone import CS_ARCH_X86, CS_MODE_32, CS_MODE_64, Cs
 
     image, _plan = patched
-    info = shim_info(image, disassemble=False)
+    info = shim_view(image, disassemble=False)
     start = info.labels["report_and_halt"] - info.code_vaddr
     end = info.labels["pvh_halt"] - info.code_vaddr + 4  # cli, hlt, jmp back
     code = info.code[start:end]

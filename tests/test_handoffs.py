@@ -13,10 +13,11 @@ from shimgen.cli import main
 from shimgen.errors import ExitCode
 from shimgen.read.check import evaluate
 from shimgen.read.image import read_image
+from shimgen.read.shim_view import shim_meta
 from shimgen.verify import xenparser
 from shimgen.verify.boot import BootOptions, BootResult, boot
 from shimgen.verify.emulate import MODULE_BYTES, StartState, emulate
-from shimgen.write.patch import patch_file, shim_meta
+from shimgen.write.patch import patch_file
 
 CMDLINE = "hvm64 handoff, k=v [ok]"
 # Instructions from the entry to the kernel's entry. They change only when the shim

@@ -24,10 +24,11 @@ from shimgen.cli import main
 from shimgen.errors import ExitCode
 from shimgen.read.check import evaluate
 from shimgen.read.image import read_image
+from shimgen.read.shim_view import shim_meta
 from shimgen.verify import xenparser
 from shimgen.verify.boot import BootOptions, boot
 from shimgen.verify.emulate import StartState, emulate
-from shimgen.write.patch import original_bytes, patch_bytes, patch_file, shim_meta
+from shimgen.write.patch import original_bytes, patch_bytes, patch_file
 
 # imagegen case -> what makes it a variant
 VARIANTS = {

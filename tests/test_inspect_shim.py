@@ -147,7 +147,7 @@ def test_hostile_code_regions_are_ignored(patched: dict[str, Path], tmp_path: Pa
     from shimgen.structs.shim_meta import SHIM_META_NOTE_TYPE
 
     from shimgen.read.image import read_image
-    from shimgen.write.patch import shim_meta
+    from shimgen.read.shim_view import shim_meta
 
     data = bytearray(patched["pv-hello"].read_bytes())
     image = read_image(patched["pv-hello"])

@@ -25,8 +25,9 @@ import pytest
 
 from shimgen.errors import ExitCode, OutputError
 from shimgen.read.image import read_image
+from shimgen.read.shim_view import shim_meta
 from shimgen.write import patch as patch_module
-from shimgen.write.patch import patch_file, shim_meta
+from shimgen.write.patch import patch_file
 
 
 def sha256(path: Path) -> str:

@@ -17,7 +17,8 @@ from shimgen.cli import main
 from shimgen.errors import ExitCode
 from shimgen.read.check import evaluate
 from shimgen.read.image import read_image
-from shimgen.write.patch import original_bytes, patch_file, shim_meta
+from shimgen.read.shim_view import shim_meta
+from shimgen.write.patch import original_bytes, patch_file
 
 SAMPLES = ["pv-hello", "pv-highhalf"]
 

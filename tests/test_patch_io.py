@@ -22,10 +22,11 @@ import pytest
 
 from shimgen.errors import BadInput, OutputError, ShimgenError
 from shimgen.read.image import read_image
+from shimgen.read.shim_view import shim_meta
 from shimgen.write import fileio
 from shimgen.write import patch as patch_module
 from shimgen.write.fileio import copy_prefix, sha256_of_file
-from shimgen.write.patch import OutputParts, build_output, patch_bytes, patch_file, shim_meta
+from shimgen.write.patch import OutputParts, build_output, patch_bytes, patch_file
 
 SAMPLE_CASES = [
     ("pv-hello", {}),

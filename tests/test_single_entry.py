@@ -14,10 +14,11 @@ from shimgen.cli import main
 from shimgen.errors import ExitCode
 from shimgen.read.check import evaluate
 from shimgen.read.image import read_image
+from shimgen.read.shim_view import shim_meta
 from shimgen.verify import xenparser
 from shimgen.verify.boot import BootOptions, boot
 from shimgen.verify.emulate import StartState, emulate
-from shimgen.write.patch import patch_file, shim_meta
+from shimgen.write.patch import patch_file
 
 # The polyglot's extra instructions on top of the two-entry paths (test_emulate.py,
 # test_handoffs.py). It jumps past the entries' own mode guards: in 64-bit mode its

@@ -22,9 +22,10 @@ from typing import Any
 
 from ..read.check import Verdicts, evaluate
 from ..read.image import Image, Note, Segment, read_image
+from ..read.shim_view import CorruptShimNote, code_file_range, is_meta_note, shim_meta, view_of
 from ..structs import XenNote
 from ..structs.elf import SHT_NOBITS, SegmentType, elf_header
-from ..structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
+from ..structs.shim_meta import ShimMeta
 
 CATEGORIES = (
     "header",
@@ -398,11 +399,7 @@ def _other_notes_diff(a: Image, b: Image, containers: dict[str, str]) -> list[di
 
 def _other_notes(image: Image) -> list[Note]:
     """Non-Xen notes, without shimgen's metadata note (compared field by field)."""
-    return [n for n in image.notes if not n.is_xen and not _is_meta_note(n)]
-
-
-def _is_meta_note(note: Note) -> bool:
-    return note.owner.encode() == SHIM_META_OWNER and note.type == SHIM_META_NOTE_TYPE
+    return [n for n in image.notes if not n.is_xen and not is_meta_note(n)]
 
 
 def _compare_notes(
@@ -522,13 +519,10 @@ class _Meta:
 
 
 def _read_meta(image: Image) -> _Meta:
-    note = next((n for n in image.notes if _is_meta_note(n)), None)
-    if note is None:
-        return _Meta(None)
     try:
-        return _Meta(ShimMeta.parse(note.desc))
-    except Exception as error:  # construct or JSON: a damaged note is a fact, not a crash
-        return _Meta(None, f"undecodable: {type(error).__name__}")
+        return _Meta(shim_meta(image))
+    except CorruptShimNote as error:  # a damaged note is a fact, not a crash
+        return _Meta(None, f"undecodable: {error.cause}")
 
 
 def _meta_facts(meta: _Meta) -> dict[str, Any]:
@@ -552,42 +546,25 @@ def _meta_diff(ma: _Meta, mb: _Meta) -> list[dict[str, Any]]:
     return _field_changes(facts_a, facts_b)
 
 
-def shim_code(image: Image, meta: ShimMeta) -> bytes | None:
-    """The shim's code bytes, found through the loadable segment that holds them."""
-    span = _code_file_range(image, meta)
-    return None if span is None else image.data[span[0] : span[1]]
-
-
-def disassemble_shim(code: bytes, meta: ShimMeta) -> list[str]:
-    """One line per instruction or data row, addresses relative to the shim's start.
-
-    The bytes are cut into 64-bit code, 32-bit code and data as the metadata note
-    records them (shiminfo.code_regions, the same cut `inspect` shows), so a shim-code
-    diff depends on what changed, not on where the shim sits; a changed constant in
-    the data after the code shows as a changed data row.
-    """
-    from ..read.shiminfo import code_regions, decode_regions
-
-    entries = {
-        "pv_entry": meta.pv_entry - meta.shim_vaddr,
-        "pvh_entry": meta.pvh_entry - meta.shim_paddr,
-    }
-    regions = code_regions(meta, code, entries)
-    return [  # both origins 0: every address is an offset into the shim
-        _line(i.address, i.bits, bytes.fromhex(i.bytes), f"{i.mnemonic} {i.operands}")
-        for i in decode_regions(code, regions, (0, 0), {})
-    ]
-
-
 def _line(offset: int, bits: int, raw: bytes, text: str) -> str:
     return f"+{offset:#06x} {bits}  {raw.hex(' '):<30} {text}".rstrip()
 
 
 def _shim_lines(image: Image, meta: ShimMeta) -> list[str]:
-    code = shim_code(image, meta)
-    if code is None:
+    """One line per instruction or data row, addresses relative to the shim's start.
+
+    The bytes are cut into 64-bit code, 32-bit code and data as the metadata note
+    records them (read/shim_view.py, the same cut `inspect` shows), so a shim-code
+    diff depends on what changed, not on where the shim sits; a changed constant in
+    the data after the code shows as a changed data row.
+    """
+    view = view_of(image, meta)
+    if view.code is None:
         return ["(shim code is outside every loadable segment)"]
-    return disassemble_shim(code, meta)
+    return [
+        _line(i.address, i.bits, bytes.fromhex(i.bytes), f"{i.mnemonic} {i.operands}")
+        for i in view.decode(relative=True)
+    ]
 
 
 def _shim_code_diff(a: Image, b: Image, ma: _Meta, mb: _Meta) -> list[dict[str, Any]]:
@@ -673,18 +650,10 @@ def _where(image: Image, file_start: int, length: int, meta: _Meta) -> str:
         if s.offset < end and file_start < s.offset + s.filesz
     ]
     if meta.meta is not None:
-        code = _code_file_range(image, meta.meta)
+        code = code_file_range(image, meta.meta)
         if code and code[0] < end and file_start < code[1]:
             labels.append("shim code")
     return ", ".join(labels) or "-"
-
-
-def _code_file_range(image: Image, meta: ShimMeta) -> tuple[int, int] | None:
-    for segment in image.loadable_segments:
-        start = meta.shim_vaddr - segment.vaddr
-        if 0 <= start <= segment.filesz - meta.shim_code_size:
-            return segment.offset + start, segment.offset + start + meta.shim_code_size
-    return None
 
 
 def _range_entries(

@@ -46,6 +46,7 @@ from typing import Any
 
 from ..errors import Refused
 from ..read.image import Image
+from ..read.shim_view import shim_meta
 from ..shim import pagetables as pt
 from ..structs import (
     HVM_MEMMAP_TABLE_ENTRY,
@@ -60,7 +61,6 @@ from ..structs import (
     start_info,
 )
 from ..structs import xen_abi as abi
-from ..write.patch import shim_meta
 
 RAM_SIZE = 128 << 20
 LOW_RAM_END = 0x9FC00  # conventional memory below the EBDA, as a PC BIOS reports

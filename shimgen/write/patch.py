@@ -43,15 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import construct as cs
-
 from ..errors import BadInput, Refused
 from ..plan import PAGE, Plan, make_plan
 from ..read.container import needs_conversion
 from ..read.image import Buffer, Image, image_from_bytes
+from ..read.shim_view import shim_meta
 from ..structs import ELF_NOTE_HEADER, LEGACY_GUEST_SECTION
 from ..structs.elf import PN_XNUM, SHT_NOTE, SegmentFlags, SegmentType, elf_header, program_header
-from ..structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
+from ..structs.shim_meta import ShimMeta
 from .fileio import (
     Background,
     InputFile,
@@ -83,18 +82,6 @@ def _set_ehdr(data: bytearray | mmap.mmap, name: str, value: int) -> None:
 
 
 # --- already patched? -------------------------------------------------------------------
-
-
-def shim_meta(image: Image) -> ShimMeta | None:
-    for note in image.notes:
-        if note.owner.encode() == SHIM_META_OWNER and note.type == SHIM_META_NOTE_TYPE:
-            try:
-                return ShimMeta.parse(note.desc)
-            except (cs.ConstructError, ValueError) as error:
-                raise BadInput(
-                    f"{image.path}: its shimgen note is corrupt ({type(error).__name__})"
-                ) from None
-    return None
 
 
 def _input_forms(meta: ShimMeta) -> list[str]:

@@ -35,7 +35,8 @@ from shimgen.structs.elf import SegmentType
 from shimgen.errors import ExitCode, ShimgenError
 from shimgen.read.check import Verdicts, evaluate
 from shimgen.read.image import Image, image_from_bytes
-from shimgen.write.patch import PatchResult, original_bytes, patch_bytes, shim_meta
+from shimgen.read.shim_view import shim_meta
+from shimgen.write.patch import PatchResult, original_bytes, patch_bytes
 
 IN_PROCESS_SECONDS = 10
 CLI_SECONDS = 20

@@ -1,30 +1,37 @@
-"""What a shimgen patch put into an image: its metadata note, decoded, and the shim's
-code, disassembled, for `shimgen inspect`.
+"""What a shimgen patch put into an image, read from the image alone: the metadata
+note (structs/shim_meta.py), the shim's code bytes, where that code switches between
+32-bit code, 64-bit code and data, the names of its labels, and its disassembly.
+`shimgen inspect`, `shimgen diff`, `shimgen emulate` and a re-patch read a patched
+image through here. Nothing here plans, assembles or writes: what the writer knew
+is in the note.
 
-The metadata note (structs/shim_meta.py) gives the shim's range, both entry
-points and (format 2) its code regions: where 64-bit code, 32-bit code and data
-begin, so every byte is decoded as what it is without anything else. Symbol names
-come from the plan: the original image is rebuilt from the patched one
-(patch.original_bytes) and planned again with the recorded options; when that
-reproduces the shim's bytes exactly, every label of the shim source is known
-(``labels_source`` says whether it did). A format 1 note has no regions: the code
+Labels: a format 3 note records every label of the shim's source with its offset,
+in display order (at one offset, the first recorded name is the one shown).
+Formats 1 and 2 record none: only the two entry points are named, and
+``labels_source`` says so.
+
+Regions: a format 2 or 3 note records where 64-bit code, 32-bit code and data
+begin, so every byte is decoded as what it is. A format 1 note does not: the code
 is then decoded per entry point: 64-bit from the PV entry, 32-bit from the PVH
 entry up to its far jump, 64-bit from the far jump's target on.
 
 Shown addresses are where each byte runs: physical for 32-bit code and for the
 64-bit code that runs identity-mapped (PHYSICAL_64_LABELS up to pvh_virtual),
-virtual elsewhere. diff.py decodes through the same regions.
+virtual elsewhere. diff.py decodes through the same regions with every address
+an offset into the shim.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..structs.shim_meta import ShimMeta
-from .image import Image
+import construct as cs
+
+from ..errors import BadInput
+from ..structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
+from .image import Image, Note
 
 OPCODE_JMP_FAR = 0xEA  # jmp ptr16:32 (valid in 32-bit code only)
 DATA_LABELS = ("shim_data", "kernel_entry_ptr")  # format 1 shims have the second only
@@ -32,7 +39,48 @@ DATA_LABELS = ("shim_data", "kernel_entry_ptr")  # format 1 shims have the secon
 PHYSICAL_64_LABELS = ("pvh_in_long_mode", "pvh_long_entry")
 VIRTUAL_LABEL = "pvh_virtual"
 DATA_ROW = 8  # bytes per data line
-_LABEL_LINE = re.compile(r"^\s*([A-Za-z_]\w*):", re.M)
+LABELS_RECORDED = "plan"  # labels_source of a format 3 note: the planner's own table
+
+
+class CorruptShimNote(BadInput):
+    """The image has a shimgen note that does not decode."""
+
+    def __init__(self, path: str, cause: str) -> None:
+        super().__init__(f"{path}: its shimgen note is corrupt ({cause})")
+        self.cause = cause  # the decoding error's type name
+
+
+# --- the note and the code -------------------------------------------------------------
+
+
+def is_meta_note(note: Note) -> bool:
+    return note.owner.encode() == SHIM_META_OWNER and note.type == SHIM_META_NOTE_TYPE
+
+
+def shim_meta(image: Image) -> ShimMeta | None:
+    """The metadata note of a patched image; None for an image shimgen did not patch."""
+    for note in image.notes:
+        if is_meta_note(note):
+            try:
+                return ShimMeta.parse(note.desc)
+            except (cs.ConstructError, ValueError) as error:
+                raise CorruptShimNote(image.path, type(error).__name__) from None
+    return None
+
+
+def code_file_range(image: Image, meta: ShimMeta) -> tuple[int, int] | None:
+    """[start, end) in the file of the shim's code: inside the loadable segment that
+    holds it; None when no segment's file bytes hold all of it."""
+    for segment in image.loadable_segments:
+        start = meta.shim_vaddr - segment.vaddr
+        if 0 <= start <= segment.filesz - meta.shim_code_size:
+            return segment.offset + start, segment.offset + start + meta.shim_code_size
+    return None
+
+
+# --- the view --------------------------------------------------------------------------
+
+Region = tuple[int, int, int, bool]  # start offset, end offset, bits (0: data), physical
 
 
 @dataclass
@@ -51,14 +99,40 @@ class Instruction:
 
 
 @dataclass
-class ShimInfo:
+class ShimView:
     meta: ShimMeta
-    labels: dict[str, int]  # label -> virtual address
+    code: bytes | None  # None: outside every loadable segment's file bytes
+    offsets: dict[str, int]  # label -> offset in the shim, in display order
     labels_source: str  # "plan" or "entry points (...)"
-    code_vaddr: int
-    code: bytes = field(repr=False)
     disassembly: list[Instruction] | None = None
     disasm_error: str | None = None
+
+    @property
+    def code_vaddr(self) -> int:
+        return self.meta.shim_vaddr
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """label -> virtual address."""
+        return {name: self.code_vaddr + offset for name, offset in self.offsets.items()}
+
+    def regions(self) -> list[Region]:
+        return code_regions(self.meta, self.code or b"", self.offsets)
+
+    def decode(self, relative: bool = False) -> list[Instruction]:
+        """Instructions and data rows of the code, named by the labels; ``relative``:
+        every address an offset into the shim and no names (what a diff compares)."""
+        if relative:
+            return decode_regions(self.code or b"", self.regions(), (0, 0), {})
+        origins = (self.code_vaddr, self.meta.shim_paddr)
+        return decode_regions(self.code or b"", self.regions(), origins, self._shown())
+
+    def _shown(self) -> dict[int, str]:
+        """offset -> the one label shown there: the first recorded."""
+        shown: dict[int, str] = {}
+        for name, offset in self.offsets.items():
+            shown.setdefault(offset, name)
+        return shown
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,7 +140,7 @@ class ShimInfo:
             "labels": dict(sorted(self.labels.items(), key=lambda item: (item[1], item[0]))),
             "labels_source": self.labels_source,
             "code_vaddr": self.code_vaddr,
-            "code_size": len(self.code),
+            "code_size": len(self.code or b""),
             "disassembly": (
                 None if self.disassembly is None else [i.to_json() for i in self.disassembly]
             ),
@@ -74,68 +148,39 @@ class ShimInfo:
         }
 
 
-def shim_info(image: Image, disassemble: bool = True) -> ShimInfo | None:
-    """The shim of a patched image; None for an image shimgen did not patch."""
-    from ..write.patch import shim_meta
+def view_of(image: Image, meta: ShimMeta) -> ShimView:
+    span = code_file_range(image, meta)
+    code = None if span is None else bytes(image.data[span[0] : span[1]])
+    if meta.labels:
+        return ShimView(meta, code, dict(meta.labels), LABELS_RECORDED)
+    entries = {"pvh_entry": meta.pvh_entry - meta.shim_paddr}
+    if meta.pv_entry:  # a pvh-passthrough shim has no PV entry
+        entries = {"pv_entry": meta.pv_entry - meta.shim_vaddr} | entries
+    source = f"entry points (a format {meta.format} note records no labels)"
+    return ShimView(meta, code, entries, source)
 
+
+def shim_view(image: Image, disassemble: bool = True) -> ShimView | None:
+    """The shim of a patched image (disassembled unless told not to); None for an image
+    shimgen did not patch. CorruptShimNote when its note does not decode."""
     meta = shim_meta(image)
     if meta is None:
         return None
-    code = _code_bytes(image, meta)
-    labels, source = _plan_labels(image, meta, code)
-    info = ShimInfo(
-        meta=meta, labels=labels, labels_source=source, code_vaddr=meta.shim_vaddr, code=code
-    )
+    view = view_of(image, meta)
     if disassemble:
         try:
-            info.disassembly = disassemble_shim(info)
+            view.disassembly = view.decode()
         except ImportError:
-            info.disasm_error = "capstone is not installed: pip install capstone"
-    return info
+            view.disasm_error = "capstone is not installed: pip install capstone"
+    return view
 
 
-def _code_bytes(image: Image, meta: ShimMeta) -> bytes:
-    for segment in image.segments:
-        if segment.type_name == "LOAD" and segment.vaddr == meta.shim_vaddr:
-            size = min(meta.shim_code_size, segment.filesz)
-            return bytes(image.data[segment.offset : segment.offset + size])
-    return b""
-
-
-def _plan_labels(image: Image, meta: ShimMeta, code: bytes) -> tuple[dict[str, int], str]:
-    """Every label of the shim source, when planning the original again gives these bytes."""
-    base = {"pv_entry": meta.pv_entry, "pvh_entry": _virt(meta, meta.pvh_entry)}
-    try:
-        from ..plan import make_plan, plan_arguments
-        from ..shim.assemble import keystone_assemble, label_table
-        from ..write.patch import original_bytes
-        from .image import image_from_bytes
-
-        original = image_from_bytes(original_bytes(image.data, meta), image.path)
-        plan = make_plan(original, **plan_arguments(meta.options or {}, meta.handoff))
-        if plan.shim.code != code:
-            return base, "entry points (re-planning the original gives other shim bytes)"
-        names = tuple(dict.fromkeys(_LABEL_LINE.findall(plan.shim.source)))
-        raw = keystone_assemble(plan.shim.source + label_table(names))
-        table = raw[len(code) :]
-        offsets = [int.from_bytes(table[8 * n : 8 * n + 8], "little") for n in range(len(names))]
-        labels = {name: meta.shim_vaddr + off for name, off in zip(names, offsets, strict=True)}
-        labels.update({k: meta.shim_vaddr + v for k, v in plan.shim.labels.items()})
-        return labels, "plan"
-    except Exception as error:  # any failure leaves the entry points, which always hold
-        return base, f"entry points (re-planning failed: {type(error).__name__})"
-
-
-def _virt(meta: ShimMeta, paddr: int) -> int:
-    return meta.shim_vaddr + (paddr - meta.shim_paddr)
+# --- regions ---------------------------------------------------------------------------
 
 
 def _phys_to_offset(meta: ShimMeta, paddr: int) -> int | None:
     offset = paddr - meta.shim_paddr
     return offset if 0 <= offset < meta.shim_code_size else None
-
-
-Region = tuple[int, int, int, bool]  # start offset, end offset, bits (0: data), physical
 
 
 def code_regions(meta: ShimMeta, code: bytes, offsets: dict[str, int]) -> list[Region]:
@@ -180,11 +225,6 @@ def _entry_point_changes(meta: ShimMeta, code: bytes, offsets: dict[str, int]) -
     return {o: b for o, b in points if o is not None and 0 <= o < size}
 
 
-def _regions(info: ShimInfo) -> list[Region]:
-    offsets = {name: vaddr - info.code_vaddr for name, vaddr in info.labels.items()}
-    return code_regions(info.meta, info.code, offsets)
-
-
 def _far_jump_target(meta: ShimMeta, code: bytes, pvh: int) -> int | None:
     """Offset of the 64-bit code the PVH entry's far jump (ptr16:32) goes to."""
     from capstone import CS_ARCH_X86, CS_MODE_32, Cs
@@ -199,13 +239,7 @@ def _far_jump_target(meta: ShimMeta, code: bytes, pvh: int) -> int | None:
     return None
 
 
-def disassemble_shim(info: ShimInfo) -> list[Instruction]:
-    return decode_regions(
-        info.code,
-        _regions(info),
-        (info.code_vaddr, info.meta.shim_paddr),
-        _label_offsets(info),
-    )
+# --- decoding --------------------------------------------------------------------------
 
 
 def decode_regions(
@@ -241,19 +275,6 @@ def decode_regions(
         if done < len(chunk):  # capstone stops at an undecodable byte
             out += _data_rows(chunk[done:], base + done, names)
     return out
-
-
-def _label_offsets(info: ShimInfo) -> dict[int, str]:
-    """offset -> the one label shown there: exported names first, "*_end" names last."""
-    from ..shim.assemble import EXPORTED_LABELS
-
-    def rank(name: str) -> tuple[int, str]:
-        return (0 if name in EXPORTED_LABELS else 2 if name.endswith("_end") else 1, name)
-
-    chosen: dict[int, str] = {}
-    for name in sorted(info.labels, key=rank):
-        chosen.setdefault(info.labels[name] - info.code_vaddr, name)
-    return chosen
 
 
 def _data_rows(chunk: bytes, base: int, names: dict[int, str]) -> list[Instruction]:
