@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .plan import Plan
     from .read.check import Verdict
     from .read.check import Verdicts as ReaderVerdicts
+    from .read.hypercalls import HypercallScan
     from .read.image import Finding, Image
     from .read.shim_view import ShimView
     from .verify.boot import BootResult
@@ -184,6 +185,7 @@ class Report:
     image: Image = field(repr=False)
     verdicts: ReaderVerdicts = field(repr=False)
     shim: ShimView | None = field(repr=False)
+    hypercalls: HypercallScan = field(repr=False)  # the kernel's calls into its page
     shim_error: str | None = None  # a shimgen note that does not decode
 
     @property
@@ -197,7 +199,11 @@ class Report:
             shim = {"error": self.shim_error}
         else:
             shim = self.shim.to_json() if self.shim else None
-        return self.image.to_json() | {"verdicts": self.verdicts.to_json(), "shim": shim}
+        return self.image.to_json() | {
+            "verdicts": self.verdicts.to_json(),
+            "shim": shim,
+            "hypercalls": self.hypercalls.to_json(),
+        }
 
     def stable_json(self) -> dict[str, Any]:
         """to_json() without what changes when nothing a loader sees changed: the path,
@@ -232,7 +238,25 @@ def inspect(path: PathLike, *, disassemble: bool = True) -> Report:
         shim, shim_error = shim_view(image, disassemble=disassemble), None
     except CorruptShimNote as error:  # the rest of the image still shows
         shim, shim_error = None, str(error)
-    return Report(path=str(path), image=image, verdicts=verdicts, shim=shim, shim_error=shim_error)
+    return Report(
+        path=str(path),
+        image=image,
+        verdicts=verdicts,
+        shim=shim,
+        hypercalls=_kernel_hypercalls(image, shim.meta if shim else None),
+        shim_error=shim_error,
+    )
+
+
+def _kernel_hypercalls(image: Image, meta: Any) -> HypercallScan:
+    """The kernel's calls into its hypercall page; a patched image's shim code, which
+    makes calls of its own, is left out."""
+    from .read.hypercalls import scan_hypercalls
+
+    skip = None
+    if meta is not None:
+        skip = (meta.shim_vaddr, meta.shim_vaddr + meta.shim_code_size)
+    return scan_hypercalls(image, skip)
 
 
 # --- check ---------------------------------------------------------------------------
@@ -255,6 +279,10 @@ class Verdicts:
     strict: bool = False
     libxenguest: dict[str, XenParse] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    # PVH only: what the kernel's PV-only hypercalls mean for a PVH boot (a warning;
+    # a problem with strict), and the calls themselves
+    pvh_hypercalls: str | None = None
+    hypercalls: HypercallScan | None = field(default=None, repr=False)
 
     def verdict(self, mode: str) -> Verdict:
         found = self.pv if mode == "pv" else self.pvh if mode == "pvh" else None
@@ -265,8 +293,14 @@ class Verdicts:
     def problems(self, mode: str) -> list[str]:
         """Why the image does not boot in mode (with strict, PVH loader warnings too)."""
         verdict = self.verdict(mode)
-        extra = verdict.warnings if self.strict and mode == "pvh" else []
+        extra = self.pvh_warnings() if self.strict and mode == "pvh" else []
         return [*verdict.reasons, *extra]
+
+    def pvh_warnings(self) -> list[str]:
+        """What may keep a PVH boot from working though its loaders accept the image:
+        QEMU's and linux-loader's rules, and PV-only hypercalls the kernel makes."""
+        warnings = list(self.verdict("pvh").warnings)
+        return warnings + ([self.pvh_hypercalls] if self.pvh_hypercalls else [])
 
     @property
     def ok(self) -> bool:
@@ -291,6 +325,11 @@ class Verdicts:
                 for mode, answer in self.libxenguest.items()
             },
             "findings": [f.__dict__ for f in self.findings],
+            **(
+                {"pvh_hypercalls": self.pvh_hypercalls, "hypercalls": self.hypercalls.to_json()}
+                if self.hypercalls is not None
+                else {}
+            ),
         }
 
 
@@ -305,10 +344,19 @@ def check(
     """
     from .read.check import evaluate
     from .read.image import read_image
+    from .read.shim_view import CorruptShimNote, shim_meta
 
     modes = _modes(mode)
     image = read_image(path)
     verdicts = evaluate(image)
+    scan, warning = None, None
+    if "pvh" in modes:
+        try:
+            meta = shim_meta(image)
+        except CorruptShimNote:
+            meta = None  # inspect reports it; the kernel's calls are still found
+        scan = _kernel_hypercalls(image, meta)
+        warning = scan.pvh_warning(meta.handoff if meta else None)
     answers: dict[str, XenParse] = {}
     if xen_parser:
         from .verify import xenparser
@@ -322,6 +370,8 @@ def check(
         strict=strict,
         libxenguest=answers,
         findings=list(image.findings),
+        pvh_hypercalls=warning,
+        hypercalls=scan,
     )
 
 

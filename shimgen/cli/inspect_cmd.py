@@ -86,7 +86,7 @@ def _check_lines(image: str, verdicts: Any) -> list[str]:
             verdict = verdicts.verdict(mode)
             lines.append(f"{image}: {mode}: ok ({_describe_ok(verdict)})")
             if mode == "pvh":
-                lines += [f"{image}: {mode}: warning: {w}" for w in verdict.warnings]
+                lines += [f"{image}: {mode}: warning: {w}" for w in verdicts.pvh_warnings()]
     for mode, answer in verdicts.libxenguest.items():
         lines.append(f"{image}: {mode}: libxenguest: {_describe_xen_answer(answer)}")
     return lines
@@ -134,6 +134,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         out.print(_findings_table(image))
     for verdict in (verdicts.pv, verdicts.pvh):
         out.print(_verdict_panel(verdict))
+    if report.hypercalls.uses:
+        out.print(_hypercalls_table(report.hypercalls))
     types = ", ".join(f'type = "{t}"' for t in verdicts.xl_types) or "none"
     out.print(f"[bold]xl configs this image runs with:[/] {types}")
     if shim_error:
@@ -256,6 +258,23 @@ def _findings_table(image: Any) -> Any:
             f"[{colour}]{finding.severity}[/]", _esc(finding.where), _esc(finding.message)
         )
     _note_more(table, left_out)
+    return table
+
+
+def _hypercalls_table(scan: Any) -> Any:
+    table = _table(
+        f"Hypercalls the kernel calls through its page at {scan.page:#x}",
+        "slot",
+        "hypercall",
+        "calls",
+        "under PVH",
+    )
+    colours = {"xen": "green", "pv-only": "red", "restricted": "yellow"}
+    for use in scan.uses:
+        under = f"[{colours[use.under_pvh]}]{use.under_pvh}[/]"
+        if use.note:
+            under += f": {use.note}"
+        table.add_row(str(use.number), use.name, str(len(use.sites)), under)
     return table
 
 

@@ -74,7 +74,23 @@ class HypercallScan:
 
     @property
     def pv_only(self) -> list[HypercallUse]:
+        """The calls Xen refuses (or restricts) under PVH."""
         return [use for use in self.uses if use.under_pvh != "xen"]
+
+    def pvh_warning(self, shim_handoff: str | None) -> str | None:
+        """One line for ``check``: what the PV-only calls mean for a PVH boot, given
+        the handoff of the image's shim (None: not patched)."""
+        refused = [use.name for use in self.pv_only if use.under_pvh == "pv-only"]
+        restricted = [use.name for use in self.pv_only if use.under_pvh == "restricted"]
+        if not refused and not restricted:
+            return None
+        named = ", ".join(refused) or "none"
+        text = f"the kernel calls hypercalls Xen refuses under PVH: {named}"
+        if restricted:
+            text += f" (and, with fewer sub-operations under PVH: {', '.join(restricted)})"
+        if shim_handoff == "start-info" and refused:
+            return text + "; the shim does not answer them, so the kernel fails as PVH"
+        return text + "; fine only if the kernel makes them when booted as PV"
 
     def to_json(self) -> dict[str, Any]:
         return {"page": self.page, "calls": [use.to_json() for use in self.uses]}
@@ -96,12 +112,12 @@ def legacy_virt_base(image: Image) -> int:
     return next((int(n.value) for n in image.legacy_xen_notes if n.type == XenNote.VIRT_BASE), 0)
 
 
-def scan_hypercalls(image: Image, page: int | None = None) -> HypercallScan:
+def scan_hypercalls(image: Image, skip: tuple[int, int] | None = None) -> HypercallScan:
     """Every direct call or jump into a stub of the hypercall page, by hypercall.
 
-    ``page`` overrides the page the notes name (a patched image's shim may call a
-    page of its own; the kernel's is the one that matters)."""
-    page = hypercall_page(image) if page is None else page
+    ``skip``: a [start, end) virtual range whose calls are not the kernel's (a
+    patched image's shim makes calls of its own)."""
+    page = hypercall_page(image)
     if page is None:
         return HypercallScan(None, [])
     found: dict[int, HypercallUse] = {}
@@ -110,6 +126,8 @@ def scan_hypercalls(image: Image, page: int | None = None) -> HypercallScan:
             continue
         code = image.data[segment.offset : segment.offset + segment.filesz]
         for site, target in _rel32_targets(bytes(code), segment.vaddr):
+            if skip is not None and skip[0] <= site < skip[1]:
+                continue
             slot, rest = divmod(target - page, abi.HYPERCALL_STUB_SIZE)
             if 0 <= target - page < abi.PAGE_SIZE and not rest:
                 found.setdefault(slot, HypercallUse(slot)).sites.append(site)
