@@ -77,7 +77,7 @@ class DiffReport:
     def to_text(self, width: int = 100) -> str:
         """What `shimgen diff` prints, without colour: a table per category of
         differences, the layout changes ignored, the summary line."""
-        from ..cli.diff_cmd import render_text
+        from .diff_text import render_text
 
         return render_text(self, width)
 
