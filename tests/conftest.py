@@ -6,9 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import thirdparty
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = REPO_ROOT / "samples"
@@ -29,6 +31,27 @@ def samples_build() -> Path:
     if proc.returncode != 0:
         pytest.fail(f"make -C samples failed:\n{proc.stdout}{proc.stderr}")
     return SAMPLES_DIR / "build"
+
+
+def _built(build: Callable[..., Path], *arguments: str) -> Path:
+    try:
+        return build(*arguments)
+    except thirdparty.Unavailable as missing:
+        thirdparty.require(missing)
+        raise  # require() skips or fails: never reached
+
+
+@pytest.fixture(scope="session")
+def xtf() -> Callable[[str, str], Path]:
+    """XTF test kernels, built once into the cache: xtf("example", "hvm32") is the
+    path of test-hvm32-example. Skips without ../shared/thirdparty (fails in CI)."""
+    return lambda group, environment: _built(thirdparty.xtf_test, group, environment)
+
+
+@pytest.fixture(scope="session")
+def mini_os() -> Callable[[str], Path]:
+    """Mini-OS built into the cache: mini_os("pv") or mini_os("pvh") is its ELF."""
+    return lambda config="pv": _built(thirdparty.mini_os, config)
 
 
 MODULE_SIZE = 5000  # not a multiple of a page: the length must survive as it is

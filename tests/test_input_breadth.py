@@ -205,10 +205,13 @@ def test_force_repatch_is_identical(variants: dict[str, tuple[Path, Path]], name
     assert again.repatched and again.data == out.read_bytes()
 
 
-def test_elf32_i386_is_refused(samples_build: Path, tmp_path: Path, capsys) -> None:
-    elf32 = samples_build / "pvh-hello.elf32"
-    assert main(["patch", str(elf32), "-o", str(tmp_path / "o")]) == ExitCode.REFUSED
-    assert "ELF64" in capsys.readouterr().err
+def test_elf32_i386_takes_only_pvh_passthrough(samples_build: Path, tmp_path: Path, capsys) -> None:
+    elf32 = str(samples_build / "pvh-hello.elf32")
+    out = str(tmp_path / "o")
+    assert main(["patch", elf32, "-o", out, "--handoff", "start-info"]) == ExitCode.REFUSED
+    assert "--handoff pvh-passthrough" in capsys.readouterr().err
+    assert main(["patch", elf32, "-o", out, "--json"]) == ExitCode.OK
+    assert '"handoff": "pvh-passthrough"' in capsys.readouterr().out
 
 
 def test_elf32_container_with_relocations_is_refused(

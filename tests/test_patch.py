@@ -181,7 +181,7 @@ def test_entry_option_and_errors(samples_build: Path, tmp_path: Path, capsys) ->
     capsys.readouterr()
     assert main(["patch", src, "-o", out, "--entry", "no_such_symbol"]) == ExitCode.REFUSED
     assert main(["patch", src, "-o", src]) == ExitCode.OUTPUT
-    elf32 = samples_build / "pvh-hello.elf32"
-    assert main(["patch", str(elf32), "-o", out]) == ExitCode.REFUSED
-    assert "ELF64" in capsys.readouterr().err
+    elf32 = samples_build / "pvh-hello.elf32"  # EM_386: PVH passthrough only
+    assert main(["patch", str(elf32), "-o", out, "--handoff", "start-info"]) == ExitCode.REFUSED
+    assert "EM_386" in capsys.readouterr().err
     assert main(["patch", str(tmp_path / "missing"), "-o", out]) == ExitCode.BAD_INPUT

@@ -240,13 +240,25 @@ class Plan:
 # --- the image's own facts ------------------------------------------------------------
 
 
-def _require_x86_64(image: Image) -> None:
-    if image.elf_class != 64 or image.machine != Machine.X86_64:
+def _require_x86_64(image: Image, handoff: str) -> None:
+    """x86-64 code in ELF64 (converted from ELF32 by container.py); 32-bit x86
+    (EM_386) only for pvh-passthrough, whose shim runs in the PVH entry's 32-bit
+    mode and hands over to the kernel's own 32-bit entry."""
+    if image.elf_class == 64 and image.machine == Machine.X86_64:
+        return
+    if image.elf_class == 64 and image.machine == Machine.X86:
+        if handoff == "pvh-passthrough":
+            return
         raise Refused(
-            f"{image.path}: shimgen patches x86-64 kernels in an ELF64 container (or an "
-            f"ELF32 container with e_machine EM_X86_64, converted to ELF64); this is "
-            f"ELF{image.elf_class} {image.machine_name}"
+            f"{image.path}: a 32-bit x86 kernel (e_machine EM_386) has no 64-bit entry for "
+            f"the {handoff} handoff; a PVH kernel keeps its own 32-bit entry with "
+            "--handoff pvh-passthrough (PVH only)"
         )
+    raise Refused(
+        f"{image.path}: shimgen patches x86 kernels (EM_X86_64, or EM_386 with "
+        f"--handoff pvh-passthrough) in an ELF64 or ELF32 container; this is "
+        f"ELF{image.elf_class} {image.machine_name}"
+    )
 
 
 def _require_mappable_segments(image: Image) -> None:
@@ -874,7 +886,7 @@ def make_plan(
     handoff = resolve_handoff(image, handoff, entry, entry64, verdicts)
     spec = HANDOFF_SPECS[handoff]
     _check_options(handoff, entry, entry64, single_entry)
-    _require_x86_64(image)
+    _require_x86_64(image, handoff)
     if not image.loadable_segments:
         raise Refused(f"{image.path}: no loadable segment")
     _require_mappable_segments(image)

@@ -1,9 +1,19 @@
-"""ELF32 containers of x86-64 code, rewritten as ELF64 before a patch.
+"""ELF32 containers of x86 code, rewritten as ELF64 before a patch.
 
-XTF and some multiboot-minded builds ship 64-bit code in an ELFCLASS32 file with
-e_machine EM_X86_64 (``objcopy -O elf32-x86-64``). Xen reads such a file as a
-64-bit guest, but linux-loader (Firecracker, Cloud Hypervisor) takes ELF64 only and
-the patch writes ELF64 program headers, so the container is converted first:
+Two kinds of ELF32 kernel reach the patch:
+
+- EM_X86_64: 64-bit code in an ELFCLASS32 file (XTF's hvm64 tests, ``objcopy -O
+  elf32-x86-64`` builds). Xen reads it as a 64-bit guest.
+- EM_386: 32-bit PVH kernels (XTF's hvm32 and hvm32pse tests) and Mini-OS's PVH
+  build (64-bit code behind a 32-bit PHYS32_ENTRY). Only the pvh-passthrough
+  handoff takes them (the planner refuses the others): their PVH entry is kept.
+
+linux-loader (Firecracker, Cloud Hypervisor) takes ELF64 only and the patch writes
+ELF64 program headers, so the container is converted first. e_machine is kept:
+Xen's PVH loaders (libxenguest's and the PVH dom0 builder) and QEMU's PVH loader do
+not look at it, while Xen's PV loader takes the guest type from it alone
+(libxenguest's xc_dom_guest_type), so an EM_386 kernel stays a 32-bit PV guest and
+is never mistaken for a 64-bit one. The converted file:
 
     0         Elf64_Ehdr, then the Elf64_Phdr table (same segments, same order)
     ...       zero padding up to ``offset`` (a multiple of every PT_LOAD's p_align)
@@ -65,12 +75,15 @@ class Converted:
     offset: int  # where the input's bytes start in image.data (0 when not converted)
 
 
+CONVERTED_MACHINES = (Machine.X86_64, Machine.X86)
+
+
 def needs_conversion(image: Image) -> bool:
-    return image.elf_class == 32 and image.machine == Machine.X86_64
+    return image.elf_class == 32 and image.machine in CONVERTED_MACHINES
 
 
 def normalize(image: Image) -> Converted:
-    """The image as ELF64: converted when it is an ELF32 container of x86-64 code."""
+    """The image as ELF64: converted when it is an ELF32 container of x86 code."""
     if not needs_conversion(image):
         return Converted(image=image, form=None, offset=0)
     data, offset = to_elf64(image)
@@ -104,7 +117,7 @@ def _check_convertible(image: Image, header: dict[str, int]) -> None:
         if kind is not None:
             raise Refused(
                 f"{image.path}: section {section.name or section.index} is {kind}: only "
-                "static ELF32 containers of x86-64 code are converted to ELF64"
+                "static ELF32 containers of x86 code are converted to ELF64"
             )
 
 
