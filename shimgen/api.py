@@ -283,6 +283,7 @@ class Verdicts:
     # a problem with strict), and the calls themselves
     pvh_hypercalls: str | None = None
     hypercalls: HypercallScan | None = field(default=None, repr=False)
+    xen_caps: tuple[str, ...] = ()  # the hypervisor's guest types the verdicts assume
 
     def verdict(self, mode: str) -> Verdict:
         found = self.pv if mode == "pv" else self.pvh if mode == "pvh" else None
@@ -313,6 +314,7 @@ class Verdicts:
         return {
             "image": self.path,
             "modes": list(self.modes),
+            "xen_caps": list(self.xen_caps),
             "ok": self.ok,
             **{mode: self.verdict(mode).to_json() for mode in self.modes},
             "libxenguest": {
@@ -334,21 +336,32 @@ class Verdicts:
 
 
 def check(
-    path: PathLike, mode: str = "both", *, strict: bool = False, xen_parser: bool = False
+    path: PathLike,
+    mode: str = "both",
+    *,
+    strict: bool = False,
+    xen_parser: bool = False,
+    xen_caps: tuple[str, ...] | None = None,
 ) -> Verdicts:
     """Decide whether the image at ``path`` boots as PV, PVH or both (``shimgen check``).
 
     mode: "pv", "pvh" or "both". strict: QEMU's and linux-loader's warnings
     (Firecracker, Cloud Hypervisor) fail PVH too. xen_parser: also ask Xen's own
     parser, libxenguest (needs gcc and libxen-dev; MissingTool otherwise).
+    xen_caps: the guest types the hypervisor offers, Xen's own strings
+    ("xen-3.0-x86_64", "hvm-3.0-x86_32"...); default Debian's Xen 4.17, which has
+    no 32-bit PV. A verdict's ``details["guest_type"]`` is the one the image needs.
     """
-    from .read.check import evaluate
+    from .read.check import DEFAULT_XEN_CAPS, evaluate
     from .read.image import read_image
     from .read.shim_view import CorruptShimNote, shim_meta
 
     modes = _modes(mode)
+    caps = DEFAULT_XEN_CAPS if xen_caps is None else tuple(xen_caps)
+    if not caps:
+        raise UsageError("xen_caps: give at least one guest type, e.g. xen-3.0-x86_64")
     image = read_image(path)
-    verdicts = evaluate(image)
+    verdicts = evaluate(image, caps)
     scan, warning = None, None
     if "pvh" in modes:
         try:
@@ -361,10 +374,11 @@ def check(
     if xen_parser:
         from .verify import xenparser
 
-        answers = {m: xenparser.parse(path, m) for m in modes}
+        answers = {m: xenparser.parse(path, m, xen_caps=" ".join(caps)) for m in modes}
     return Verdicts(
         path=str(path),
         modes=modes,
+        xen_caps=caps,
         pv=verdicts.pv if "pv" in modes else None,
         pvh=verdicts.pvh if "pvh" in modes else None,
         strict=strict,

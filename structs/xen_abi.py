@@ -112,6 +112,18 @@ CONSOLEIO_WRITE = 0  # xen.h, CONSOLEIO_write
 SCHEDOP_SHUTDOWN = 2  # sched.h
 SHUTDOWN_CRASH = 3  # sched.h
 
+# --- guest types (XENVER_capabilities, xen/include/public/version.h) ------------------
+# The strings a hypervisor lists and libxenguest's xc_dom_guest_type names a kernel
+# with; the domain builder refuses a guest type the list lacks (xc_dom_compat_check).
+
+GUEST_PV64 = "xen-3.0-x86_64"
+GUEST_PV32_PAE = "xen-3.0-x86_32p"
+GUEST_PV32 = "xen-3.0-x86_32"
+GUEST_HVM32 = "hvm-3.0-x86_32"  # every PVH kernel: it starts in 32-bit protected mode
+# Debian 12's Xen 4.17 (64-bit, built without 32-bit PV): what `xl info` lists as
+# xen_caps there.
+DEBIAN_XEN_CAPS = ("xen-3.0-x86_64", "hvm-3.0-x86_32", "hvm-3.0-x86_32p", "hvm-3.0-x86_64")
+
 # --- memory_op: xen/include/public/memory.h ----------------------------------------
 
 XENMEM_ADD_TO_PHYSMAP = 7

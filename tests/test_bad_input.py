@@ -52,13 +52,23 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
         ("ident-only", lambda elf: elf[:20], "truncated"),
         ("big-endian", lambda elf: elf[:5] + b"\x02" + elf[6:], "big-endian"),
         ("class-9", lambda elf: elf[:4] + b"\x09" + elf[5:], "unknown ELF class"),
-        ("aarch64", lambda elf: elf[:18] + (183).to_bytes(2, "little") + elf[20:], "not x86"),
         ("gzip-corrupt", lambda elf: gzip.compress(elf)[:200], "gzip data is corrupt"),
     ],
 )
 def test_unreadable_images_fail_cleanly(tmp_path, grub64, command, name, make, message):
     path = write(tmp_path, name, make(grub64))
     assert_one_line_error(run_cli(command, str(path)), ExitCode.BAD_INPUT, message)
+
+
+def test_foreign_machine_is_read_and_judged_as_xen_would(tmp_path, grub64):
+    """Xen's PV loader refuses an e_machine it does not know (libxenguest's
+    xc_dom_guest_type), so check says so in Xen's words instead of refusing to read."""
+    path = write(tmp_path, "aarch64", grub64[:18] + (183).to_bytes(2, "little") + grub64[20:])
+    result = run_cli("check", "--mode", "pv", str(path))
+    assert result.returncode == ExitCode.FAILED, result.stderr
+    assert "pv: xc_dom_guest_type: unknown image type 183" in result.stdout
+    assert run_cli("inspect", str(path)).returncode == ExitCode.OK
+    assert_one_line_error(run_cli("patch", str(path), "-o", str(tmp_path / "o")), 6, "e_machine")
 
 
 def test_missing_file_and_directory(tmp_path):

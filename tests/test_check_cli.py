@@ -85,3 +85,44 @@ def test_gnu_property_merged_with_xen_notes_is_reported(tmp_path):
     assert any("p_align 8" in m for _, _, m in findings), findings
     assert any(s == "error" and w == "PT_NOTE[1]" for s, w, _ in findings), findings
     assert any("mixes Xen notes" in m for _, _, m in findings), findings
+
+
+@pytest.fixture(scope="module")
+def grub_pv32():
+    from shimgen.errors import MissingTool
+    from shimgen.verify.debcache import unpacked_package
+
+    try:
+        return unpacked_package("grub-xen-host") / "usr/lib/grub-xen/grub-i386-xen.bin"
+    except MissingTool as missing:
+        pytest.skip(str(missing))
+
+
+def test_pv32_is_refused_by_default_naming_the_capability(grub_pv32):
+    """Debian's Xen 4.17 has no 32-bit PV: GRUB's PAE image is refused there."""
+    result = shimgen("check", "--mode", "pv", str(grub_pv32))
+    assert result.returncode == ExitCode.FAILED, result.stdout
+    assert "pv: guest type xen-3.0-x86_32p not supported by xen kernel" in result.stdout
+    report = json.loads(shimgen("check", "--mode", "pv", "--json", str(grub_pv32)).stdout)
+    assert report["pv"]["details"]["guest_type"] == "xen-3.0-x86_32p"
+    assert "xen-3.0-x86_32p" not in report["xen_caps"]
+
+
+def test_xen_caps_offering_pv32_accepts_it(grub_pv32):
+    caps = "xen-3.0-x86_64 xen-3.0-x86_32p hvm-3.0-x86_32"
+    result = shimgen("check", "--mode", "pv", "--xen-caps", caps, "--xen-parser", str(grub_pv32))
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    assert "pv: ok (xen-3.0-x86_32p" in result.stdout
+    assert "libxenguest: ok (xen-3.0-x86_32p)" in result.stdout
+
+
+def test_xen_caps_without_hvm_refuses_pvh(images):
+    result = shimgen("check", "--mode", "pvh", "--xen-caps", "xen-3.0-x86_64", str(images["pvh64"]))
+    assert result.returncode == ExitCode.FAILED
+    assert "guest type hvm-3.0-x86_32 not supported by xen kernel" in result.stdout
+
+
+def test_empty_xen_caps_is_a_usage_error(images):
+    result = shimgen("check", "--xen-caps", " ", str(images["pv64"]))
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr.startswith("shimgen: error: --xen-caps")

@@ -24,6 +24,7 @@ from typing import Any
 
 import imagegen
 import pytest
+from shimgen.structs import xen_abi
 
 from shimgen.errors import MissingTool
 from shimgen.read import check as shimgen_check
@@ -41,6 +42,7 @@ OUT_OF_BOUNDS = "ELF start or entries are out of bounds"
 NOT_HVM = "image not capable of booting inside a HVM container"
 NO_LOADER = "xc_dom_find_loader: no loader found"
 DOMU = "Kernel does not support unprivileged (DomU) operation"
+NO_PV32 = "guest type xen-3.0-x86_32p not supported by xen kernel"  # Debian's Xen lacks it
 NOT_32BIT = "ELF image is not 32bit"
 
 ELF = "ELF-generic"
@@ -104,7 +106,8 @@ EXPECTED: dict[str, tuple[Expect, Expect]] = {
         rejected(NOT_32BIT, NOT_32BIT),
     ),
     "features_dom0_required": (rejected(DOMU, DOMU), PV_ONLY_IN_HVM),
-    "pv32_pae": (Expect(True, guest_type="xen-3.0-x86_32p", loader=ELF), AS_FIRMWARE),
+    # The PV guest type must be one the host offers: Debian's Xen has no 32-bit PV.
+    "pv32_pae": (rejected(NO_PV32, NO_PV32), AS_FIRMWARE),
     # libxenguest picks the PV guest type from e_machine alone, not the ELF class.
     "elf32_em_x86_64": (PV64_OK, AS_FIRMWARE),
     "pv64_gzip": (PV64_OK, PV_ONLY_IN_HVM),
@@ -115,10 +118,7 @@ GRUB_IMAGES: dict[str, tuple[Expect, Expect]] = {
     # VIRT_BASE 0 and ENTRY 0: libelf (hvm=true) accepts the addresses, so the ELF
     # loader takes the image and xc_dom_guest_type refuses it for HVM.
     "grub-x86_64-xen.bin": (PV64_OK, rejected(NOT_HVM, NOT_HVM)),
-    "grub-i386-xen.bin": (
-        Expect(True, guest_type="xen-3.0-x86_32p", loader=ELF),
-        rejected(NOT_HVM, NOT_HVM),
-    ),
+    "grub-i386-xen.bin": (rejected(NO_PV32, NO_PV32), rejected(NOT_HVM, NOT_HVM)),
     "grub-i386-xen_pvh.bin": (rejected(NOT_GENERIC, NO_LOADER), PVH_OK),
 }
 
@@ -275,12 +275,19 @@ def test_unknown_required_feature_is_the_last_thing_libelf_read(
     assert diagnosis[-1] == 'ELF: note: FEATURES = "!foo"'
 
 
-def test_pv32_needs_x86_32p_in_xen_caps(helper: Path, images: dict[str, Path]) -> None:
-    no_pv32 = "xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64"
-    result = xenparser.parse(images["pv32_pae"], "pv", xen_caps=no_pv32)
-    assert not result.ok
-    assert result.error is not None
-    assert "guest type xen-3.0-x86_32p not supported by xen kernel" in result.error
+@pytest.mark.parametrize("name", ["pv32_pae", "grub-i386-xen.bin"])
+def test_pv32_boots_where_the_host_offers_x86_32p(
+    helper: Path, images: dict[str, Path], grub_dir: Path, name: str
+) -> None:
+    """Both sides take the host's guest types: with 32-bit PV offered, both accept."""
+    path = grub_dir / name if name in GRUB_IMAGES else images[name]
+    caps = (*xen_abi.DEBIAN_XEN_CAPS, xen_abi.GUEST_PV32_PAE)
+    result = xenparser.parse(path, "pv", xen_caps=" ".join(caps))
+    assert result.ok and result.guest_type == xen_abi.GUEST_PV32_PAE, result.messages
+    verdict = shimgen_check.evaluate(shimgen_image.read_image(path), caps).pv
+    assert verdict.ok and verdict.details["guest_type"] == xen_abi.GUEST_PV32_PAE
+    refused = shimgen_check.evaluate(shimgen_image.read_image(path)).pv
+    assert not refused.ok and xen_abi.GUEST_PV32_PAE in refused.reasons[0]
 
 
 def test_gzip_is_unpacked_before_the_loaders(helper: Path, images: dict[str, Path]) -> None:
@@ -512,7 +519,7 @@ def test_shimgen_pvh_verdict_matches_libxenguest(helper: Path, image_path: Path)
     assert verdicts.pvh.ok == _pvh_oracle(oracle_pvh), (verdicts.pvh.reasons, oracle_pvh.error)
 
 
-LIBELF_WORDS = (NO_NOTES, NOT_GENERIC, NOT_XEN_3, OUT_OF_BOUNDS, DOMU)
+LIBELF_WORDS = (NO_NOTES, NOT_GENERIC, NOT_XEN_3, OUT_OF_BOUNDS, DOMU, NO_PV32)
 # Images on which libxenguest names the broken PV rule in libelf's words.
 PV_WORDED = sorted(
     name

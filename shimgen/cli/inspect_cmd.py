@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import ExitCode
+from ..errors import ExitCode, UsageError
+from ..structs.xen_abi import DEBIAN_XEN_CAPS
 from .render import console, hex_or_none, print_json
 
 
@@ -58,8 +59,27 @@ def register(commands: Any) -> None:
             "for its verdict; needs gcc and libxen-dev"
         ),
     )
+    check.add_argument(
+        "--xen-caps",
+        metavar="CAPS",
+        help=(
+            "the guest types the hypervisor offers, as Xen lists them (`xl info`'s "
+            'xen_caps), e.g. "xen-3.0-x86_64 xen-3.0-x86_32p hvm-3.0-x86_32"; default: '
+            f'Debian\'s 64-bit Xen 4.17 without 32-bit PV, "{" ".join(DEBIAN_XEN_CAPS)}"'
+        ),
+    )
     check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     check.set_defaults(handler=run_check)
+
+
+def _caps(args: argparse.Namespace) -> tuple[str, ...]:
+    text = getattr(args, "xen_caps", None)
+    if text is None:
+        return DEBIAN_XEN_CAPS
+    caps = tuple(text.split())
+    if not caps:
+        raise UsageError("--xen-caps: give at least one guest type, e.g. xen-3.0-x86_64")
+    return caps
 
 
 # --- check ---------------------------------------------------------------------
@@ -68,7 +88,13 @@ def register(commands: Any) -> None:
 def run_check(args: argparse.Namespace) -> int:
     from ..api import check
 
-    verdicts = check(args.image, args.mode, strict=args.strict, xen_parser=args.xen_parser)
+    verdicts = check(
+        args.image,
+        args.mode,
+        strict=args.strict,
+        xen_parser=args.xen_parser,
+        xen_caps=_caps(args),
+    )
     if args.json:
         print_json(verdicts.to_json())
     else:
@@ -102,9 +128,11 @@ def _describe_xen_answer(answer: Any) -> str:
 
 
 def _describe_ok(verdict: Any) -> str:
+    """The guest type is the capability the image needs from the hypervisor."""
     details = verdict.details
     entry = details.get("virt_entry")
-    return f"{details.get('guest_type', '?')}, entry {hex_or_none(entry)}"
+    guest_type = details.get("guest_type", "?")
+    return f"{guest_type}, entry {hex_or_none(entry)}; the host must offer {guest_type}"
 
 
 # --- inspect ---------------------------------------------------------------------

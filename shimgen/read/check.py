@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..structs import XenNote
+from ..structs import xen_abi as abi
 from ..structs.elf import (
     LINUX_LOADER_MIN_ENTRY,
     MULTIBOOT_HEADER_MAGIC,
@@ -35,6 +36,16 @@ KNOWN_FEATURES = (
     "dom0",
 )
 STRING_FIELD_CHARS = 15  # libelf's parms->loader etc. are char[16], NUL included
+DEFAULT_XEN_CAPS = abi.DEBIAN_XEN_CAPS
+# libelf's XEN_PAE_* (libelf.h): how a 32-bit kernel's PAE_MODE was read.
+PAE_NO, PAE_YES, PAE_EXTCR3, PAE_BIMODAL = "no", "yes", "extended-cr3", "bimodal"
+# What each guest type is, for the sentence naming a capability the host lacks.
+GUEST_TYPE_MEANING = {
+    abi.GUEST_PV64: "a 64-bit PV guest",
+    abi.GUEST_PV32_PAE: "a 32-bit PAE PV guest (needs a Xen built with 32-bit PV support)",
+    abi.GUEST_PV32: "a 32-bit non-PAE PV guest (no Xen since 4.3 runs these)",
+    abi.GUEST_HVM32: "a PVH or HVM guest started in 32-bit protected mode",
+}
 
 
 @dataclass
@@ -63,8 +74,13 @@ class Verdicts:
         return {"pv": self.pv.to_json(), "pvh": self.pvh.to_json(), "xl_types": self.xl_types}
 
 
-def evaluate(image: Image) -> Verdicts:
-    return Verdicts(pv=_libelf_verdict(image, hvm=False), pvh=_pvh_verdict(image))
+def evaluate(image: Image, xen_caps: tuple[str, ...] = DEFAULT_XEN_CAPS) -> Verdicts:
+    """Both verdicts, for a hypervisor offering the guest types xen_caps (Xen's own
+    strings, as `xl info` lists them; default: Debian's Xen 4.17)."""
+    return Verdicts(
+        pv=_libelf_verdict(image, hvm=False, xen_caps=xen_caps),
+        pvh=_pvh_verdict(image, xen_caps),
+    )
 
 
 # --- libelf, step by step ---------------------------------------------------------
@@ -79,7 +95,7 @@ class _Parms:
     loader: str = ""
     guest_os: str = ""
     xen_ver: str = ""
-    pae: str = ""
+    pae: str = PAE_NO
     virt_base: int | None = None
     virt_entry: int | None = None
     elf_paddr_offset: int | None = None
@@ -124,7 +140,6 @@ def _apply_note(parms: _Parms, note: XenNoteRecord) -> None:
         XenNote.LOADER: "loader",
         XenNote.GUEST_OS: "guest_os",
         XenNote.XEN_VERSION: "xen_ver",
-        XenNote.PAE_MODE: "pae",
     }
     numbers = {
         XenNote.VIRT_BASE: "virt_base",
@@ -135,10 +150,9 @@ def _apply_note(parms: _Parms, note: XenNoteRecord) -> None:
         XenNote.PHYS32_ENTRY: "phys_entry",
     }
     if kind in strings:
-        text = str(value)
-        if kind is not XenNote.PAE_MODE:
-            text = text[:STRING_FIELD_CHARS]
-        setattr(parms, strings[kind], text)
+        setattr(parms, strings[kind], str(value)[:STRING_FIELD_CHARS])
+    elif kind is XenNote.PAE_MODE:
+        parms.pae = _pae_mode(str(value), parms.pae, note.source.startswith("__xen_guest"))
     elif kind in numbers and isinstance(value, int):
         setattr(parms, numbers[kind], value)
     elif kind is XenNote.FEATURES:
@@ -148,6 +162,18 @@ def _apply_note(parms: _Parms, note: XenNoteRecord) -> None:
             parms.bad_required_feature = _unknown_required_feature(features)
 
 
+def _pae_mode(text: str, current: str, legacy: bool) -> str:
+    """libelf's reading of PAE_MODE: a note says exactly "yes" (taken as extended-cr3)
+    or holds "bimodal"; __xen_guest's PAE= says "yes[extended-cr3]" or starts "yes".
+    Anything else leaves the mode as it was."""
+    if legacy:
+        if text == "yes[extended-cr3]":
+            return PAE_EXTCR3
+        return PAE_YES if text.startswith("yes") else current
+    mode = PAE_EXTCR3 if text == "yes" else current
+    return PAE_BIMODAL if "bimodal" in text else mode
+
+
 def _unknown_required_feature(features: list[str]) -> str | None:
     for item in features:
         if item.startswith("!") and item[1:] not in KNOWN_FEATURES:
@@ -155,7 +181,7 @@ def _unknown_required_feature(features: list[str]) -> str | None:
     return None
 
 
-def _libelf_verdict(image: Image, hvm: bool) -> Verdict:
+def _libelf_verdict(image: Image, hvm: bool, xen_caps: tuple[str, ...]) -> Verdict:
     mode = "pvh" if hvm else "pv"
     verdict = Verdict(mode, ok=False)
     for problem in image.header_overflow:
@@ -181,7 +207,9 @@ def _libelf_verdict(image: Image, hvm: bool) -> Verdict:
             "(FEATURES requires dom0: it boots only as dom0)"
         )
     if problem is None:
-        problem = _guest_type(image, parms, hvm, verdict.details)
+        problem = _guest_type(image, parms, hvm, verdict.details, xen_caps)
+    if problem is None:
+        problem = _compat_check(verdict.details, xen_caps)
     if problem is not None:
         verdict.reasons.append(problem)
         return verdict
@@ -243,27 +271,48 @@ def _addr_calc_check(image: Image, parms: _Parms, hvm: bool, details: dict[str, 
     return None
 
 
-def _guest_type(image: Image, parms: _Parms, hvm: bool, details: dict[str, Any]) -> str | None:
-    """libxenguest's xc_dom_guest_type: which kind of guest the parsed image is."""
+def _guest_type(
+    image: Image, parms: _Parms, hvm: bool, details: dict[str, Any], xen_caps: tuple[str, ...]
+) -> str | None:
+    """libxenguest's xc_dom_guest_type: which kind of guest the parsed image is. In
+    a PV container it depends on e_machine alone (and, for a bimodal 32-bit kernel,
+    on whether the host offers 32-bit PAE PV)."""
     if hvm:
         if parms.phys_entry is not None:
-            details["guest_type"] = "hvm-3.0-x86_32"
+            details["guest_type"] = abi.GUEST_HVM32
             return None
         return "image not capable of booting inside a HVM container (no PHYS32_ENTRY note)"
     if image.machine == Machine.X86_64:
-        details["guest_type"] = "xen-3.0-x86_64"
-    elif parms.pae.startswith("yes") or "bimodal" in parms.pae:
-        details["guest_type"] = "xen-3.0-x86_32p"
+        details["guest_type"] = abi.GUEST_PV64
+    elif image.machine == Machine.X86:
+        pae_guest = parms.pae in (PAE_YES, PAE_EXTCR3) or (
+            parms.pae == PAE_BIMODAL and abi.GUEST_PV32_PAE in " ".join(xen_caps)
+        )
+        details["guest_type"] = abi.GUEST_PV32_PAE if pae_guest else abi.GUEST_PV32
     else:
-        details["guest_type"] = "xen-3.0-x86_32"
+        return f"xc_dom_guest_type: unknown image type {image.machine} (e_machine)"
     return None
+
+
+def _compat_check(details: dict[str, Any], xen_caps: tuple[str, ...]) -> str | None:
+    """libxenguest's xc_dom_compat_check: the host must offer the guest type, so
+    details["guest_type"] is the capability the image needs (set even when refused)."""
+    needed = details["guest_type"]
+    if needed in xen_caps:
+        return None
+    meaning = GUEST_TYPE_MEANING.get(needed, needed)
+    offered = " ".join(xen_caps) or "nothing"
+    return (
+        f"guest type {needed} not supported by xen kernel, sorry: the image is {meaning}, "
+        f"and this Xen offers {offered} (--xen-caps)"
+    )
 
 
 # --- PVH: Xen plus the loaders without Xen ----------------------------------------------
 
 
-def _pvh_verdict(image: Image) -> Verdict:
-    verdict = _libelf_verdict(image, hvm=True)
+def _pvh_verdict(image: Image, xen_caps: tuple[str, ...]) -> Verdict:
+    verdict = _libelf_verdict(image, hvm=True, xen_caps=xen_caps)
     has_pvh_entry = any(
         note.type == XenNote.PHYS32_ENTRY
         for note in image.segment_xen_notes + image.section_xen_notes

@@ -38,6 +38,7 @@ class ElfTables:
     section_names: list[str]
     symbols: dict[str, int]
     problems: list[str]  # tables cut by the end of the file, as libelf's elf_init sees them
+    warnings: list[str]  # read, but not as the gABI lays them out (entries that overlap)
 
 
 def read_tables(data: bytes, name: str) -> ElfTables:
@@ -46,6 +47,7 @@ def read_tables(data: bytes, name: str) -> ElfTables:
     if header is None:
         raise BadInput(f"{name}: truncated: {len(data)} bytes, shorter than an ELF header")
     problems: list[str] = []
+    warnings: list[str] = []
     phdrs = _table(
         data,
         program_header(bits),
@@ -54,6 +56,7 @@ def read_tables(data: bytes, name: str) -> ElfTables:
         _phnum(header),
         "program header",
         problems,
+        warnings,
     )
     shdrs = _table(
         data,
@@ -63,6 +66,7 @@ def read_tables(data: bytes, name: str) -> ElfTables:
         _shnum(header, data, bits),
         "section header",
         problems,
+        warnings,
     )
     names = _section_names(data, shdrs, header["e_shstrndx"])
     return ElfTables(
@@ -73,6 +77,7 @@ def read_tables(data: bytes, name: str) -> ElfTables:
         section_names=names,
         symbols=_symbols(data, bits, shdrs),
         problems=problems,
+        warnings=warnings,
     )
 
 
@@ -104,15 +109,22 @@ def _table(
     count: int,
     what: str,
     problems: list[str],
+    warnings: list[str],
 ) -> list[dict[str, int]]:
+    """count entries of record's size, entry_size apart, as Xen's libelf reads them
+    (elf_phdr_by_index, elf_shdr_by_index): a table whose entries are smaller than
+    the record overlaps itself, and libelf reads it that way instead of refusing it;
+    only a table that ends past the file is refused (elf_init)."""
     if count == 0:
         return []
     end = offset + entry_size * count
     if end > len(data):
         problems.append(f"{what} table ends at {end:#x}, past the end of the file")
     if entry_size < record.size:
-        problems.append(f"{what} entries are {entry_size} bytes, smaller than {record.size}")
-        return []
+        warnings.append(
+            f"{what} entries are {entry_size} bytes, smaller than {record.size}: read "
+            f"{record.size} bytes every {entry_size}, overlapping, as Xen's libelf does"
+        )
     entries = []
     for index in range(count):
         entry = _parse(record, data, offset + index * entry_size)

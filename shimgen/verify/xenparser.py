@@ -28,7 +28,8 @@ predict (measured; tests/test_xen_oracle.py pins each one):
   capable of booting inside a HVM container".
 - An unknown required FEATURES entry ("!foo") makes libelf fail without a message.
 - A PV guest type must be in xen_caps: a 32-bit PAE kernel needs
-  "xen-3.0-x86_32p" (present unless the host runs with pv32 disabled).
+  "xen-3.0-x86_32p", which Debian's Xen 4.17 (built without 32-bit PV) lacks.
+  parse() passes Debian's list unless told otherwise, as shimgen's check does.
 - xc_dom_kernel_file gunzips a gzip-compressed image before any loader sees it.
 """
 
@@ -48,10 +49,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import BadInput, MissingTool, ShimgenError
+from ..structs.xen_abi import DEBIAN_XEN_CAPS
 from .debcache import cache_dir, unpacked_package
 
 Container = Literal["pv", "pvh"]
 
+DEFAULT_XEN_CAPS = " ".join(DEBIAN_XEN_CAPS)
 HELPER_SOURCE = "xenparse.c"
 COMPILE_FLAGS = ("-std=gnu11", "-O2", "-Wall", "-Wextra")
 LINK_LIBS = ("-lxenguest", "-lxenctrl", "-lxentoollog")
@@ -118,13 +121,13 @@ def available() -> bool:
     return True
 
 
-def parse(path: str | Path, container: Container, xen_caps: str | None = None) -> XenParse:
-    """Run libxenguest's parser on path in a PV or an HVM (PVH) container."""
+def parse(path: str | Path, container: Container, xen_caps: str = DEFAULT_XEN_CAPS) -> XenParse:
+    """Run libxenguest's parser on path in a PV or an HVM (PVH) container, for a
+    hypervisor offering the guest types xen_caps (default: Debian's Xen 4.17, as
+    shimgen's own check assumes)."""
     if container not in ("pv", "pvh"):
         raise ValueError(f"container must be 'pv' or 'pvh', not {container!r}")
-    argv = [str(helper_binary()), "pv" if container == "pv" else "hvm", str(path)]
-    if xen_caps is not None:
-        argv.append(xen_caps)
+    argv = [str(helper_binary()), "pv" if container == "pv" else "hvm", str(path), xen_caps]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=HELPER_TIMEOUT)
     if done.returncode not in (0, 1):
         raise ShimgenError(
