@@ -199,3 +199,47 @@ def test_inspect_of_a_passthrough_image(samples_build, tmp_path) -> None:
     lines = shim["disassembly"]
     assert lines[0]["label"] == "pvh_entry" and lines[0]["bits"] == 32
     assert any(line["mnemonic"] == ".ascii" for line in lines)  # the message bytes are data
+
+
+def test_overridden_entry_note_is_not_marked_used(patched: dict[str, Path]) -> None:
+    """After a patch the kernel's ENTRY (first PT_NOTE) is still in the file, but
+    libelf takes the last ENTRY, the shim's: only that one is used."""
+    report = inspect_json(patched["pv-hello"], "--no-disasm")
+    entries = [n for n in report["xen_notes"]["segments"] if n["name"] == "ENTRY"]
+    assert len(entries) == 2, entries
+    original, shim = entries
+    last_note = max(s["index"] for s in report["segments"] if s["type_name"] == "NOTE")
+    assert shim["source"] == f"PT_NOTE[{last_note}]" and shim["used"] is True
+    assert shim["overridden_by"] is None
+    assert original["used"] is False
+    assert original["overridden_by"] == f"PT_NOTE[{last_note}] @ {shim['offset']:#x}"
+    assert shim["value"] == report["shim"]["metadata"]["pv_entry"]
+    text = shimgen("inspect", "--no-disasm", str(patched["pv-hello"])).stdout
+    assert f"overridden by PT_NOTE[{last_note}]" in text
+
+
+def test_repeated_features_all_count(tmp_path: Path) -> None:
+    """FEATURES accumulate in libelf: no FEATURES note overrides another, while the
+    first of two ENTRY notes is overridden by the second."""
+    from dataclasses import replace
+
+    import imagegen
+    from shimgen.structs import XenNote
+
+    from shimgen.read.image import image_from_bytes
+
+    features = tuple(
+        imagegen.xen_string(imagegen.XEN_FEATURES, name)
+        for name in ("writable_page_tables", "hvm_callback_vector")
+    )
+    notes = imagegen.pv64_notes(extra=features)
+    spec = replace(imagegen.PV64, note_segments=imagegen._in_pt_note(*notes))
+    image = image_from_bytes(imagegen.write_elf(spec))
+    uses = [u for u in image.note_uses() if u[0].type == XenNote.FEATURES and u[1]]
+    assert [u[0].value for u in uses] == ["writable_page_tables", "hvm_callback_vector"], uses
+    repeated = image_from_bytes(imagegen.write_elf(imagegen.case("repeated_notes").spec))
+    entries = [
+        u for u in repeated.note_uses() if u[0].type == XenNote.ENTRY and u[0].source[:3] == "PT_"
+    ]
+    assert [used for _, used, _ in entries] == [False, True]
+    assert entries[0][2] is not None and entries[0][2].startswith(entries[1][0].source)

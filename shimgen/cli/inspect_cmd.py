@@ -248,20 +248,15 @@ def _xen_notes_table(image: Any) -> Any:
     origin = image.note_origin
     title = "Xen notes" + (f" (Xen reads the {origin})" if origin else " (none)")
     table = _table(title, "note", "value", "source", "used")
-    rows = [
-        (note, group == origin)
-        for group, notes in (
-            ("segments", image.segment_xen_notes),
-            ("sections", image.section_xen_notes),
-            ("legacy", image.legacy_xen_notes),
-        )
-        for note in notes
-    ]
-    shown, left_out = _capped(rows)
-    for note, used in shown:
-        table.add_row(
-            note.name, _esc(_note_value(note)), _esc(note.source), "yes" if used else "[dim]no[/]"
-        )
+    shown, left_out = _capped(image.note_uses())
+    for note, used, overridden_by in shown:
+        if used:
+            status = "yes"
+        elif overridden_by:
+            status = f"[dim]no: overridden by {_esc(overridden_by)}[/]"
+        else:
+            status = "[dim]no[/]"
+        table.add_row(note.name, _esc(_note_value(note)), _esc(note.source), status)
     _note_more(table, left_out)
     return table
 

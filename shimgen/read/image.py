@@ -53,6 +53,9 @@ from .elffile import ElfTables, read_tables
 Buffer = bytes | bytearray | mmap.mmap
 MAX_DECOMPRESSED = 1 << 30  # refuse gzip bombs: no unikernel is larger than 1 GiB
 MAX_NOTES_PER_CONTAINER = 65536  # libelf's ELF_MAX_TOTAL_NOTE_COUNT, over all containers
+# Notes libelf ORs together when repeated (elf_xen_parse_note); for every other type
+# the last one read wins.
+ACCUMULATED_NOTES = frozenset({XenNote.FEATURES, XenNote.SUPPORTED_FEATURES})
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,25 @@ class Image:
             None: [],
         }[self.note_origin]
 
+    def note_uses(self) -> list[tuple[XenNoteRecord, bool, str | None]]:
+        """(note, used, overridden_by) for every Xen note of every origin: a note is
+        used when libelf reads its origin and no later note of the same type there
+        replaces it; overridden_by names where the one that wins sits."""
+        rows = []
+        for group, notes in (
+            ("segments", self.segment_xen_notes),
+            ("sections", self.section_xen_notes),
+            ("legacy", self.legacy_xen_notes),
+        ):
+            read = group == self.note_origin
+            last = {note.type: note for note in notes}
+            for note in notes:
+                winner = last[note.type]
+                replaced = note is not winner and note.type not in ACCUMULATED_NOTES
+                overridden_by = _where(winner) if read and replaced else None
+                rows.append((note, read and not replaced, overridden_by))
+        return rows
+
     @property
     def loadable_segments(self) -> list[Segment]:
         return [segment for segment in self.segments if segment.loadable]
@@ -228,15 +250,31 @@ class Image:
                 {k: v for k, v in asdict(n).items() if k != "desc"} | {"desc": n.desc.hex()}
                 for n in self.notes
             ],
-            "xen_notes": {
-                "origin": self.note_origin,
-                "segments": [n.to_json() for n in self.segment_xen_notes],
-                "sections": [n.to_json() for n in self.section_xen_notes],
-                "legacy": [n.to_json() for n in self.legacy_xen_notes],
-                "legacy_text": self.legacy_guest_text,
-            },
+            "xen_notes": self._xen_notes_json(),
             "findings": [asdict(f) for f in self.findings],
         }
+
+    def _xen_notes_json(self) -> dict[str, Any]:
+        uses = {id(note): (used, by) for note, used, by in self.note_uses()}
+
+        def entries(notes: list[XenNoteRecord]) -> list[dict[str, Any]]:
+            return [
+                n.to_json() | {"used": uses[id(n)][0], "overridden_by": uses[id(n)][1]}
+                for n in notes
+            ]
+
+        return {
+            "origin": self.note_origin,
+            "segments": entries(self.segment_xen_notes),
+            "sections": entries(self.section_xen_notes),
+            "legacy": entries(self.legacy_xen_notes),
+            "legacy_text": self.legacy_guest_text,
+        }
+
+
+def _where(note: XenNoteRecord) -> str:
+    """A note's place for a reader: its container, and its offset when it has one."""
+    return note.source if note.offset is None else f"{note.source} @ {note.offset:#x}"
 
 
 # --- reading -----------------------------------------------------------------------
