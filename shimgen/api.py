@@ -131,6 +131,7 @@ def patch(
     single_entry: bool = False,
     force: bool = False,
     dry_run: bool = False,
+    replace_pvh_entry: bool = False,
 ) -> PatchResult:
     """Patch the kernel at ``path`` into a universal image at ``out`` (``shimgen patch``).
 
@@ -138,7 +139,9 @@ def patch(
     (hvm-start-info) name the kernel's entry by symbol or address ("0x100000").
     The input is never modified; ``out`` is written atomically, byte-identical for
     the same input and options, and not at all with ``dry_run``. ``force``
-    re-patches an already patched image from its original bytes.
+    re-patches an already patched image from its original bytes. A kernel that
+    already boots both ways (its own ENTRY and PHYS32_ENTRY) is refused with "auto";
+    an explicit handoff keeps its PHYS32_ENTRY unless ``replace_pvh_entry``.
     Raises BadInput, Refused (exit 6: cannot be patched as asked), OutputError.
     """
     from .plan import HANDOFFS
@@ -155,6 +158,7 @@ def patch(
         dry_run=dry_run,
         entry64=entry64,
         single_entry=single_entry,
+        replace_pvh_entry=replace_pvh_entry,
     )
     return PatchResult(
         output=None if dry_run else str(out),

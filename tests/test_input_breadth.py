@@ -40,6 +40,9 @@ VARIANTS = {
     "gnu_property_first": "gnu-property",
     "pv_and_pvh": "phys32-present",
 }
+# Patch options per variant: a kernel with both entries is refused by auto (it needs
+# no shim); here it checks that a replaced PHYS32_ENTRY's PT_NOTE is left out.
+VARIANT_OPTIONS = {"pv_and_pvh": {"handoff": "start-info", "replace_pvh_entry": True}}
 SHT_REL = 9
 # What PV decides with, per libelf: unchanged by the patch but for the entry.
 PV_FACTS = ("virt_base", "elf_paddr_offset", "virt_kstart", "virt_hypercall")
@@ -57,7 +60,7 @@ def variants(work: Path) -> dict[str, tuple[Path, Path]]:
     for name in VARIANTS:
         source = imagegen.build(name, work)
         out = work / f"{name}.universal"
-        patch_file(source, out)
+        patch_file(source, out, **VARIANT_OPTIONS.get(name, {}))
         result[name] = (source, out)
     return result
 

@@ -21,10 +21,11 @@ def register(commands: Any) -> None:
             "the shim, the PV notes a loader needs, and a 'shimgen' metadata note. The input "
             "is never modified; the output is written atomically and is byte-identical for "
             "the same input and options. gzip-compressed input and ELF32 containers of "
-            "x86-64 code are accepted; the output is always ELF64. Exit 6 when the image "
-            "cannot be patched as asked (a PV boot of a PVH-only kernel, --single-entry on "
-            "an image not linked virtual == physical...) or is already patched (without "
-            "--force)."
+            "x86 code are accepted (32-bit EM_386 kernels with pvh-passthrough only); the "
+            "output is always ELF64. Exit 6 when the image cannot be patched as asked (a PV "
+            "boot of a PVH-only kernel, --single-entry on an image not linked virtual == "
+            "physical...), is already patched (without --force), or already boots both "
+            "ways (its own ENTRY and PHYS32_ENTRY; with --handoff auto)."
         ),
     )
     parser.add_argument("image", help="x86-64 kernel ELF (PV, PVH-only, or hvm_start_info)")
@@ -59,6 +60,15 @@ def register(commands: Any) -> None:
             "physical and the shim below 4 GiB)"
         ),
     )
+    parser.add_argument(
+        "--replace-pvh-entry",
+        action="store_true",
+        help=(
+            "for a kernel that already boots both ways (its own ENTRY and PHYS32_ENTRY): "
+            "point PHYS32_ENTRY at the shim; without it an explicit --handoff keeps the "
+            "kernel's own PVH entry (and auto refuses such a kernel: it needs no shim)"
+        ),
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     parser.add_argument(
         "--force",
@@ -81,6 +91,7 @@ def run_patch(args: argparse.Namespace) -> int:
         single_entry=args.single_entry,
         force=args.force,
         dry_run=args.dry_run,
+        replace_pvh_entry=args.replace_pvh_entry,
     )
     facts = result.to_json()
     if args.json:
@@ -116,7 +127,10 @@ def _show(plan: Any, facts: dict[str, Any], args: argparse.Namespace) -> None:
             f"({plan.tables.large_pages} x 2 MiB, {plan.tables.small_pages} x 4 KiB)",
         ),
         ("PV entry (ENTRY)", "- (no PV boot)" if plan.pv_entry is None else f"{plan.pv_entry:#x}"),
-        ("PVH entry (PHYS32_ENTRY)", f"{plan.pvh_entry:#x}"),
+        (
+            "PVH entry (PHYS32_ENTRY)",
+            f"{plan.pvh_entry:#x}" + (" (the kernel's own, kept)" if plan.kept_pvh_entry else ""),
+        ),
         (
             "e_entry",
             f"{plan.e_entry:#x}" + (" (single polyglot entry)" if plan.single_entry else ""),

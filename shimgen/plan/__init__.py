@@ -151,6 +151,9 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     single_entry: bool = False
     dropped_note_segments: tuple[int, ...] = ()  # input PT_NOTEs left out of the output
+    # An already universal kernel's own PHYS32_ENTRY, kept (explicit handoff without
+    # --replace-pvh-entry): PVH boots enter the kernel directly, PV ones the shim.
+    kept_pvh_entry: int | None = None
 
     @property
     def pv_entry(self) -> int | None:
@@ -164,6 +167,8 @@ class Plan:
     @property
     def pvh_entry(self) -> int:
         """PHYS32_ENTRY (physical)."""
+        if self.kept_pvh_entry is not None:
+            return self.kept_pvh_entry
         label = "single_entry" if self.single_entry else "pvh_entry"
         return self.shim_paddr + self.shim.labels[label]
 
@@ -232,6 +237,7 @@ class Plan:
                 for n in self.notes
             ],
             "dropped_note_segments": list(self.dropped_note_segments),
+            "kept_pvh_entry": self.kept_pvh_entry,
             "options": self.options,
             "warnings": self.warnings,
         }
@@ -409,6 +415,28 @@ def _legacy_virt_base(image: Image) -> int:
     return next((int(n.value) for n in image.legacy_xen_notes if n.type == XenNote.VIRT_BASE), 0)
 
 
+def already_universal(image: Image) -> bool:
+    """The kernel has its own PV entry and its own PVH entry, in the notes Xen reads:
+    like Linux's vmlinux, it boots both ways without a shim."""
+    present = {note.type for note in image.xen_notes}
+    return XenNote.ENTRY in present and XenNote.PHYS32_ENTRY in present
+
+
+def _refuse_universal(image: Image, verdicts: Verdicts) -> None:
+    failing = "; ".join(
+        f"note that Xen would refuse it as {v.mode.upper()}: {v.reasons[0]}"
+        for v in (verdicts.pv, verdicts.pvh)
+        if not v.ok and v.reasons
+    )
+    raise Refused(
+        f"{image.path}: already universal: ENTRY and PHYS32_ENTRY present (it boots as PV "
+        "and as PVH without a shim)"
+        + (f"; {failing}" if failing else "")
+        + ". To add the shim anyway give --handoff (the kernel's own PVH entry is kept) "
+        "and --replace-pvh-entry to point PHYS32_ENTRY at the shim too"
+    )
+
+
 def resolve_handoff(
     image: Image,
     handoff: str,
@@ -416,17 +444,36 @@ def resolve_handoff(
     entry64: str | None,
     verdicts: Verdicts | None = None,
 ) -> str:
-    """The handoff to use: as asked, or for ``auto`` the one the image calls for."""
+    """The handoff to use: as asked, or for ``auto`` the one the image calls for
+    (refused for an already universal kernel: it needs no shim)."""
     if handoff == AUTO:
+        verdicts = verdicts or evaluate(image)
+        if already_universal(image):
+            _refuse_universal(image, verdicts)
         if entry64 is not None:
             return "hvm-start-info"
-        verdicts = verdicts or evaluate(image)
         if entry is None and image.loadable_segments and _pvh_only(image, verdicts) is not None:
             return "pvh-passthrough"
         return "start-info"
     if handoff not in HANDOFF_SPECS:
         raise Refused(f"unknown handoff {handoff} (available: {', '.join(HANDOFFS)}, auto)")
     return handoff
+
+
+def _kept_pvh_entry(
+    image: Image, spec: HandoffSpec, verdicts: Verdicts, replace_pvh_entry: bool, single: bool
+) -> int | None:
+    """An already universal kernel's own PHYS32_ENTRY (as Xen reads it: the last), when
+    the handoff has a PVH entry of its own to offer instead and the user did not ask
+    for it; None otherwise. pvh-passthrough always enters the kernel's own PVH entry."""
+    if replace_pvh_entry or not spec.pv or not already_universal(image):
+        return None
+    if single:
+        raise Refused(
+            f"{image.path}: --single-entry makes one shim entry serve as ENTRY and "
+            "PHYS32_ENTRY, replacing the kernel's own PVH entry: add --replace-pvh-entry"
+        )
+    return verdicts.pvh.details.get("phys_entry")
 
 
 def _check_options(handoff: str, entry: str | None, entry64: str | None, single: bool) -> None:
@@ -585,16 +632,15 @@ def _entry_notes(
     wanted = [(XenNote.PHYS32_ENTRY, _number(pvh_entry, 4))]
     if pv_entry is not None:
         wanted.insert(0, (XenNote.ENTRY, _number(pv_entry)))
-    return [
-        NoteEntry(
-            XEN_NOTE_NAME,
-            kind,
-            desc,
-            "replaced" if kind in present and kind in replaces else "added",
-            kind.name,
-        )
-        for kind, desc in wanted
-    ]
+
+    def action(kind: XenNote) -> str:
+        if kind not in present:
+            return "added"
+        # Not replaced: the kernel's own PVH entry, repeated in the last PT_NOTE
+        # (linux-loader reads only that one).
+        return "replaced" if kind in replaces else "kept"
+
+    return [NoteEntry(XEN_NOTE_NAME, kind, desc, action(kind), kind.name) for kind, desc in wanted]
 
 
 # --- layout ---------------------------------------------------------------------------
@@ -777,6 +823,7 @@ def plan_arguments(options: dict[str, Any], handoff: str = "start-info") -> dict
         "entry64": options.get("entry64"),
         "single_entry": bool(options.get("single_entry", False)),
         "gzip_input": "gzip" in str(options.get("input", "")).split(","),
+        "replace_pvh_entry": bool(options.get("replace_pvh_entry", False)),
     }
 
 
@@ -810,15 +857,28 @@ def _boot_mode_symbol(image: Image, warnings: list[str]) -> int | None:
     return boot_mode
 
 
-def _note_warnings(image: Image, dropped: tuple[int, ...], handoff: str) -> list[str]:
+def _note_warnings(
+    image: Image, dropped: tuple[int, ...], handoff: str, kept_pvh: int | None
+) -> list[str]:
     warnings = []
+    if kept_pvh is not None:
+        warnings.append(
+            f"the kernel's own PVH entry {kept_pvh:#x} is kept (it already boots both ways): "
+            "PVH boots bypass the shim and the mode is not recorded; --replace-pvh-entry "
+            "points PHYS32_ENTRY at the shim"
+        )
     for index in dropped:
         warnings.append(
             f"PT_NOTE[{index}] of the input is left out of the output's program headers "
             "(it holds a PHYS32_ENTRY the shim replaces, or Xen notes aligned beyond 4); "
             "its Xen notes move into the shim's PT_NOTE"
         )
-    if not dropped and any(n.type == XenNote.PHYS32_ENTRY for n in image.segment_xen_notes):
+    phys32_replaced = kept_pvh is None and handoff != "pvh-passthrough"
+    if (
+        phys32_replaced
+        and not dropped
+        and any(n.type == XenNote.PHYS32_ENTRY for n in image.segment_xen_notes)
+    ):
         warnings.append("the input already has a PHYS32_ENTRY note; the shim's (last) one wins")
     if handoff == "pvh-passthrough":
         warnings.append(f"PVH only, no PV entry: {PV_IMPOSSIBLE}; {PV_NEEDS}")
@@ -867,6 +927,7 @@ def make_plan(
     single_entry: bool = False,
     gzip_input: bool = False,
     sha256: Callable[[], bytes] | None = None,
+    replace_pvh_entry: bool = False,
 ) -> Plan:
     """Everything the patch writes, decided from the image and the options.
 
@@ -901,9 +962,12 @@ def make_plan(
         "hvm-start-info": lambda: _entry64(image, entry64),
         "pvh-passthrough": lambda: _passthrough_entry(image, verdicts),
     }[handoff]()
+    kept_pvh = _kept_pvh_entry(image, spec, verdicts, replace_pvh_entry, single_entry)
+    if kept_pvh is not None:
+        spec = replace(spec, replaces=(XenNote.ENTRY,))
     warnings: list[str] = []
     dropped = _superseded_note_segments(image, spec.replaces)
-    warnings += _note_warnings(image, dropped, handoff)
+    warnings += _note_warnings(image, dropped, handoff, kept_pvh)
     draft = _Draft(
         image=image,
         spec=spec,
@@ -918,11 +982,15 @@ def make_plan(
         _require_single_entry(image, draft, delta)
     forms = (["gzip"] if compressed else []) + ([converted.form] if converted.form else [])
     options = _options(handoff, entry, entry64, single_entry, forms, converted.offset)
+    if replace_pvh_entry:
+        options["replace_pvh_entry"] = True
 
     zero = _zero_draft(draft)
     zero_shim = _assemble(zero)
     code_size = len(zero_shim.code)
-    stub_notes = _notes(zero, dropped, delta, 0, 0, _meta_stub(facts, draft, options, zero_shim))
+    stub_notes = _notes(
+        zero, dropped, delta, 0, kept_pvh or 0, _meta_stub(facts, draft, options, zero_shim)
+    )
     filesz, memsz = _layout_shim(draft, code_size, sum(len(n.encode()) for n in stub_notes))
     tables = (
         pt.build(_regions(image, draft.shim_vaddr, draft.shim_paddr, memsz), draft.phys("tables"))
@@ -954,6 +1022,7 @@ def make_plan(
         warnings=warnings,
         single_entry=single_entry,
         dropped_note_segments=dropped,
+        kept_pvh_entry=kept_pvh,
     )
     if sha256 is not None:
         facts = facts | {"sha256": sha256()}

@@ -258,9 +258,19 @@ def build_output(plan: Plan) -> bytes:
 
 
 def _options(
-    handoff: str, entry: str | None, entry64: str | None, single_entry: bool
+    handoff: str,
+    entry: str | None,
+    entry64: str | None,
+    single_entry: bool,
+    replace_pvh_entry: bool = False,
 ) -> dict[str, Any]:
-    return {"handoff": handoff, "entry": entry, "entry64": entry64, "single_entry": single_entry}
+    return {
+        "handoff": handoff,
+        "entry": entry,
+        "entry64": entry64,
+        "single_entry": single_entry,
+        "replace_pvh_entry": replace_pvh_entry,
+    }
 
 
 def _plan(
@@ -294,6 +304,7 @@ def patch_bytes(
     *,
     entry64: str | None = None,
     single_entry: bool = False,
+    replace_pvh_entry: bool = False,
 ) -> PatchResult:
     """Patch an image held in memory; see plan.make_plan for the options."""
     image, meta = _read_image(data, name, force)
@@ -301,7 +312,8 @@ def patch_bytes(
     if meta is not None:
         image = image_from_bytes(original_bytes(image.data, meta), name)
         sha256 = _known(meta.original_sha256)  # checked by original_bytes
-    plan = _plan(image, meta, sha256, _options(handoff, entry, entry64, single_entry))
+    options = _options(handoff, entry, entry64, single_entry, replace_pvh_entry)
+    plan = _plan(image, meta, sha256, options)
     output = build_output(plan)
     return PatchResult(plan=plan, size=len(output), repatched=meta is not None, data=output)
 
@@ -439,11 +451,12 @@ def patch_file(
     *,
     entry64: str | None = None,
     single_entry: bool = False,
+    replace_pvh_entry: bool = False,
 ) -> PatchResult:
     """Patch the file ``source`` into ``output``: see patch_bytes and the module's
     docstring. The output is written atomically (or not at all, with dry_run)."""
     source, output = Path(source), Path(output)
-    options = _options(handoff, entry, entry64, single_entry)
+    options = _options(handoff, entry, entry64, single_entry, replace_pvh_entry)
     with InputFile(source) as held, ExitStack() as stack:  # the stack ends first
         check_output(output, held.fingerprint)
         image, meta = _read_image(held.data, str(source), force)
