@@ -112,3 +112,22 @@ def test_strtoull_matches_c():
     assert _strtoull("12abc") == 12
     assert _strtoull("zz") == 0
     assert _strtoull("0") == 0
+
+
+def test_number_size_is_descsz_not_what_the_file_holds():
+    """libelf's elf_note_numeric switches on descsz: a huge descsz whose payload the
+    end of the file cuts to 4 bytes reads as 0 (found by tests/test_xen_differential.py)."""
+    blob = bytearray(note(b"Xen", XenNote.PHYS32_ENTRY, (0x100000).to_bytes(4, "little")))
+    blob[4:8] = (0xFFFFFFF8).to_bytes(4, "little")  # descsz
+    records, findings = decoded(bytes(blob))
+    assert [r.value for r in records] == [0]
+    assert any("4294967288-byte payload (4 in the file)" in f.message for f in findings)
+
+
+def test_owner_is_read_up_to_its_nul_whatever_namesz_says():
+    """libelf compares the C string at the name field with "Xen" (elf_note_name)."""
+    blob = bytearray(note(b"Xen", XenNote.VIRT_BASE, bytes(8)))
+    blob[0:4] = (1).to_bytes(4, "little")  # namesz 1: name padded to 4 as before
+    notes, findings = walk(bytes(blob))
+    assert notes[0].is_xen
+    assert any("namesz 1" in f.message for f in findings)

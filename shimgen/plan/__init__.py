@@ -881,7 +881,9 @@ def _note_warnings(
     ):
         warnings.append("the input already has a PHYS32_ENTRY note; the shim's (last) one wins")
     if handoff == "pvh-passthrough":
-        warnings.append(f"PVH only, no PV entry: {PV_IMPOSSIBLE}; {PV_NEEDS}")
+        # A 32-bit (EM_386) kernel has no 64-bit entry to offer hvm-start-info.
+        needs = PV_NEEDS if image.machine == Machine.X86_64 else "it is 32-bit code"
+        warnings.append(f"PVH only, no PV entry: {PV_IMPOSSIBLE}; {needs}")
     return warnings
 
 

@@ -37,6 +37,7 @@ KNOWN_FEATURES = (
 )
 STRING_FIELD_CHARS = 15  # libelf's parms->loader etc. are char[16], NUL included
 DEFAULT_XEN_CAPS = abi.DEBIAN_XEN_CAPS
+UNSET_ADDR, UNSET_ADDR32 = (1 << 64) - 1, (1 << 32) - 1  # libelf.h
 # libelf's XEN_PAE_* (libelf.h): how a 32-bit kernel's PAE_MODE was read.
 PAE_NO, PAE_YES, PAE_EXTCR3, PAE_BIMODAL = "no", "yes", "extended-cr3", "bimodal"
 # What each guest type is, for the sentence naming a capability the host lacks.
@@ -154,7 +155,10 @@ def _apply_note(parms: _Parms, note: XenNoteRecord) -> None:
     elif kind is XenNote.PAE_MODE:
         parms.pae = _pae_mode(str(value), parms.pae, note.source.startswith("__xen_guest"))
     elif kind in numbers and isinstance(value, int):
-        setattr(parms, numbers[kind], value)
+        # libelf marks an address it has not been given with all ones (UNSET_ADDR,
+        # UNSET_ADDR32 for PHYS32_ENTRY): a note holding that value unsets it.
+        unset = UNSET_ADDR32 if kind is XenNote.PHYS32_ENTRY else UNSET_ADDR
+        setattr(parms, numbers[kind], None if value == unset else value)
     elif kind is XenNote.FEATURES:
         features = str(value).split("|")
         parms.requires_dom0 |= "!dom0" in features

@@ -386,7 +386,14 @@ def _check_ident(data: Buffer, name: str) -> int:
         raise BadInput(f"{name}: {what} (no ELF magic)")
     elf_class = data[EI_CLASS]
     if elf_class not in (ELFCLASS32, ELFCLASS64):
-        raise BadInput(f"{name}: unknown ELF class {elf_class}")
+        # Xen's libelf reads every class but ELFCLASS64 as ELF32 (elf_64bit), so Xen
+        # may boot such a file; the byte is invalid by the gABI and QEMU, linux-loader
+        # and readelf refuse it, so shimgen does too, and says so.
+        raise BadInput(
+            f"{name}: unknown ELF class {elf_class}: Xen would read it as ELF32 and may boot "
+            "it; shimgen refuses because the class byte is invalid (QEMU, linux-loader and "
+            "readelf refuse it too)"
+        )
     if data[EI_DATA] != ELFDATA2LSB:
         raise BadInput(f"{name}: big-endian ELF: not an x86 image")
     if len(data) < elf_header(64 if elf_class == ELFCLASS64 else 32).size:
@@ -528,12 +535,22 @@ def _walk_notes(
                     f"runs {next_at - end} bytes past the end of its container",
                 )
             )
-        owner = data[name_at : name_at + header.namesz].split(b"\0", 1)[0]
+        owner = _note_owner(data, name_at)
+        if owner == XEN_NOTE_NAME.decode() and header.namesz != len(XEN_NOTE_NAME) + 1:
+            findings.append(
+                Finding(
+                    "warning",
+                    where,
+                    f"note at {position:#x} has namesz {header.namesz}: Xen's libelf reads "
+                    "the owner up to its NUL ('Xen') and takes it as a Xen note; other "
+                    "readers may not",
+                )
+            )
         budget.notes -= 1
         budget.payload -= min(header.descsz, max(0, len(data) - desc_at))
         notes.append(
             Note(
-                owner=owner.decode("latin-1"),
+                owner=owner,
                 type=header.type,
                 namesz=header.namesz,
                 descsz=header.descsz,
@@ -544,6 +561,17 @@ def _walk_notes(
         )
         position = next_at
     return notes
+
+
+def _note_owner(data: Buffer, name_at: int) -> str:
+    """The owner as Xen's libelf reads it (elf_note_name): a C string from the name
+    field, up to its NUL whatever namesz says; one without a NUL in reach is no
+    name at all (shown with a trailing '…', which no owner name ends with)."""
+    end = min(len(data), name_at + XEN_STRING_MAX)
+    stop = data.find(b"\0", name_at, end) if name_at < end else -1
+    if stop < 0:
+        return bytes(data[name_at:end]).decode("latin-1") + "…"
+    return bytes(data[name_at:stop]).decode("latin-1")
 
 
 @dataclass(frozen=True)
@@ -603,14 +631,15 @@ def _decode_payload(
     if payload in (Payload.STRING, Payload.FEATURES):
         return _note_string(data, note, kind, where, findings)
     if payload in (Payload.NUMBER, Payload.U32, Payload.MASK_PAIRS):
-        value = _note_number(desc)
+        value = _note_number(desc, note.descsz)
         if value is None:
             findings.append(
                 Finding(
                     "error",
                     where,
-                    f"{kind.name} has a {len(desc)}-byte payload: "
-                    "Xen reads numbers of 1, 2, 4 or 8 bytes and takes this one as 0",
+                    f"{kind.name} has a {note.descsz}-byte payload"
+                    + (f" ({len(desc)} in the file)" if len(desc) != note.descsz else "")
+                    + ": Xen reads numbers of 1, 2, 4 or 8 bytes and takes this one as 0",
                 )
             )
             value = 0
@@ -632,8 +661,10 @@ def _decode_payload(
     return _u32_words(desc, "little")
 
 
-def _note_number(desc: bytes) -> int | None:
-    if len(desc) not in XEN_NUMBER_SIZES:
+def _note_number(desc: bytes, descsz: int) -> int | None:
+    """libelf's elf_note_numeric: the size is descsz, whatever the file holds; a
+    payload cut by the end of the file is out of reach and reads as 0 too."""
+    if descsz not in XEN_NUMBER_SIZES or len(desc) != descsz:
         return None
     return int.from_bytes(desc, "little")
 
