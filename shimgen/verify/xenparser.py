@@ -31,6 +31,13 @@ predict (measured; tests/test_xen_oracle.py pins each one):
   "xen-3.0-x86_32p", which Debian's Xen 4.17 (built without 32-bit PV) lacks.
   parse() passes Debian's list unless told otherwise, as shimgen's check does.
 - xc_dom_kernel_file gunzips a gzip-compressed image before any loader sees it.
+- libelf takes a note's owner as the C string at its name field, whatever namesz
+  says; a number's size from descsz (a payload the file cuts short reads as 0);
+  an all-ones address as "not given" (UNSET_ADDR); any EI_CLASS but ELFCLASS64 as
+  ELF32; and table entries e_phentsize/e_shentsize apart, overlapping when smaller.
+- In an HVM container the guest type is hvm-3.0-x86_32 whatever e_machine says; in
+  a PV one an e_machine other than EM_386 and EM_X86_64 is "unknown image type".
+  (tests/test_xen_differential.py found or pins each.)
 """
 
 from __future__ import annotations
