@@ -3,11 +3,12 @@
 #   make test   - install everything, then run the whole test suite
 # Everything = Debian packages (QEMU, gcc, binutils, libxen-dev), a Python venv with
 # shimgen and its dependencies, and Debian's Xen 4.17 hypervisor, Xen's readnotes and
-# GRUB's Xen images fetched with `apt-get download` into $(SHIMGEN_CACHE), never into /.
+# GRUB's Xen images fetched with `apt-get download` into the shimgen cache, never into /.
+# The cache is the CLI's own: $SHIMGEN_CACHE when set (for make and the CLI alike),
+# else $XDG_CACHE_HOME/shimgen or ~/.cache/shimgen (shimgen/cachedir.py).
 
 PYTHON ?= python3
 VENV ?= .venv
-export SHIMGEN_CACHE ?= $(CURDIR)/.cache/shimgen
 APT_PACKAGES := qemu-system-x86 gcc binutils make libxen-dev gzip time python3-venv python3-pip
 CACHE_PACKAGES := xen-hypervisor-4.17-amd64 xen-utils-4.17 grub-xen-host
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -198,7 +198,10 @@ def find_xen(path: Path | None = None) -> Path:
 
     gz = unpacked_package(XEN_PACKAGE) / XEN_GZ_IN_PACKAGE
     if not gz.is_file():
-        raise MissingTool(f"{XEN_PACKAGE} holds no {XEN_GZ_IN_PACKAGE}: clear the shimgen cache")
+        raise MissingTool(
+            f"{XEN_PACKAGE} in {gz.parents[1]} holds no {XEN_GZ_IN_PACKAGE}: delete that folder "
+            "to fetch it again"
+        )
     return _gunzipped(gz, gz.with_suffix(""))
 
 

@@ -2,26 +2,22 @@
 
 Real Xen, Xen's readnotes and third-party Xen kernels come from Debian packages that
 must never be installed into /: they are downloaded and unpacked with ``dpkg -x``
-into ``$SHIMGEN_CACHE`` (default ``$XDG_CACHE_HOME/shimgen``, i.e. ~/.cache/shimgen).
+into the shimgen cache (shimgen/cachedir.py: ``$SHIMGEN_CACHE``, else
+``$XDG_CACHE_HOME/shimgen`` or ~/.cache/shimgen), the same folder for make and the CLI.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+from ..cachedir import cache_dir, describe_cache
 from ..errors import MissingTool
 
-
-def cache_dir() -> Path:
-    configured = os.environ.get("SHIMGEN_CACHE")
-    if configured:
-        return Path(configured).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "shimgen"
+__all__ = ["cache_dir", "unpacked_package"]
 
 
 def is_cached(package: str) -> bool:
@@ -34,10 +30,16 @@ def unpacked_package(package: str) -> Path:
     root = cache_dir() / "debs" / package
     if is_cached(package):
         return root
+    missing = f"Debian package {package} is not in {describe_cache()}"
     for tool in ("apt-get", "dpkg"):
         if shutil.which(tool) is None:
-            raise MissingTool(f"{tool} not found: fetch Debian package {package} by hand")
-    root.parent.mkdir(parents=True, exist_ok=True)
+            raise MissingTool(f"{missing}, and {tool} is not there to fetch it")
+    # Say so: a download nobody expected (another cache folder) is minutes and ~10 MB.
+    print(f"shimgen: {missing}: downloading it with apt-get (once)", file=sys.stderr)
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MissingTool(f"{missing}, and it cannot be created: {error.strerror}") from None
     with tempfile.TemporaryDirectory(dir=root.parent) as scratch:
         download = subprocess.run(
             ["apt-get", "download", package],
@@ -49,7 +51,8 @@ def unpacked_package(package: str) -> Path:
         if download.returncode != 0 or not debs:
             reason = (download.stderr.strip().splitlines() or ["no .deb fetched"])[-1]
             raise MissingTool(
-                f"cannot download Debian package {package} ({reason}); run 'apt-get update' first"
+                f"{missing}, and apt-get cannot download it ({reason}): run 'apt-get update' "
+                "first, or point SHIMGEN_CACHE at a cache that holds it"
             )
         staging = Path(scratch) / "root"
         subprocess.run(["dpkg", "-x", str(debs[0]), str(staging)], check=True)
@@ -62,8 +65,6 @@ def unpacked_package(package: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m shimgen.verify.debcache PKG...`: fetch packages into the cache (used by make)."""
-    import sys
-
     from ..errors import ShimgenError
 
     packages = sys.argv[1:] if argv is None else argv
