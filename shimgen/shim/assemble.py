@@ -12,6 +12,9 @@ from the plan (addresses), and is rendered in hex. Keystone 0.9.2 has traps
 * label addresses come back through a ``.quad`` table appended to the source and
   cut off again.
 
+Keystone's output is kept in the shimgen cache, keyed by the source it assembled
+(asmcache.py): a patch that assembles a source seen before does not run Keystone.
+
 Every absolute address in the templates is written ``BASE + (label - shim_start)``,
 so the bytes do not depend on the assembly base and GNU as (tests) can produce the
 very same bytes from the same source.
@@ -45,6 +48,7 @@ from ..structs import (
 )
 from ..structs import xen_abi as abi
 from ..structs.clayout import U64
+from .asmcache import cached_assembly
 
 # The templates of each handoff, in assembly order (the first defines shim_start).
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
@@ -451,7 +455,7 @@ def assemble(
     exported = exported_labels(handoff, single_entry)
     every = tuple(dict.fromkeys((*exported, *source_labels(source))))
     names = (*every, *marks)
-    raw = keystone_assemble(marked + label_table(names))
+    raw = cached_assembly(marked + label_table(names), keystone_assemble)
     size = len(raw) - 8 * len(names)
     if size <= 0:
         raise AssemblyError("the label table is larger than the assembled shim")
