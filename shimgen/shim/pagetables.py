@@ -12,6 +12,7 @@ translation; otherwise it gets a 4 KiB page table.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from ..structs.xen_abi import (
@@ -27,6 +28,12 @@ from ..structs.xen_abi import (
 _ENTRY_SIZE = 8
 _TABLE_FLAGS = PTE_PRESENT | PTE_WRITE
 _CANONICAL_MASK = (1 << 48) - 1
+_MASK64 = (1 << 64) - 1
+_INDEX_BITS = ENTRIES_PER_TABLE.bit_length() - 1  # 9
+_INDEX_MASK = ENTRIES_PER_TABLE - 1
+_PML4_SHIFT = 12 + 3 * _INDEX_BITS  # the bits below a PML4 entry's index
+_PDPT_SHIFT = 12 + 2 * _INDEX_BITS
+_PD_SHIFT = 12 + _INDEX_BITS
 
 
 @dataclass(frozen=True)
@@ -66,11 +73,19 @@ def _chunks(regions: list[Region]) -> dict[int, list[tuple[int, int, int]]]:
             raise ValueError(f"region {where} is not page aligned")
         delta = region.vaddr - region.paddr
         start, end = region.vaddr, region.vaddr + _page_round_up(region.size)
-        chunk = start - start % LARGE_PAGE_SIZE
-        while chunk < end:
-            piece = (max(start, chunk), min(end, chunk + LARGE_PAGE_SIZE), delta)
-            pieces.setdefault(chunk & ((1 << 64) - 1), []).append(piece)
-            chunk += LARGE_PAGE_SIZE
+        for chunk in range(start - start % LARGE_PAGE_SIZE, end, LARGE_PAGE_SIZE):
+            chunk_end = chunk + LARGE_PAGE_SIZE
+            piece = (
+                start if start > chunk else chunk,
+                end if end < chunk_end else chunk_end,
+                delta,
+            )
+            key = chunk & _MASK64
+            found = pieces.get(key)
+            if found is None:
+                pieces[key] = [piece]
+            else:
+                found.append(piece)
     return pieces
 
 
@@ -79,8 +94,8 @@ def _page_round_up(value: int) -> int:
 
 
 def _uses_large_page(pieces: list[tuple[int, int, int]]) -> bool:
-    deltas = {delta for _, _, delta in pieces}
-    return len(deltas) == 1 and next(iter(deltas)) % LARGE_PAGE_SIZE == 0
+    delta = pieces[0][2]
+    return delta % LARGE_PAGE_SIZE == 0 and all(piece[2] == delta for piece in pieces)
 
 
 def _index(vaddr: int, level: int) -> int:
@@ -88,60 +103,72 @@ def _index(vaddr: int, level: int) -> int:
     return (vaddr >> (12 + 9 * (level - 1))) & (ENTRIES_PER_TABLE - 1)
 
 
+# The tables a 2 MiB chunk goes through, as keys: its PDPT (one per PML4 entry), its
+# page directory (one per PDPT entry) and its page table (one per page-directory
+# entry): the address shifted down to the index, masked to the indexes above it.
+def _pdpt_key(chunk: int) -> int:
+    return (chunk >> _PML4_SHIFT) & _INDEX_MASK
+
+
+def _pd_key(chunk: int) -> int:
+    return (chunk >> _PDPT_SHIFT) & ((1 << 2 * _INDEX_BITS) - 1)
+
+
+def _pt_key(chunk: int) -> int:
+    return (chunk >> _PD_SHIFT) & ((1 << 3 * _INDEX_BITS) - 1)
+
+
 def count_frames(regions: list[Region]) -> int:
     """How many 4 KiB frames build() will need, without placing them."""
     chunks = _chunks(regions)
-    pml4 = {_index(c, 4) for c in chunks}
-    pdpt = {(_index(c, 4), _index(c, 3)) for c in chunks}
+    pml4 = {_pdpt_key(c) for c in chunks}
+    pdpt = {_pd_key(c) for c in chunks}
     pts = sum(1 for pieces in chunks.values() if not _uses_large_page(pieces))
     return 1 + len(pml4) + len(pdpt) + pts
 
 
 def build(regions: list[Region], base: int) -> PageTables:
-    """Tables for regions, laid out from physical address base (PML4 first)."""
+    """Tables for regions, laid out from physical address base (PML4 first).
+
+    Tables are allocated in virtual-address order (PML4, then each PDPT and page
+    directory, then the page tables), so the layout is deterministic. Entries are
+    collected as integers and packed once at the end: the identity map alone is
+    2048 chunks."""
     if base % PAGE_SIZE:
         raise ValueError("page tables must start on a page boundary")
     chunks = _chunks(regions)
-    tables: dict[tuple, bytearray] = {(): bytearray(PAGE_SIZE)}
-    order: list[tuple] = [()]
-
-    def table(key: tuple) -> bytearray:
-        if key not in tables:
-            tables[key] = bytearray(PAGE_SIZE)
-            order.append(key)
-        return tables[key]
-
-    # Allocate in virtual-address order so the layout is deterministic.
-    for chunk in sorted(chunks, key=lambda c: c & _CANONICAL_MASK):
-        table((_index(chunk, 4),))
-        table((_index(chunk, 4), _index(chunk, 3)))
-    for chunk in sorted(chunks, key=lambda c: c & _CANONICAL_MASK):
-        if not _uses_large_page(chunks[chunk]):
-            table((_index(chunk, 4), _index(chunk, 3), _index(chunk, 2)))
-    address = {key: base + n * PAGE_SIZE for n, key in enumerate(order)}
-
-    def put(tbl: bytearray, index: int, value: int) -> None:
-        tbl[index * _ENTRY_SIZE : (index + 1) * _ENTRY_SIZE] = value.to_bytes(_ENTRY_SIZE, "little")
-
-    large = small = 0
+    ordered = sorted(chunks, key=lambda c: c & _CANONICAL_MASK)
+    large = {chunk: _uses_large_page(chunks[chunk]) for chunk in ordered}
+    keys: dict[tuple[str, int] | None, None] = {None: None}  # the PML4 is key None
+    for chunk in ordered:
+        keys[("pdpt", _pdpt_key(chunk))] = keys[("pd", _pd_key(chunk))] = None
+    for chunk in ordered:
+        if not large[chunk]:
+            keys[("pt", _pt_key(chunk))] = None
+    tables = {key: [0] * ENTRIES_PER_TABLE for key in keys}
+    address = {key: base + n * PAGE_SIZE for n, key in enumerate(tables)}
+    pml4 = tables[None]
+    large_pages = small_pages = 0
     for chunk, pieces in chunks.items():
-        i4, i3, i2 = _index(chunk, 4), _index(chunk, 3), _index(chunk, 2)
-        put(tables[()], i4, address[(i4,)] | _TABLE_FLAGS)
-        put(tables[(i4,)], i3, address[(i4, i3)] | _TABLE_FLAGS)
-        pd = tables[(i4, i3)]
-        if _uses_large_page(pieces):
+        pdpt_key, pd_key = ("pdpt", _pdpt_key(chunk)), ("pd", _pd_key(chunk))
+        pml4[_index(chunk, 4)] = address[pdpt_key] | _TABLE_FLAGS
+        tables[pdpt_key][_index(chunk, 3)] = address[pd_key] | _TABLE_FLAGS
+        pd = tables[pd_key]
+        if large[chunk]:
             delta = pieces[0][2]
-            put(pd, i2, ((chunk - delta) & PTE_ADDR_MASK) | _TABLE_FLAGS | PTE_LARGE)
-            large += 1
+            pd[_index(chunk, 2)] = ((chunk - delta) & PTE_ADDR_MASK) | _TABLE_FLAGS | PTE_LARGE
+            large_pages += 1
             continue
-        pt = tables[(i4, i3, i2)]
-        put(pd, i2, address[(i4, i3, i2)] | _TABLE_FLAGS)
+        pt_key = ("pt", _pt_key(chunk))
+        pt = tables[pt_key]
+        pd[_index(chunk, 2)] = address[pt_key] | _TABLE_FLAGS
         for start, end, delta in pieces:  # later pieces override earlier ones
             for page in range(start, end, PAGE_SIZE):
-                put(pt, _index(page, 1), ((page - delta) & PTE_ADDR_MASK) | _TABLE_FLAGS)
-        small += len({p for s, e, _ in pieces for p in range(s, e, PAGE_SIZE)})
-    data = b"".join(bytes(tables[key]) for key in order)
-    return PageTables(base=base, data=data, large_pages=large, small_pages=small)
+                pt[_index(page, 1)] = ((page - delta) & PTE_ADDR_MASK) | _TABLE_FLAGS
+        small_pages += len({p for s, e, _ in pieces for p in range(s, e, PAGE_SIZE)})
+    table_format = f"<{ENTRIES_PER_TABLE}Q"
+    data = b"".join(struct.pack(table_format, *entries) for entries in tables.values())
+    return PageTables(base=base, data=data, large_pages=large_pages, small_pages=small_pages)
 
 
 def translate(memory_read, cr3: int, vaddr: int) -> int | None:
