@@ -123,7 +123,7 @@ class PatchResult:
 
 def patch(
     path: PathLike,
-    out: PathLike,
+    out: PathLike | None = None,
     *,
     handoff: str = "auto",
     entry: str | None = None,
@@ -132,6 +132,8 @@ def patch(
     force: bool = False,
     dry_run: bool = False,
     replace_pvh_entry: bool = False,
+    in_place: bool = False,
+    digest: bool = True,
 ) -> PatchResult:
     """Patch the kernel at ``path`` into a universal image at ``out`` (``shimgen patch``).
 
@@ -142,26 +144,37 @@ def patch(
     re-patches an already patched image from its original bytes. A kernel that
     already boots both ways (its own ENTRY and PHYS32_ENTRY) is refused with "auto";
     an explicit handoff keeps its PHYS32_ENTRY unless ``replace_pvh_entry``.
+    ``in_place`` (without ``out``) patches ``path`` itself, the same bytes, so that a
+    crash leaves the original or the patched image. ``digest=False`` records no
+    sha256 of the input (the metadata says so).
     Raises BadInput, Refused (exit 6: cannot be patched as asked), OutputError.
     """
     from .plan import HANDOFFS
-    from .write.patch import patch_file
 
     if handoff != "auto" and handoff not in HANDOFFS:
         raise UsageError(f"handoff must be 'auto' or one of {', '.join(HANDOFFS)}")
-    done = patch_file(
-        path,
-        out,
-        handoff=handoff,
-        entry=entry,
-        force=force,
-        dry_run=dry_run,
-        entry64=entry64,
-        single_entry=single_entry,
-        replace_pvh_entry=replace_pvh_entry,
-    )
+    if (out is None) != in_place:
+        raise UsageError("give either out or in_place=True")
+    options: dict[str, Any] = {
+        "handoff": handoff,
+        "entry": entry,
+        "force": force,
+        "dry_run": dry_run,
+        "entry64": entry64,
+        "single_entry": single_entry,
+        "digest": digest,
+        "replace_pvh_entry": replace_pvh_entry,
+    }
+    if in_place:
+        from .write.inplace import patch_in_place
+
+        done = patch_in_place(path, **options)
+    else:
+        from .write.patch import patch_file
+
+        done = patch_file(path, out, **options)
     return PatchResult(
-        output=None if dry_run else str(out),
+        output=None if dry_run else str(path if in_place else out),
         size=done.size,
         repatched=done.repatched,
         plan=done.plan,

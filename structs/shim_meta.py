@@ -12,7 +12,9 @@ An ELF32 container converted to ELF64 (options "input": "elf32") is instead
 
 options holds what planning the same patch again needs: "handoff" and "entry"
 always, "entry64", "single_entry", "input", "input_offset" only when set
-(plan.plan_arguments turns them back into make_plan arguments).
+(plan.plan_arguments turns them back into make_plan arguments). "digest": "none"
+says the patch took no sha256 (--no-digest): original_sha256 is zeros, and the
+original bytes are rebuilt unchecked.
 
 Format 2 adds code_regions: (offset, bits) where the shim's bytes switch between
 32-bit code, 64-bit code and data (bits 0), so inspect and diff decode every byte
@@ -39,6 +41,7 @@ SHIM_META_OWNER = b"shimgen"
 SHIM_META_NOTE_TYPE = 0x5348  # "SH"; any type but Xen's PHYS32_ENTRY (18) would do
 SHIM_META_FORMAT = 3  # what build() writes unless told otherwise
 SHIM_META_FORMATS = (1, 2, 3)  # what parse() reads
+DIGEST_OPTION, NO_DIGEST = "digest", "none"  # options entry of a patch without a sha256
 
 _TEXT = cs.PascalString(cs.Int32ul, "utf8")
 
@@ -133,6 +136,11 @@ class ShimMeta:
     # the note's format: parse() keeps what it read; build() writes it (an older one
     # leaves out what that format did not have)
     format: int = SHIM_META_FORMAT
+
+    @property
+    def has_digest(self) -> bool:
+        """Whether original_sha256 is the original's digest (not --no-digest's zeros)."""
+        return self.options.get(DIGEST_OPTION) != NO_DIGEST
 
     def build(self) -> bytes:
         values = asdict(self)

@@ -19,17 +19,27 @@ def register(commands: Any) -> None:
             "Write IMAGE plus a boot shim to OUT: a new PT_LOAD (shim code, page tables, "
             "reserved memory) and a last PT_NOTE with ENTRY and PHYS32_ENTRY pointing into "
             "the shim, the PV notes a loader needs, and a 'shimgen' metadata note. The input "
-            "is never modified; the output is written atomically and is byte-identical for "
-            "the same input and options. gzip-compressed input and ELF32 containers of "
-            "x86 code are accepted (32-bit EM_386 kernels with pvh-passthrough only); the "
-            "output is always ELF64. Exit 6 when the image cannot be patched as asked (a PV "
-            "boot of a PVH-only kernel, --single-entry on an image not linked virtual == "
-            "physical...), is already patched (without --force), or already boots both "
-            "ways (its own ENTRY and PHYS32_ENTRY; with --handoff auto)."
+            "is never modified (unless --in-place); the output is written atomically and is "
+            "byte-identical for the same input and options. gzip-compressed input and ELF32 "
+            "containers of x86 code are accepted (32-bit EM_386 kernels with pvh-passthrough "
+            "only); the output is always ELF64. Exit 6 when the image cannot be patched as "
+            "asked (a PV boot of a PVH-only kernel, --single-entry on an image not linked "
+            "virtual == physical...), is already patched (without --force), or already "
+            "boots both ways (its own ENTRY and PHYS32_ENTRY; with --handoff auto)."
         ),
     )
     parser.add_argument("image", help="x86-64 kernel ELF (PV, PVH-only, or hvm_start_info)")
-    parser.add_argument("-o", "--output", required=True, help="where to write the result")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--output", help="where to write the result")
+    where.add_argument(
+        "--in-place",
+        action="store_true",
+        help=(
+            "patch IMAGE itself: append the shim and program headers, then switch the ELF "
+            "header in one write, so that a crash leaves the original or the patched image "
+            "(a plain ELF64 only; the same bytes as -o)"
+        ),
+    )
     parser.add_argument(
         "--handoff",
         choices=("auto", *HANDOFFS),
@@ -75,6 +85,14 @@ def register(commands: Any) -> None:
         action="store_true",
         help="re-patch an already patched image from its original bytes",
     )
+    parser.add_argument(
+        "--no-digest",
+        action="store_true",
+        help=(
+            "do not hash the input: the metadata records no sha256 (and says so), and a "
+            "re-patch rebuilds the original unchecked"
+        ),
+    )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.set_defaults(handler=run_patch)
 
@@ -84,7 +102,7 @@ def run_patch(args: argparse.Namespace) -> int:
 
     result = patch(
         args.image,
-        args.output,
+        None if args.in_place else args.output,
         handoff=args.handoff,
         entry=args.entry,
         entry64=args.entry64,
@@ -92,7 +110,10 @@ def run_patch(args: argparse.Namespace) -> int:
         force=args.force,
         dry_run=args.dry_run,
         replace_pvh_entry=args.replace_pvh_entry,
+        in_place=args.in_place,
+        digest=not args.no_digest,
     )
+    args.output = result.output or args.output
     facts = result.to_json()
     if args.json:
         print_json(facts)

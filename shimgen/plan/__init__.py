@@ -46,7 +46,13 @@ from ..shim.assemble import Shim, assemble
 from ..structs import XEN_NOTE_NAME, Payload, XenNote
 from ..structs import xen_abi as abi
 from ..structs.elf import Machine
-from ..structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
+from ..structs.shim_meta import (
+    DIGEST_OPTION,
+    NO_DIGEST,
+    SHIM_META_NOTE_TYPE,
+    SHIM_META_OWNER,
+    ShimMeta,
+)
 
 PAGE = abi.PAGE_SIZE
 IDENTITY_MAP_SIZE = 1 << 32  # every address a PVH loader can hand in ebx or a paddr field
@@ -800,6 +806,7 @@ def _options(
     single_entry: bool,
     input_forms: list[str],
     input_offset: int,
+    digest: bool = True,
 ) -> dict[str, Any]:
     """Recorded in the metadata note: enough to plan the same patch again. Keys appear
     only when they differ from the default, so a default patch stays byte-identical."""
@@ -812,6 +819,8 @@ def _options(
         options["input"] = ",".join(input_forms)
     if input_offset:
         options["input_offset"] = input_offset
+    if not digest:
+        options[DIGEST_OPTION] = NO_DIGEST
     return options
 
 
@@ -824,6 +833,7 @@ def plan_arguments(options: dict[str, Any], handoff: str = "start-info") -> dict
         "single_entry": bool(options.get("single_entry", False)),
         "gzip_input": "gzip" in str(options.get("input", "")).split(","),
         "replace_pvh_entry": bool(options.get("replace_pvh_entry", False)),
+        "digest": options.get(DIGEST_OPTION) != NO_DIGEST,
     }
 
 
@@ -930,6 +940,7 @@ def make_plan(
     gzip_input: bool = False,
     sha256: Callable[[], bytes] | None = None,
     replace_pvh_entry: bool = False,
+    digest: bool = True,
 ) -> Plan:
     """Everything the patch writes, decided from the image and the options.
 
@@ -939,9 +950,10 @@ def make_plan(
     ``image`` is already the decompressed form (re-patching). ``sha256``, when given,
     returns the sha256 of ``image.data`` instead of the planner hashing it: it is called
     once, last, so that a caller hashing a large input in the background overlaps it
-    with the planning.
+    with the planning. Without ``digest`` no sha256 is taken: the metadata records
+    zeros and says so (options "digest": "none").
     """
-    facts = original or original_facts(image, hashed=sha256 is None)
+    facts = original or original_facts(image, hashed=digest and sha256 is None)
     compressed = image.compressed or gzip_input
     converted = normalize(image)
     image = converted.image
@@ -983,7 +995,7 @@ def make_plan(
     if single_entry:
         _require_single_entry(image, draft, delta)
     forms = (["gzip"] if compressed else []) + ([converted.form] if converted.form else [])
-    options = _options(handoff, entry, entry64, single_entry, forms, converted.offset)
+    options = _options(handoff, entry, entry64, single_entry, forms, converted.offset, digest)
     if replace_pvh_entry:
         options["replace_pvh_entry"] = True
 
@@ -1026,7 +1038,7 @@ def make_plan(
         dropped_note_segments=dropped,
         kept_pvh_entry=kept_pvh,
     )
-    if sha256 is not None:
+    if sha256 is not None and digest:
         facts = facts | {"sha256": sha256()}
     meta = _meta(facts, plan, code_size)
     plan.notes = _notes(draft, dropped, delta, plan.pv_entry, plan.pvh_entry, meta)

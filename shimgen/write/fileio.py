@@ -46,13 +46,17 @@ T = TypeVar("T")
 
 class InputFile:
     """The input, open: its identity when opened and its bytes, mapped read-only so
-    that only the pages parsing touches are read (a pipe or an empty file is read)."""
+    that only the pages parsing touches are read (a pipe or an empty file is read).
+    ``writable`` opens it for writing too (patch --in-place), the mapping still
+    read-only: every write goes through write calls, in an order inplace.py chose."""
 
-    def __init__(self, source: Path) -> None:
+    def __init__(self, source: Path, writable: bool = False) -> None:
         self.source = source
         try:
-            self.fd = os.open(source, os.O_RDONLY)
+            self.fd = os.open(source, os.O_RDWR if writable else os.O_RDONLY)
         except OSError as error:
+            if writable and error.errno in (errno.EACCES, errno.EROFS, errno.ETXTBSY):
+                raise OutputError(f"{source}: cannot write: {error.strerror}") from None
             raise BadInput(f"{source}: cannot read: {error.strerror or error}") from None
         try:
             info = os.fstat(self.fd)

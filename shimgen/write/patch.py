@@ -99,7 +99,8 @@ def original_bytes(data: Buffer, meta: ShimMeta) -> bytes:
 
     An ELF32 container converted to ELF64 (container.py) sits unchanged at the
     recorded offset; any other input is the start of the output with the three
-    header fields restored. A gzip-compressed input comes back decompressed.
+    header fields restored. A gzip-compressed input comes back decompressed. A patch
+    made with --no-digest recorded no sha256: its original is rebuilt unchecked.
     """
     if "elf32" in _input_forms(meta):
         offset = int(meta.options.get("input_offset", 0))
@@ -107,7 +108,7 @@ def original_bytes(data: Buffer, meta: ShimMeta) -> bytes:
     else:
         original = bytearray(data[: meta.original_size])
         _restore_header(original, meta)
-    if hashlib.sha256(original).digest() != meta.original_sha256:
+    if meta.has_digest and hashlib.sha256(original).digest() != meta.original_sha256:
         raise _modified()
     return bytes(original)
 
@@ -263,6 +264,7 @@ def _options(
     entry64: str | None,
     single_entry: bool,
     replace_pvh_entry: bool = False,
+    digest: bool = True,
 ) -> dict[str, Any]:
     return {
         "handoff": handoff,
@@ -270,6 +272,7 @@ def _options(
         "entry64": entry64,
         "single_entry": single_entry,
         "replace_pvh_entry": replace_pvh_entry,
+        "digest": digest,
     }
 
 
@@ -305,14 +308,16 @@ def patch_bytes(
     entry64: str | None = None,
     single_entry: bool = False,
     replace_pvh_entry: bool = False,
+    digest: bool = True,
 ) -> PatchResult:
     """Patch an image held in memory; see plan.make_plan for the options."""
     image, meta = _read_image(data, name, force)
     sha256 = None  # the planner hashes the input itself
     if meta is not None:
         image = image_from_bytes(original_bytes(image.data, meta), name)
-        sha256 = _known(meta.original_sha256)  # checked by original_bytes
-    options = _options(handoff, entry, entry64, single_entry, replace_pvh_entry)
+        if meta.has_digest:
+            sha256 = _known(meta.original_sha256)  # checked by original_bytes
+    options = _options(handoff, entry, entry64, single_entry, replace_pvh_entry, digest)
     plan = _plan(image, meta, sha256, options)
     output = build_output(plan)
     return PatchResult(plan=plan, size=len(output), repatched=meta is not None, data=output)
@@ -371,8 +376,10 @@ def _original_digest(
     """The sha256 the metadata records, hashed in the background (the planner asks
     for it last). For a re-patched input it is the recorded one: bytes recovered in
     memory were checked by original_bytes; bytes recovered from the file are checked
-    by the returned callable, which raises when they do not match."""
-    if meta is not None and not original.in_file:
+    by the returned callable, which raises when they do not match. A re-patched input
+    that recorded none (--no-digest) has its recovered bytes hashed, unchecked."""
+    checkable = meta is not None and meta.has_digest
+    if checkable and not original.in_file:
         return _known(meta.original_sha256)
     if original.in_file:
         fd, size, head, source = held.fd, original.size, original.head, held.source
@@ -388,7 +395,7 @@ def _original_digest(
         data = original.image.data
         worker = Background(lambda stop: hashlib.sha256(data).digest())
     stack.callback(worker.cancel)
-    if meta is None:
+    if not checkable:
         return worker.result
     recorded = meta.original_sha256
 
@@ -452,23 +459,26 @@ def patch_file(
     entry64: str | None = None,
     single_entry: bool = False,
     replace_pvh_entry: bool = False,
+    digest: bool = True,
 ) -> PatchResult:
     """Patch the file ``source`` into ``output``: see patch_bytes and the module's
-    docstring. The output is written atomically (or not at all, with dry_run)."""
+    docstring. The output is written atomically (or not at all, with dry_run).
+    Without ``digest`` the input is not hashed (nor a re-patched one's original
+    checked against its recorded sha256)."""
     source, output = Path(source), Path(output)
-    options = _options(handoff, entry, entry64, single_entry, replace_pvh_entry)
+    options = _options(handoff, entry, entry64, single_entry, replace_pvh_entry, digest)
     with InputFile(source) as held, ExitStack() as stack:  # the stack ends first
         check_output(output, held.fingerprint)
         image, meta = _read_image(held.data, str(source), force)
         original = _original(held, image, meta)
-        sha256 = _original_digest(original, held, meta, stack)
+        sha256 = _original_digest(original, held, meta, stack) if digest else None
         temp = writeback = None
         if not dry_run:
             temp = stack.enter_context(TempFile(output))
             if original.in_file and not needs_conversion(original.image):
                 writeback = _copy_input(held, temp, original.size)
                 stack.callback(writeback.cancel)  # ends before the temp file is closed
-        if meta is not None:
+        if meta is not None and sha256 is not None:
             sha256()  # a re-patched image's original is checked before it is planned from
         plan = _plan(original.image, meta, sha256, options)
         if temp is None:
