@@ -109,6 +109,8 @@ def patch_in_place(
         _require_plain_file(held, source)
         if not dry_run:
             _lock(held.fd, source)
+            # the mapping shares the lock (it holds a duplicate of fd): unlock explicitly
+            stack.callback(fcntl.flock, held.fd, fcntl.LOCK_UN)
         image, meta = _read_image(held.data, str(source), force)
         if image.compressed or needs_conversion(image):
             form = "gzip-compressed" if image.compressed else "an ELF32 container"
