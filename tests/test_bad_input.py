@@ -95,9 +95,12 @@ def test_garbage_note_sizes_are_reported_not_crashed(tmp_path, grub64):
     assert result.returncode == ExitCode.FAILED
     assert "generic loader" in result.stdout
     assert "Traceback" not in result.stderr
-    inspected = run_cli("inspect", str(path))
-    assert inspected.returncode == ExitCode.OK
-    assert "end of the file" in inspected.stdout.replace("\n", " ") or "end of" in inspected.stdout
+    # inspect shows every finding, then exits 3 with one line, as readelf exits non-zero
+    for extra in ((), ("--json",)):
+        inspected = run_cli("inspect", *extra, str(path))
+        assert_one_line_error(inspected, ExitCode.BAD_INPUT, "malformed: ")
+        assert "end of the file" in inspected.stderr
+        assert "end of" in inspected.stdout
 
 
 def test_truncated_inside_segments_is_still_read(tmp_path, grub64):
@@ -105,8 +108,13 @@ def test_truncated_inside_segments_is_still_read(tmp_path, grub64):
     offset = _first_xen_note_offset(grub64, tmp_path)
     path = write(tmp_path, "cut", grub64[: offset + 6])
     result = run_cli("inspect", "--json", str(path))
-    assert result.returncode in (ExitCode.OK, ExitCode.BAD_INPUT)
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result, ExitCode.BAD_INPUT, "end of the file")
+    assert "cut by the end of the file" in result.stdout  # the findings, all of them
+
+
+def test_a_whole_image_inspects_with_status_0(tmp_path, grub64):
+    result = run_cli("inspect", str(write(tmp_path, "whole", grub64)))
+    assert result.returncode == ExitCode.OK and result.stderr == ""
 
 
 def test_gzip_image_reads_like_the_plain_one(tmp_path, grub64):

@@ -135,10 +135,13 @@ def test_corrupt_shim_note_still_inspects(patched: dict[str, Path], tmp_path: Pa
     data[at + 8 : at + 12] = b"\xff\xff\xff\xff"  # format field: no longer 1
     broken = tmp_path / "broken"
     broken.write_bytes(bytes(data))
-    shim = inspect_json(broken)["shim"]
-    assert "corrupt" in shim["error"]
+    # everything is shown, and the status says the image is malformed (as patch says)
+    proc = shimgen("inspect", "--json", str(broken))
+    assert proc.returncode == 3, proc.stderr
+    assert "corrupt" in json.loads(proc.stdout)["shim"]["error"]
     proc = shimgen("inspect", str(broken))
-    assert proc.returncode == 0 and "shim metadata unreadable" in proc.stdout
+    assert proc.returncode == 3 and "shim metadata unreadable" in proc.stdout
+    assert proc.stderr.startswith("shimgen: error: ") and "corrupt" in proc.stderr
 
 
 def test_hostile_code_regions_are_ignored(patched: dict[str, Path], tmp_path: Path) -> None:

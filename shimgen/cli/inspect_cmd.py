@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..errors import ExitCode, UsageError
@@ -18,7 +19,9 @@ def register(commands: Any) -> None:
             "Show an image's segments, every Xen note with where it came from, and "
             "whether Xen (and QEMU, Firecracker, Cloud Hypervisor) would boot it as "
             "PV and as PVH, with the reasons. gzip-compressed images are read too. "
-            "Exit 0 whenever the image could be read."
+            "Exit 0 when the image could be read whole; 3 when it is not an image, or is "
+            "truncated or malformed (every finding is still shown, and one line on stderr "
+            "says how many errors there were)."
         ),
     )
     inspect.add_argument("image", help="ELF image (optionally gzip-compressed)")
@@ -144,13 +147,25 @@ def run_inspect(args: argparse.Namespace) -> int:
     report = inspect(args.image, disassemble=not args.no_disasm)
     if args.json:
         print_json(report.to_json())
+    else:
+        _show(report.image, report.verdicts, report.shim, report.shim_error)
+    return _malformed_status(args.image, report.image, report.shim_error)
+
+
+def _malformed_status(path: str, image: Any, shim_error: str | None) -> int:
+    """Like readelf, exit non-zero when the image is malformed (after all of it was
+    shown): error findings, tables cut by the end of the file, a corrupt shimgen note."""
+    errors = [f"{f.where}: {f.message}" for f in image.findings if f.severity == "error"]
+    errors += image.header_overflow + ([shim_error] if shim_error else [])
+    if not errors:
         return int(ExitCode.OK)
-    image, verdicts, shim, shim_error = (
-        report.image,
-        report.verdicts,
-        report.shim,
-        report.shim_error,
-    )
+    first = errors[0].removeprefix(f"{path}: ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    print(f"shimgen: error: {path}: malformed: {first}{more}", file=sys.stderr)
+    return int(ExitCode.BAD_INPUT)
+
+
+def _show(image: Any, verdicts: Any, shim: Any, shim_error: str | None) -> None:
     out = console()
     out.print(_summary(image))
     out.print(_segments_table(image))
@@ -174,7 +189,6 @@ def run_inspect(args: argparse.Namespace) -> int:
             out.print(_disasm_table(shim))
         elif shim.disasm_error:
             out.print(f"[yellow]shim disassembly unavailable[/]: {shim.disasm_error}")
-    return int(ExitCode.OK)
 
 
 MAX_ROWS = 200  # per table: a hostile image can hold 65536 notes; --json lists them all
