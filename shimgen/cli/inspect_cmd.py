@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import ExitCode, UsageError
 from ..structs.xen_abi import DEBIAN_XEN_CAPS
-from .render import console, hex_or_none, print_json
+from .render import console, digest_text, hex_or_none, print_json
 
 
 def register(commands: Any) -> None:
@@ -167,7 +167,7 @@ def _malformed_status(path: str, image: Any, shim_error: str | None) -> int:
 
 def _show(image: Any, verdicts: Any, shim: Any, shim_error: str | None) -> None:
     out = console()
-    out.print(_summary(image))
+    out.print(_summary(image, out))
     out.print(_segments_table(image))
     out.print(_xen_notes_table(image))
     other = [note for note in image.notes if not note.is_xen]
@@ -184,7 +184,7 @@ def _show(image: Any, verdicts: Any, shim: Any, shim_error: str | None) -> None:
     if shim_error:
         out.print(f"[red]shim metadata unreadable[/]: {_esc(shim_error)}")
     if shim is not None:
-        out.print(_shim_panel(shim))
+        out.print(_shim_panel(shim, out))
         if shim.disassembly is not None:
             out.print(_disasm_table(shim))
         elif shim.disasm_error:
@@ -210,11 +210,11 @@ def _note_more(table: Any, left_out: int) -> None:
         table.add_row("…", f"[dim]{left_out} more rows: see --json[/]")
 
 
-def _summary(image: Any) -> str:
+def _summary(image: Any, out: Any) -> str:
     compressed = " (gzip-compressed)" if image.compressed else ""
     return (
         f"[bold]{_esc(image.path)}[/]{compressed}: ELF{image.elf_class} {image.machine_name}, "
-        f"e_entry {image.entry:#x}, {image.size} bytes, sha256 {image.sha256[:16]}…"
+        f"e_entry {image.entry:#x}, {image.size} bytes, sha256 {digest_text(image.sha256, out)}"
     )
 
 
@@ -330,7 +330,7 @@ def _verdict_panel(verdict: Any) -> Any:
 # --- shim (patched images) ------------------------------------------------------------
 
 
-def _shim_panel(shim: Any) -> Any:
+def _shim_panel(shim: Any, out: Any) -> Any:
     from rich.panel import Panel
 
     meta = shim.meta
@@ -343,7 +343,8 @@ def _shim_panel(shim: Any) -> Any:
         f"entries     PV {meta.pv_entry:#x} (virtual)  PVH {meta.pvh_entry:#x} (physical)",
         f"original    PV entry {meta.original_pv_entry:#x}  PHYS32_ENTRY {phys32}  "
         f"e_entry {meta.original_e_entry:#x}",
-        f"            {meta.original_size} bytes, sha256 {meta.original_sha256.hex()[:16]}…, "
+        f"            {meta.original_size} bytes, "
+        f"sha256 {digest_text(meta.original_sha256.hex(), out)}, "
         f"e_phoff {meta.original_e_phoff:#x}, e_phnum {meta.original_e_phnum}",
         f"labels from {shim.labels_source}",
     ]

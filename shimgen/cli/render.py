@@ -6,11 +6,24 @@ import json
 import sys
 from typing import Any
 
+# Output to a file, a pipe or a CI log has no width to fit: rich would take 80
+# columns and cut what does not fit ("0x4dd…"). Lines that wide are never reached.
+UNBOUNDED_WIDTH = 1 << 16
+
 
 def console():  # -> rich.console.Console, imported lazily to keep start-up fast
+    """rich's console for stdout: fitted to a terminal; at full width to anything else,
+    so that no number or digest is cut or folded."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    if sys.stdout.isatty():
+        return Console(highlight=False, soft_wrap=False)
+    return Console(highlight=False, soft_wrap=False, width=UNBOUNDED_WIDTH)
+
+
+def digest_text(hexdigest: str, out: Any) -> str:
+    """A digest for a human: its first 16 digits in a terminal, whole anywhere else."""
+    return f"{hexdigest[:16]}…" if out.is_terminal else hexdigest
 
 
 def print_json(data: Any) -> None:
