@@ -264,7 +264,9 @@ def _require_x86_64(image: Image, handoff: str) -> None:
         raise Refused(
             f"{image.path}: a 32-bit x86 kernel (e_machine EM_386) has no 64-bit entry for "
             f"the {handoff} handoff; a PVH kernel keeps its own 32-bit entry with "
-            "--handoff pvh-passthrough (PVH only)"
+            "--handoff pvh-passthrough (PVH only). If it holds 64-bit code (as Mini-OS's "
+            "PVH build does), convert it first: objcopy -I elf32-i386 -O elf64-x86-64 "
+            f"{image.path} {image.path}.elf64"
         )
     raise Refused(
         f"{image.path}: shimgen patches x86 kernels (EM_X86_64, or EM_386 with "

@@ -215,10 +215,23 @@ def _libelf_verdict(image: Image, hvm: bool, xen_caps: tuple[str, ...]) -> Verdi
     if problem is None:
         problem = _compat_check(verdict.details, xen_caps)
     if problem is not None:
-        verdict.reasons.append(problem)
+        verdict.reasons += [*_in_plain_words(problem, parms), problem]
         return verdict
     verdict.ok = True
     return verdict
+
+
+# libelf's words when neither LOADER nor GUEST_OS allows a PV boot, and the plain
+# line shown before them when the image names no loader at all.
+NOT_GENERIC = "Will only load images built for the generic loader or Linux images"
+NOT_A_PV_KERNEL = "not a PV kernel: no Xen notes saying it runs as PV"
+
+
+def _in_plain_words(problem: str, parms: _Parms) -> list[str]:
+    """A line saying what Xen's message means, for a message that does not say it."""
+    if problem.startswith(NOT_GENERIC) and not parms.loader and not parms.guest_os:
+        return [NOT_A_PV_KERNEL + ("; PVH only" if parms.phys_entry is not None else "")]
+    return []
 
 
 def _note_check(image: Image, parms: _Parms, hvm: bool) -> str | None:
@@ -227,10 +240,7 @@ def _note_check(image: Image, parms: _Parms, hvm: bool) -> str | None:
     if hvm and parms.phys_entry is not None:
         return None
     if not parms.loader.startswith("generic") and not parms.guest_os.startswith("linux"):
-        return (
-            "Will only load images built for the generic loader or Linux images "
-            f"(Not '{parms.loader}' and '{parms.guest_os}')"
-        )
+        return f"{NOT_GENERIC} (Not '{parms.loader}' and '{parms.guest_os}')"
     if not parms.xen_ver.startswith("xen-3.0"):
         return f"Xen will only load images built for Xen v3.0 (Not '{parms.xen_ver}')"
     return None

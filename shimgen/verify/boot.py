@@ -393,6 +393,13 @@ _XEN_END = (
 _XEN_FINAL = re.compile(r"Manual reset required|'noreboot' set|halting machine")
 
 
+STAGE_STARTING = "starting QEMU"
+STAGE_STARTED = {  # QEMU runs, and nothing has come out of its console yet
+    False: "QEMU started, no output from the guest yet",
+    True: "QEMU started, no output from Xen yet",
+}
+
+
 class ConsoleParser:
     """Sorts console lines into guest output and Xen messages; spots the end of a run."""
 
@@ -400,7 +407,7 @@ class ConsoleParser:
         self.xen = xen
         self.guest_lines: list[str] = []
         self.xen_lines: list[str] = []
-        self.stage = "starting QEMU"
+        self.stage = STAGE_STARTING
         self.end: End | None = None
         self.final = False  # nothing more will come: stop waiting
         self._in_panic = False
@@ -421,6 +428,11 @@ class ConsoleParser:
         elif line.strip():
             self._guest(line)
 
+    def qemu_started(self) -> None:
+        """QEMU's process is running: a run that ends now did not end starting it."""
+        if self.stage == STAGE_STARTING:
+            self.stage = STAGE_STARTED[self.xen]
+
     def peek(self, partial: str) -> None:
         """Look at a line still being written: Xen's last words often lack a newline."""
         if self.xen and _XEN_FINAL.search(partial):
@@ -432,7 +444,7 @@ class ConsoleParser:
 
     def _xen(self, line: str) -> None:
         self.xen_lines.append(line)
-        if self.stage == "starting QEMU":
+        if self.stage in (STAGE_STARTING, STAGE_STARTED[True]):
             self.stage = "Xen booting"
         if "*** Building a" in line:
             self.stage = "Xen building dom0"
@@ -580,6 +592,7 @@ def _run_qemu(
     tail = LogTail(log)
     start = time.monotonic()
     with _qemu_process(argv, stderr_path) as proc:
+        parser.qemu_started()
         timed_out = _watch(proc, tail, parser, timeout, on_progress)
         status = proc.poll()
     wall_time = time.monotonic() - start
@@ -660,7 +673,16 @@ def _judge_panic(parser: ConsoleParser) -> tuple[Verdict, str]:
     # The first libelf/builder message says why far better than the panic line.
     specific = [line for line in parser.xen_errors() if "Panic on CPU" not in line]
     detail = specific[0] if specific else "no message"
-    return Verdict.XEN_ERROR, f"Xen panic: {detail}"
+    return Verdict.XEN_ERROR, _plain_lead(detail) + f"Xen panic: {detail}"
+
+
+def _plain_lead(message: str) -> str:
+    """What Xen's message means, before it, when its own words do not say it."""
+    from ..read.check import NOT_A_PV_KERNEL, NOT_GENERIC
+
+    if f"{NOT_GENERIC} (Not '' and '')" in message:
+        return f"{NOT_A_PV_KERNEL}. "
+    return ""
 
 
 _XEN_ENDS: dict[End, Callable[[ConsoleParser], tuple[Verdict, str]]] = {
