@@ -17,6 +17,7 @@ every run as PYTHONDONTWRITEBYTECODE would have it.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import platform
@@ -31,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "build"
+# What the bench imports itself; the commands it times need the same.
+NEEDED_MODULES = ("shimgen.write.patch", "shimgen.verify.emulate", "rich")
 RUNS = 5
 LARGE_IMAGE_BYTES = 100 << 20
 GNU_TIME = "/usr/bin/time"  # Debian package time
@@ -52,10 +55,30 @@ def run(*argv: str | Path) -> None:
 def _installed_env(pycache: Path) -> dict[str, str]:
     """The environment of a shimgen run as installed: bytecode compiled once, here into
     a cache of the bench's own (pip compiles it at install time; a tree run with
-    PYTHONDONTWRITEBYTECODE recompiles every module on every start, ~30 ms)."""
-    env = dict(os.environ, PYTHONPYCACHEPREFIX=str(pycache))
+    PYTHONDONTWRITEBYTECODE recompiles every module on every start, ~30 ms). The
+    shimgen measured is this checkout's, installed or not."""
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+    env = dict(os.environ, PYTHONPYCACHEPREFIX=str(pycache), PYTHONPATH=path)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
+
+
+def require_shimgen() -> None:
+    """Import this checkout's shimgen (with or without an install), or say what to run
+    when this Python lacks its dependencies."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        for name in NEEDED_MODULES:
+            importlib.import_module(name)
+    except ImportError as error:
+        venv = ROOT / ".venv" / "bin" / "python"
+        run = f"{venv} {Path(__file__).resolve()}" if venv.exists() else "make bench"
+        print(
+            f"bench/bench.py: {sys.executable} cannot import what shimgen needs ({error}): "
+            f"run {run}, or pip install -e . into this Python",
+            file=sys.stderr,
+        )
+        raise SystemExit(4) from None
 
 
 CHILD_ENV = _installed_env(ROOT / ".cache" / "bench-pycache")
@@ -264,6 +287,7 @@ def boot_times(workdir: Path) -> list[tuple[str, str]]:
 
 
 def main() -> int:
+    require_shimgen()
     from rich.console import Console
     from rich.table import Table
 

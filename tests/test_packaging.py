@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -51,3 +52,59 @@ def test_wheel_registers_the_pytest_plugin(wheel: zipfile.ZipFile) -> None:
     parser.read_string(wheel.read(entry_points).decode())
     assert dict(parser["pytest11"]) == {"shimgen": "shimgen.pytest_plugin"}
     assert "shimgen/pytest_plugin.py" in wheel.namelist()
+
+
+def _site_packages() -> str:
+    import sysconfig
+
+    return sysconfig.get_paths()["purelib"]
+
+
+def test_python_m_shimgen_from_the_checkout_with_a_plain_install(
+    wheel: zipfile.ZipFile, tmp_path: Path
+) -> None:
+    """A non-editable install, and `python -m shimgen` run in the repository's root:
+    the checkout's shimgen/ comes first on sys.path and has no structs/ inside. It
+    must still run (from the checkout), and the install must run from elsewhere.
+    -S keeps this venv's editable-install hook out; its packages come by PYTHONPATH."""
+    target = tmp_path / "installed"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            wheel.filename,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(target), _site_packages()))}
+    for where in (ROOT, tmp_path):
+        done = subprocess.run(
+            [sys.executable, "-S", "-m", "shimgen", "layout", "hvm_start_info", "--format", "c"],
+            cwd=where,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, (where, done.stderr)
+        assert "hvm_start_info.reserved" in done.stdout
+
+
+def test_bench_without_shimgen_says_what_to_run() -> None:
+    done = subprocess.run(
+        [sys.executable, "-S", str(ROOT / "bench" / "bench.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 4
+    assert "Traceback" not in done.stderr
+    assert "run " in done.stderr and "bench.py" in done.stderr
