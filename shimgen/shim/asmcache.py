@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
@@ -85,6 +84,8 @@ def _read_entry(path: Path) -> bytes | None:
 
 def _write_entry(path: Path, code: bytes) -> None:
     entry = ENTRY_MAGIC + hashlib.sha256(code).digest() + code
+    import tempfile  # only on a miss: a hit costs no import beyond hashlib
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", dir=path.parent)
