@@ -149,36 +149,59 @@ def patch(
     sha256 of the input (the metadata says so).
     Raises BadInput, Refused (exit 6: cannot be patched as asked), OutputError.
     """
-    from .plan import HANDOFFS
-
-    if handoff != "auto" and handoff not in HANDOFFS:
-        raise UsageError(f"handoff must be 'auto' or one of {', '.join(HANDOFFS)}")
     if (out is None) != in_place:
         raise UsageError("give either out or in_place=True")
-    options: dict[str, Any] = {
-        "handoff": handoff,
-        "entry": entry,
-        "force": force,
-        "dry_run": dry_run,
-        "entry64": entry64,
-        "single_entry": single_entry,
-        "digest": digest,
-        "replace_pvh_entry": replace_pvh_entry,
-    }
-    if in_place:
-        from .write.inplace import patch_in_place
+    from .write.fileio import EarlyDigest  # light: the planner is imported below
 
-        done = patch_in_place(path, **options)
-    else:
-        from .write.patch import patch_file
-
-        done = patch_file(path, out, **options)
+    # Hash the input on another core while the planner is imported (~50 ms).
+    early = EarlyDigest.start(path) if digest and not dry_run else None
+    try:
+        done = _patch(
+            path,
+            out,
+            in_place,
+            handoff,
+            early,
+            {
+                "entry": entry,
+                "force": force,
+                "dry_run": dry_run,
+                "entry64": entry64,
+                "single_entry": single_entry,
+                "replace_pvh_entry": replace_pvh_entry,
+                "digest": digest,
+            },
+        )
+    finally:
+        if early is not None:
+            early.close()
     return PatchResult(
         output=None if dry_run else str(path if in_place else out),
         size=done.size,
         repatched=done.repatched,
         plan=done.plan,
     )
+
+
+def _patch(
+    path: PathLike,
+    out: PathLike | None,
+    in_place: bool,
+    handoff: str,
+    early: Any,
+    options: dict[str, Any],
+) -> Any:
+    from .plan import HANDOFFS
+
+    if handoff != "auto" and handoff not in HANDOFFS:
+        raise UsageError(f"handoff must be 'auto' or one of {', '.join(HANDOFFS)}")
+    if in_place:
+        from .write.inplace import patch_in_place
+
+        return patch_in_place(path, handoff=handoff, early=early, **options)
+    from .write.patch import patch_file
+
+    return patch_file(path, out, handoff=handoff, early=early, **options)
 
 
 # --- inspect -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import pytest
 from shimgen.errors import ExitCode, OutputError
 from shimgen.read.image import read_image
 from shimgen.read.shim_view import shim_meta
+from shimgen.write import fileio
 from shimgen.write import patch as patch_module
 from shimgen.write.patch import patch_file
 
@@ -384,7 +385,14 @@ def _interrupt(*args, **kwargs):
 
 @pytest.mark.parametrize(
     "where",
-    ["copy_prefix", "os.fdatasync", "sha256_of_file", "make_plan", "layout_output", "os.replace"],
+    [
+        "copy_prefix",
+        "os.fdatasync",
+        "fileio.sha256_of_file",
+        "make_plan",
+        "layout_output",
+        "os.replace",
+    ],
 )
 def test_interrupt_anywhere_leaves_nothing(work: Path, monkeypatch, where: str) -> None:
     """^C in the copy, in a background thread (writeback, hash), while planning or
@@ -392,7 +400,8 @@ def test_interrupt_anywhere_leaves_nothing(work: Path, monkeypatch, where: str) 
     out = work / "out"
     out.write_bytes(b"old output")
     module, _, name = where.rpartition(".")
-    monkeypatch.setattr(patch_module.os if module else patch_module, name, _interrupt)
+    owner = {"os": patch_module.os, "fileio": fileio, "": patch_module}[module]
+    monkeypatch.setattr(owner, name, _interrupt)
     threads = threading.active_count()
     with pytest.raises(KeyboardInterrupt):
         patch_file(work / "kernel", out)

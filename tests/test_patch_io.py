@@ -306,3 +306,38 @@ def test_the_input_is_never_held_in_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert peak < source.stat().st_size // 8, peak
     assert result.plan.image.data[:4] == b"\x7fELF"  # the mapping outlives patch_file
+
+
+def test_early_digest_is_taken_only_when_it_is_the_one_needed(samples_build, tmp_path, monkeypatch):
+    """The CLI starts hashing the input before the planner is imported; patch_file
+    takes that hash for a first patch and hashes itself for a re-patch (the original
+    is a prefix with another header there)."""
+    started: list[int] = []
+    real = fileio.file_digest
+
+    def counted(fd, size, head, source):
+        started.append(size)
+        return real(fd, size, head, source)
+
+    monkeypatch.setattr(fileio, "file_digest", counted)
+    monkeypatch.setattr(patch_module, "file_digest", counted)
+    source = samples_build / "pv-hello"
+    reference = patch_bytes(source.read_bytes(), "pv-hello").data
+    out = tmp_path / "out"
+    early = fileio.EarlyDigest.start(source)
+    try:
+        patch_file(source, out, early=early)
+    finally:
+        early.close()
+    assert started == [len(source.read_bytes())]  # the early one only
+    assert out.read_bytes() == reference
+    started.clear()
+    early = fileio.EarlyDigest.start(out)
+    try:
+        patch_file(out, tmp_path / "again", force=True, early=early)
+    finally:
+        early.close()
+    assert len(started) == 2 and started[1] == len(source.read_bytes())
+    assert (tmp_path / "again").read_bytes() == reference
+    assert fileio.EarlyDigest.start(tmp_path / "missing") is None
+    assert fileio.EarlyDigest.start(tmp_path) is None  # a folder: not hashed

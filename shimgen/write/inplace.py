@@ -33,7 +33,7 @@ from pathlib import Path
 from ..errors import OutputError, Refused
 from ..read.container import needs_conversion
 from ..structs.shim_meta import ShimMeta
-from .fileio import InputFile, writing
+from .fileio import EarlyDigest, InputFile, writing
 from .patch import (
     ELF64_EHDR,
     OutputParts,
@@ -101,6 +101,7 @@ def patch_in_place(
     single_entry: bool = False,
     replace_pvh_entry: bool = False,
     digest: bool = True,
+    early: EarlyDigest | None = None,
 ) -> PatchResult:
     """Patch the file ``source`` itself: see the module's docstring and patch_file."""
     source = Path(source)
@@ -124,7 +125,7 @@ def patch_in_place(
                 f"{source}: its original bytes are not the start of the file (it was patched "
                 "from a gzip or ELF32 input): re-patch it with -o OUTPUT"
             )
-        sha256 = _original_digest(original, held, meta, stack) if digest else None
+        sha256 = _original_digest(original, held, meta, stack, early) if digest else None
         if meta is not None and sha256 is not None:
             sha256()  # the original is checked before it is planned from, and changed
         plan = _plan(original.image, meta, sha256, options)

@@ -53,13 +53,14 @@ from ..structs.elf import PN_XNUM, SHT_NOTE, SegmentFlags, SegmentType, elf_head
 from ..structs.shim_meta import ShimMeta
 from .fileio import (
     Background,
+    EarlyDigest,
     InputFile,
     TempFile,
     check_output,
     copy_prefix,
+    file_digest,
     input_changed,
     input_unchanged,
-    sha256_of_file,
     writing,
 )
 
@@ -371,7 +372,11 @@ def _recovered_view(held: InputFile, meta: ShimMeta) -> mmap.mmap | None:
 
 
 def _original_digest(
-    original: _Original, held: InputFile, meta: ShimMeta | None, stack: ExitStack
+    original: _Original,
+    held: InputFile,
+    meta: ShimMeta | None,
+    stack: ExitStack,
+    early: EarlyDigest | None = None,
 ) -> Callable[[], bytes]:
     """The sha256 the metadata records, hashed in the background (the planner asks
     for it last). For a re-patched input it is the recorded one: bytes recovered in
@@ -381,16 +386,11 @@ def _original_digest(
     checkable = meta is not None and meta.has_digest
     if checkable and not original.in_file:
         return _known(meta.original_sha256)
-    if original.in_file:
-        fd, size, head, source = held.fd, original.size, original.head, held.source
-
-        def hash_file(stop: threading.Event) -> bytes:
-            try:
-                return sha256_of_file(fd, size, head, stop)
-            except EOFError:  # shorter than it was when opened
-                raise input_changed(source) from None
-
-        worker = Background(hash_file)
+    early_fits = early is not None and not original.head
+    if original.in_file and early_fits and early.covers(held.fingerprint, original.size):
+        worker = early.worker  # started before the imports (fileio.EarlyDigest)
+    elif original.in_file:
+        worker = file_digest(held.fd, original.size, original.head, held.source)
     else:  # gzip: the decompressed bytes, or a pipe's, in memory
         data = original.image.data
         worker = Background(lambda stop: hashlib.sha256(data).digest())
@@ -460,18 +460,20 @@ def patch_file(
     single_entry: bool = False,
     replace_pvh_entry: bool = False,
     digest: bool = True,
+    early: EarlyDigest | None = None,
 ) -> PatchResult:
     """Patch the file ``source`` into ``output``: see patch_bytes and the module's
     docstring. The output is written atomically (or not at all, with dry_run).
     Without ``digest`` the input is not hashed (nor a re-patched one's original
-    checked against its recorded sha256)."""
+    checked against its recorded sha256). ``early``: the input's digest, already
+    under way (used when it is the one needed; its owner closes it)."""
     source, output = Path(source), Path(output)
     options = _options(handoff, entry, entry64, single_entry, replace_pvh_entry, digest)
     with InputFile(source) as held, ExitStack() as stack:  # the stack ends first
         check_output(output, held.fingerprint)
         image, meta = _read_image(held.data, str(source), force)
         original = _original(held, image, meta)
-        sha256 = _original_digest(original, held, meta, stack) if digest else None
+        sha256 = _original_digest(original, held, meta, stack, early) if digest else None
         temp = writeback = None
         if not dry_run:
             temp = stack.enter_context(TempFile(output))
