@@ -33,7 +33,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         prog="shimgen",
         description=(
             "Turn an x86-64 unikernel ELF into one image that boots under Xen as PV "
-            "and as PVH (and through PVH under QEMU, Firecracker, Cloud Hypervisor)."
+            "and as PVH (and through PVH under QEMU; for Firecracker and Cloud "
+            "Hypervisor, their loader's rules are checked)."
         ),
         epilog=exit_status_help(),
     )
