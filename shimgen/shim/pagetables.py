@@ -73,6 +73,13 @@ def _chunks(regions: list[Region]) -> dict[int, list[tuple[int, int, int]]]:
             raise ValueError(f"region {where} is not page aligned")
         delta = region.vaddr - region.paddr
         start, end = region.vaddr, region.vaddr + _page_round_up(region.size)
+        if not pieces and not (start | end) % LARGE_PAGE_SIZE:
+            # the first region in whole chunks (the identity map): one piece each
+            pieces = {
+                chunk & _MASK64: [(chunk, chunk + LARGE_PAGE_SIZE, delta)]
+                for chunk in range(start, end, LARGE_PAGE_SIZE)
+            }
+            continue
         for chunk in range(start - start % LARGE_PAGE_SIZE, end, LARGE_PAGE_SIZE):
             chunk_end = chunk + LARGE_PAGE_SIZE
             piece = (
@@ -93,9 +100,15 @@ def _page_round_up(value: int) -> int:
     return (value + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE
 
 
-def _uses_large_page(pieces: list[tuple[int, int, int]]) -> bool:
+def _large_page_delta(pieces: list[tuple[int, int, int]]) -> int | None:
+    """The one translation of a chunk that a large page can map, else None."""
     delta = pieces[0][2]
-    return delta % LARGE_PAGE_SIZE == 0 and all(piece[2] == delta for piece in pieces)
+    if delta % LARGE_PAGE_SIZE:
+        return None
+    for piece in pieces:
+        if piece[2] != delta:
+            return None
+    return delta
 
 
 def _index(vaddr: int, level: int) -> int:
@@ -106,24 +119,17 @@ def _index(vaddr: int, level: int) -> int:
 # The tables a 2 MiB chunk goes through, as keys: its PDPT (one per PML4 entry), its
 # page directory (one per PDPT entry) and its page table (one per page-directory
 # entry): the address shifted down to the index, masked to the indexes above it.
-def _pdpt_key(chunk: int) -> int:
-    return (chunk >> _PML4_SHIFT) & _INDEX_MASK
-
-
-def _pd_key(chunk: int) -> int:
-    return (chunk >> _PDPT_SHIFT) & ((1 << 2 * _INDEX_BITS) - 1)
-
-
-def _pt_key(chunk: int) -> int:
-    return (chunk >> _PD_SHIFT) & ((1 << 3 * _INDEX_BITS) - 1)
+_PDPT_KEY_MASK = _INDEX_MASK
+_PD_KEY_MASK = (1 << 2 * _INDEX_BITS) - 1
+_PT_KEY_MASK = (1 << 3 * _INDEX_BITS) - 1
 
 
 def count_frames(regions: list[Region]) -> int:
     """How many 4 KiB frames build() will need, without placing them."""
     chunks = _chunks(regions)
-    pml4 = {_pdpt_key(c) for c in chunks}
-    pdpt = {_pd_key(c) for c in chunks}
-    pts = sum(1 for pieces in chunks.values() if not _uses_large_page(pieces))
+    pml4 = {c >> _PML4_SHIFT & _PDPT_KEY_MASK for c in chunks}
+    pdpt = {c >> _PDPT_SHIFT & _PD_KEY_MASK for c in chunks}
+    pts = sum(1 for pieces in chunks.values() if _large_page_delta(pieces) is None)
     return 1 + len(pml4) + len(pdpt) + pts
 
 
@@ -133,35 +139,38 @@ def build(regions: list[Region], base: int) -> PageTables:
     Tables are allocated in virtual-address order (PML4, then each PDPT and page
     directory, then the page tables), so the layout is deterministic. Entries are
     collected as integers and packed once at the end: the identity map alone is
-    2048 chunks."""
+    2048 chunks, so the loop over chunks is kept lean."""
     if base % PAGE_SIZE:
         raise ValueError("page tables must start on a page boundary")
     chunks = _chunks(regions)
     ordered = sorted(chunks, key=lambda c: c & _CANONICAL_MASK)
-    large = {chunk: _uses_large_page(chunks[chunk]) for chunk in ordered}
-    keys: dict[tuple[str, int] | None, None] = {None: None}  # the PML4 is key None
+    large = {chunk: _large_page_delta(chunks[chunk]) for chunk in ordered}
+    keys: dict[tuple[int, int], None] = {(0, 0): None}  # (level, key); the PML4 is (0, 0)
     for chunk in ordered:
-        keys[("pdpt", _pdpt_key(chunk))] = keys[("pd", _pd_key(chunk))] = None
+        keys[(3, chunk >> _PML4_SHIFT & _PDPT_KEY_MASK)] = None
+        keys[(2, chunk >> _PDPT_SHIFT & _PD_KEY_MASK)] = None
     for chunk in ordered:
-        if not large[chunk]:
-            keys[("pt", _pt_key(chunk))] = None
+        if large[chunk] is None:
+            keys[(1, chunk >> _PD_SHIFT & _PT_KEY_MASK)] = None
     tables = {key: [0] * ENTRIES_PER_TABLE for key in keys}
     address = {key: base + n * PAGE_SIZE for n, key in enumerate(tables)}
-    pml4 = tables[None]
+    pml4 = tables[(0, 0)]
     large_pages = small_pages = 0
     for chunk, pieces in chunks.items():
-        pdpt_key, pd_key = ("pdpt", _pdpt_key(chunk)), ("pd", _pd_key(chunk))
-        pml4[_index(chunk, 4)] = address[pdpt_key] | _TABLE_FLAGS
-        tables[pdpt_key][_index(chunk, 3)] = address[pd_key] | _TABLE_FLAGS
+        pdpt_key = (3, chunk >> _PML4_SHIFT & _PDPT_KEY_MASK)
+        pd_key = (2, chunk >> _PDPT_SHIFT & _PD_KEY_MASK)
+        pml4[chunk >> _PML4_SHIFT & _INDEX_MASK] = address[pdpt_key] | _TABLE_FLAGS
+        tables[pdpt_key][chunk >> _PDPT_SHIFT & _INDEX_MASK] = address[pd_key] | _TABLE_FLAGS
         pd = tables[pd_key]
-        if large[chunk]:
-            delta = pieces[0][2]
-            pd[_index(chunk, 2)] = ((chunk - delta) & PTE_ADDR_MASK) | _TABLE_FLAGS | PTE_LARGE
+        delta = large[chunk]
+        if delta is not None:
+            entry = ((chunk - delta) & PTE_ADDR_MASK) | _TABLE_FLAGS | PTE_LARGE
+            pd[chunk >> _PD_SHIFT & _INDEX_MASK] = entry
             large_pages += 1
             continue
-        pt_key = ("pt", _pt_key(chunk))
+        pt_key = (1, chunk >> _PD_SHIFT & _PT_KEY_MASK)
         pt = tables[pt_key]
-        pd[_index(chunk, 2)] = address[pt_key] | _TABLE_FLAGS
+        pd[chunk >> _PD_SHIFT & _INDEX_MASK] = address[pt_key] | _TABLE_FLAGS
         for start, end, delta in pieces:  # later pieces override earlier ones
             for page in range(start, end, PAGE_SIZE):
                 pt[_index(page, 1)] = ((page - delta) & PTE_ADDR_MASK) | _TABLE_FLAGS
