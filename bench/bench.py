@@ -100,8 +100,18 @@ def _child_run(argv: list[str | Path], env: dict[str, str] | None = None) -> tup
     return elapsed, int(done.stderr.strip().splitlines()[-1])
 
 
+def _settled() -> None:
+    """Write back every dirty page before a timed run: on ext4 an fsync commits the
+    journal and waits for other files' dirty data (a 100 MB output of the run
+    before), a wait that belongs to no run."""
+    os.sync()
+
+
 def _median_child_env(argv: list[str | Path], env: dict[str, str]) -> tuple[float, int]:
-    runs = [_child_run(argv, env) for _ in range(RUNS)]
+    runs = []
+    for _ in range(RUNS):
+        _settled()
+        runs.append(_child_run(argv, env))
     return statistics.median(t for t, _ in runs), max(rss for _, rss in runs)
 
 
@@ -110,6 +120,7 @@ def _median_child(*commands: list[str | Path]) -> tuple[float, int]:
     and the largest peak RSS any of them reached."""
     runs = []
     for _ in range(RUNS):
+        _settled()
         each = [_child_run(argv) for argv in commands]
         runs.append((sum(t for t, _ in each), max(rss for _, rss in each)))
     return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
@@ -192,7 +203,9 @@ def patch_large(workdir: Path) -> list[tuple[str, str]]:
     _child_run(floor_argv)
     ours_runs, floor_runs, peak = [], [], 0
     for _ in range(RUNS):
+        _settled()
         ours_one, rss = _child_run(shimgen)
+        _settled()
         floor_runs.append(_child_run(floor_argv)[0])
         ours_runs.append(ours_one)
         peak = max(peak, rss)
@@ -210,12 +223,12 @@ def patch_large(workdir: Path) -> list[tuple[str, str]]:
 
 def _restore(path: Path, header: bytes, size: int) -> None:
     """Undo an in-place patch outside the timing: the original header, the original
-    size, on the disk (a pending truncation would be the next run's to flush)."""
+    size, on the disk (with everything else: _settled)."""
     with path.open("r+b") as stream:
         stream.truncate(size)
         stream.write(header)
         stream.flush()
-        os.fsync(stream.fileno())
+    _settled()
 
 
 def _median_in_place(path: Path, *options: str) -> float:
@@ -265,6 +278,7 @@ def patch_small(workdir: Path) -> list[tuple[str, str]]:
     cold_times = []
     for _ in range(RUNS):
         shutil.rmtree(cache / "asm", ignore_errors=True)
+        _settled()
         cold_times.append(_child_run(argv, env)[0])
     cold = statistics.median(cold_times)
     return [
