@@ -14,7 +14,19 @@ import pytest
 from shimgen.errors import ExitCode
 from shimgen.read.check import NOT_A_PV_KERNEL, NOT_GENERIC, evaluate
 from shimgen.read.image import image_from_bytes, read_image
-from shimgen.verify.boot import BootOptions, Verdict, _plain_lead, boot
+from shimgen.verify.boot import (
+    BootOptions,
+    ConsoleParser,
+    End,
+    LogTail,
+    Verdict,
+    _plain_lead,
+    _Run,
+    boot,
+    judge,
+)
+
+LOGS = Path(__file__).parent / "data" / "logs"
 
 
 def shimgen(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,3 +82,24 @@ def test_silent_guest_timeout_does_not_blame_qemus_start(tmp_path: Path) -> None
     assert result.verdict is Verdict.TIMEOUT
     assert "starting QEMU" not in result.reason
     assert "QEMU started, no output from the guest yet" in result.reason
+
+
+def test_a_timeout_after_qemu_started_names_that_stage() -> None:
+    for xen, stage in ((False, "no output from the guest yet"), (True, "no output from Xen yet")):
+        parser = ConsoleParser(xen=xen)
+        parser.qemu_started()
+        run = _Run(status=None, timed_out=True, wall_time=5.0, pid=1, stderr=[], timeout=5)
+        verdict, reason = judge(run, parser, End.TIMEOUT)
+        assert verdict is Verdict.TIMEOUT
+        assert f"QEMU started, {stage}" in reason and "starting QEMU" not in reason
+
+
+def test_xens_refusal_of_a_pvh_only_dom0_leads_with_a_plain_line() -> None:
+    """On the log of a real Xen 4.17 refusing pvh-hello as a PV dom0."""
+    parser = ConsoleParser(xen=True)
+    for line in LogTail(LOGS / "xen-pv-refused.log").flush():
+        parser.feed(line)
+    verdict, reason = judge(_Run(None, False, 1.0, 1, [], 5), parser, End.XEN_PANIC)
+    assert verdict is Verdict.XEN_ERROR
+    assert reason.startswith(f"{NOT_A_PV_KERNEL}. Xen panic: ")
+    assert NOT_GENERIC in reason
