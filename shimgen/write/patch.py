@@ -23,7 +23,8 @@ ELF64.
 Since a patch keeps the input's bytes, patch_file never moves them through Python
 (the file machinery is fileio.py): the input is mapped (parsing reads only its
 headers and notes), its sha256 is computed by a background thread while the patch
-is planned, and the output's temp file is filled by an in-kernel copy of the input
+is planned (the CLI starts it before importing the planner: fileio.EarlyDigest),
+and the output's temp file is filled by an in-kernel copy of the input
 whose writeback (fdatasync) also runs in the background; the changed header and
 the appended bytes are then written over and after it (OutputParts). Inputs
 transformed in memory (gzip, ELF32 containers) are built in memory, as patch_bytes
