@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from .verify.diff import DiffReport
     from .verify.emulate import Result as EmulateResult
     from .verify.xenparser import XenParse
+    from .write.fileio import EarlyDigest
+    from .write.patch import PatchResult as Written
 
 __all__ = [
     "HANDOFFS",
@@ -188,9 +190,9 @@ def _patch(
     out: PathLike | None,
     in_place: bool,
     handoff: str,
-    early: Any,
+    early: EarlyDigest | None,
     options: dict[str, Any],
-) -> Any:
+) -> Written:
     from .plan import HANDOFFS
 
     if handoff != "auto" and handoff not in HANDOFFS:
