@@ -148,7 +148,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_json())
     else:
-        _show(report.image, report.verdicts, report.shim, report.shim_error)
+        _show(report)
     return _malformed_status(args.image, report.image, report.shim_error)
 
 
@@ -165,7 +165,13 @@ def _malformed_status(path: str, image: Any, shim_error: str | None) -> int:
     return int(ExitCode.BAD_INPUT)
 
 
-def _show(image: Any, verdicts: Any, shim: Any, shim_error: str | None) -> None:
+def _show(report: Any) -> None:
+    image, verdicts, shim, shim_error = (
+        report.image,
+        report.verdicts,
+        report.shim,
+        report.shim_error,
+    )
     out = console()
     out.print(_summary(image, out))
     out.print(_segments_table(image))
