@@ -11,10 +11,12 @@ import shimgen
 
 PACKAGE = Path(shimgen.__file__).parent
 STAGES = {p.stem for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
-BASE = {"errors", "structs", "__init__"}  # __init__: __version__
+# __init__: __version__; cachedir: the one cache folder (shim's templates, verify's debs)
+BASE = {"errors", "structs", "__init__", "cachedir"}
 # stage -> the stages it may import (besides itself)
 ALLOWED = {
     "errors": set(),
+    "cachedir": set(),
     "read": BASE,
     "shim": BASE,
     "plan": BASE | {"read", "shim"},
