@@ -9,8 +9,7 @@
  *   the scratch page.
  * Exit state guaranteed: start_info holds magic, flags, cmd_line (at most
  *   CMDLINE_MAX bytes, always NUL-terminated, never read past the identity map),
- *   mod_start/mod_len of module 0, nr_pages (highest RAM end of the memory map, in
- *   pages; at most MEMMAP_MAX_ENTRIES entries are read), pt_base/nr_pt_frames of
+ *   mod_start/mod_len of module 0, nr_pages (below), pt_base/nr_pt_frames of
  *   the shim's tables and, under Xen only, store/console pfn+evtchn and
  *   shared_info. Left 0 (documented): mfn_list, first_p2m_pfn, nr_p2m_frames,
  *   nr_pages when hvm_start_info is version 0 and Xen is absent, any field
@@ -20,6 +19,17 @@
  *   or a command line starting outside it -> hvm_out_of_range: message, halt.
  * The hypercall argument structs live at fixed places in the scratch page, which
  *   the loader zeroed: fields that must be 0 (pads, sizes, idx) are never written.
+ * nr_pages, as PV's start_info means it (the pages the guest has), is the number
+ *   of RAM pages in the memory map: for every E820 RAM entry [addr, addr + size),
+ *   the whole 4 KiB frames inside it, (size - (-addr mod 4096)) >> 12, or 0 when
+ *   the range ends before its first page boundary; summed over the first
+ *   MEMMAP_MAX_ENTRIES entries of the hvm_start_info v1 map, or of
+ *   XENMEM_memory_map's when the struct is version 0. Holes, reserved, ACPI and
+ *   every other type count nothing (a 4608 MiB xl domU has 1179648 pages, not the
+ *   1196032 its highest RAM address gives). Entries are summed as given: loaders
+ *   write disjoint ones (overlapping RAM entries, which none writes, would count
+ *   twice; the sum stays below 2^62). RAM above 4 GiB counts, though the shim's
+ *   tables do not map it.
  */
 fill_start_info:
 	lea	si_magic(%rip), %rsi
@@ -127,7 +137,7 @@ count_pages_v0:
 	mov	{SI_TO_MEMORY_MAP_NR}(%r13), %ecx
 	lea	{SI_TO_E820_BUF}(%r13), %rsi
 	mov	${E820_STRIDE}, %edx
-/* rsi = table, ecx = entries, rdx = stride; nr_pages = highest RAM end >> 12 */
+/* rsi = table, ecx = entries, rdx = stride; nr_pages = whole pages of RAM entries */
 count_ram:
 	xor	%r8d, %r8d
 count_ram_loop:
@@ -136,16 +146,18 @@ count_ram_loop:
 	cmpl	${E820_RAM}, {ENTRY_TYPE}(%rsi)
 	jne	count_ram_next
 	mov	{ENTRY_ADDR}(%rsi), %rax
-	add	{ENTRY_SIZE}(%rsi), %rax
-	cmp	%r8, %rax
-	jbe	count_ram_next
-	mov	%rax, %r8
+	neg	%eax
+	and	$({PAGE_SIZE} - 0x1), %eax	/* bytes before the first page boundary */
+	mov	{ENTRY_SIZE}(%rsi), %r10
+	sub	%rax, %r10			/* bytes from that boundary on */
+	jb	count_ram_next			/* the range ends before it */
+	shr	${PAGE_SHIFT}, %r10		/* whole pages */
+	add	%r10, %r8
 count_ram_next:
 	add	%rdx, %rsi
 	dec	%ecx
 	jmp	count_ram_loop
 count_ram_done:
-	shr	${PAGE_SHIFT}, %r8
 	mov	%r8, {SI_NR_PAGES}(%r13)
 count_pages_done:
 	ret

@@ -54,6 +54,17 @@ def mini_os() -> Callable[[str], Path]:
     return lambda config="pv": _built(thirdparty.mini_os, config)
 
 
+@pytest.fixture(scope="module", params=["pv-hello", "pv-highhalf"])
+def universal_pv(request: pytest.FixtureRequest, samples_build: Path, tmp_path_factory) -> object:
+    """A PV sample made universal with the default handoff (start-info), read back."""
+    from shimgen.read.image import read_image
+    from shimgen.write.patch import patch_file
+
+    out = tmp_path_factory.mktemp("universal-pv") / f"{request.param}.universal"
+    patch_file(samples_build / request.param, out)
+    return read_image(out)
+
+
 MODULE_SIZE = 5000  # not a multiple of a page: the length must survive as it is
 
 

@@ -146,12 +146,19 @@ def test_other_kernel_entry_changes_shim_code_and_metadata(capsys, work, pv_hell
     added = [line for line in code["diff"][2:] if line.startswith("+")]
     assert len(removed) == len(added) == 1, code["diff"]
 
-    # the data row (bits 0) that starts with the pointer: _start -> pv_main
-    def row(address: int) -> str:
-        return f"+{pointer:#06x} 0  {address.to_bytes(8, 'little').hex(' ')} "
+    # the one data row (bits 0) that holds the pointer's low bytes: _start -> pv_main
+    # (rows start at shim_data, 8 bytes each, so the pointer may sit inside one)
+    def pointer_bytes(line: str) -> bytes:
+        offset, bits, *rest = line[1:].split()
+        assert bits == "0", line
+        row = bytes.fromhex("".join(t for t in rest if len(t) == 2)[:16])
+        at = pointer - int(offset, 16)
+        assert 0 <= at < len(row), line
+        return row[at:]
 
-    assert removed[0].startswith("-" + row(symbols["_start"]))
-    assert added[0].startswith("+" + row(symbols["pv_main"]))
+    for line, symbol in ((removed[0], "_start"), (added[0], "pv_main")):
+        stored = pointer_bytes(line)
+        assert stored == symbols[symbol].to_bytes(8, "little")[: len(stored)]
 
     (segment_bytes,) = differences["bytes"]
     assert segment_bytes["segment"] == "LOAD[2]"  # the shim's PT_LOAD only

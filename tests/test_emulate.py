@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from memmaps import ram_pages
 from shimgen.structs import MAX_GUEST_CMDLINE, START_INFO_MAGIC, start_info
 from shimgen.structs import xen_abi as abi
 
 from shimgen.cli import main
 from shimgen.read.image import read_image
-from shimgen.verify.emulate import RAM_SIZE, StartState, emulate
+from shimgen.verify.emulate import Machine, StartState, emulate
 from shimgen.write.patch import patch_file
 
 # Instructions from the entry to the kernel's entry, for the samples' shim. They
@@ -18,20 +19,18 @@ from shimgen.write.patch import patch_file
 EXPECTED_COUNTS = {
     # (mode, xen, hvm_version, cmdline length): instructions
     ("pv", True, 1, 0): 11,
-    ("pvh", True, 1, 0): 278,
-    ("pvh", True, 0, 0): 278,  # XENMEM_memory_map instead of walking hvm_start_info's
-    ("pvh", False, 1, 0): 178,  # the cpuid search stops at the first unused base
+    ("pvh", True, 1, 0): 283,
+    ("pvh", True, 0, 0): 283,  # XENMEM_memory_map instead of walking hvm_start_info's
+    ("pvh", False, 1, 0): 183,  # the cpuid search stops at the first unused base
     ("pvh", False, 0, 0): 127,
-    ("pvh", True, 1, 1023): 6424,  # about 6 instructions per command-line byte
-    ("pvh", True, 1, 5000): 6424,  # cut at 1023 bytes: same work
+    ("pvh", True, 1, 1023): 6429,  # about 6 instructions per command-line byte
+    ("pvh", True, 1, 5000): 6429,  # cut at 1023 bytes: same work
 }
 
 
-@pytest.fixture(scope="module", params=["pv-hello", "pv-highhalf"])
-def patched(request, samples_build: Path, tmp_path_factory) -> object:
-    out = tmp_path_factory.mktemp("emulate") / f"{request.param}.universal"
-    patch_file(samples_build / request.param, out)
-    return read_image(out)
+@pytest.fixture
+def patched(universal_pv) -> object:
+    return universal_pv
 
 
 def _run(image, **kwargs):
@@ -63,8 +62,9 @@ def test_pvh_path(patched, xen: bool, version: int) -> None:
     assert info["mod_start"] == result.loader["module"]
     assert info["mod_len"] == result.loader["module_size"]
     assert info["nr_pt_frames"] > 0 and info["pt_base"] != 0
-    # v1 carries a memory map; v0 asks Xen (XENMEM_memory_map); v0 without Xen: 0
-    expected_pages = RAM_SIZE >> abi.PAGE_SHIFT if (xen or version == 1) else 0
+    # v1 carries a memory map; v0 asks Xen (XENMEM_memory_map); v0 without Xen: 0.
+    # The pages of RAM in it, not its highest RAM address (the PC's holes are not RAM).
+    expected_pages = ram_pages(Machine.pc_memory_map()) if (xen or version == 1) else 0
     assert info["nr_pages"] == expected_pages
     if xen:
         assert info["store_mfn"] and info["console"]["domU"]["evtchn"]

@@ -263,6 +263,7 @@ def abi_values() -> dict[str, int | str]:
         "ENTRY_SIZE": HVM_MEMMAP_TABLE_ENTRY.offset_of("size"),
         "ENTRY_TYPE": HVM_MEMMAP_TABLE_ENTRY.offset_of("type"),
         "PAGE_SHIFT": abi.PAGE_SHIFT,
+        "PAGE_SIZE": abi.PAGE_SIZE,
         "XENMEM_MEMORY_MAP": abi.XENMEM_MEMORY_MAP,
         "XENMEM_ADD_TO_PHYSMAP": abi.XENMEM_ADD_TO_PHYSMAP,
         "XENMAPSPACE_SHARED_INFO": abi.XENMAPSPACE_SHARED_INFO,

@@ -83,8 +83,10 @@ INSTRUCTION_BUDGET = 2_000_000
 # too: a kernel entered at 0 (Mini-OS and Unikraft link there) would stop before the
 # kernel-entry hook ran. A non-canonical address is never fetched from.
 NEVER_REACHED = 1 << 63
-FAKE_PARAMS = {  # HVM params the emulated toolstack set up for the guest
-    abi.HvmParam.STORE_PFN: 0xFEFFE,
+# HVM params the emulated toolstack set up for the guest: where libxl puts them for a
+# PVH domU, in its special pages just below 0xff000000 (a reserved range of the map)
+FAKE_PARAMS = {
+    abi.HvmParam.STORE_PFN: 0xFEFFC,
     abi.HvmParam.STORE_EVTCHN: 1,
     abi.HvmParam.CONSOLE_PFN: 0xFEFFF,
     abi.HvmParam.CONSOLE_EVTCHN: 2,
@@ -122,6 +124,9 @@ class StartState:
     cmdline_unterminated: bool = False  # the command line ends at the end of RAM, no NUL
     wrong_mode: bool = False  # PV entry in 32-bit mode, PVH entry in long mode
     memory: dict[int, bytes] = field(default_factory=dict)  # more the loader wrote: paddr -> bytes
+    # the memory map the loader passes (v1 table, XENMEM_memory_map): (addr, size, E820
+    # type) entries; None: a PC's map of the emulated RAM (Machine.pc_memory_map)
+    memmap: tuple[tuple[int, int, int], ...] | None = None
     watch: dict[str, int] = field(default_factory=dict)  # name -> address: count at first run
 
 
@@ -257,6 +262,14 @@ class Machine:
     # --- the emulated hypervisor -------------------------------------------------------
 
     def memory_map(self) -> list[tuple[int, int, int]]:
+        """The map the loader passes: the start state's, else a PC's."""
+        if self.state.memmap is not None:
+            return list(self.state.memmap)
+        return self.pc_memory_map()
+
+    @staticmethod
+    def pc_memory_map() -> list[tuple[int, int, int]]:
+        """RAM below the EBDA, the BIOS area reserved, RAM from 1 MiB to RAM_SIZE."""
         return [
             (0, LOW_RAM_END, E820Type.RAM),
             (LOW_RAM_END, HIGH_RAM_START - LOW_RAM_END, E820Type.RESERVED),
