@@ -10,17 +10,20 @@
  * Clobbered: eax, ecx, edx, esi, flags, GDTR, CR0, CR3, CR4, EFER.
  * Exit state guaranteed: 64-bit long mode (CS = the shim's 64-bit code selector),
  *   paging on with the shim's prebuilt tables, executing pvh_long_entry at its
- *   physical address (identity mapped), ebx unchanged.
+ *   physical address (identity mapped), ebx unchanged; SSE usable as Xen makes it
+ *   for every PV guest (CR4.OSFXSR and OSXMMEXCPT set, CR0.MP set, CR0.EM and TS
+ *   clear): gcc-built PV kernels run SSE instructions (ldmxcsr, movaps) early.
  * Error paths (message on the debug port, then halt; the kernel is never entered):
  *   reached in 64-bit mode -> pvh_in_long_mode (22_wrong_mode.S); hvm_start_info
  *   magic wrong -> pvh_bad_magic (21_pvh_bad_magic.S).
  * Mode switch, step by step:
  *   1. check the hvm_start_info magic;
  *   2. load the shim's own GDT (flat 64-bit code, flat data);
- *   3. CR4.PAE = 1;
+ *   3. CR4.PAE = 1, with OSFXSR and OSXMMEXCPT (SSE on);
  *   4. CR3 = physical address of the shim's PML4;
  *   5. EFER.LME = 1 (rdmsr/wrmsr);
- *   6. CR0.PG = 1 (with PE): long mode becomes active, still 32-bit code;
+ *   6. CR0.PG = 1 (with PE, and MP; EM and TS cleared): long mode becomes active,
+ *      still 32-bit code;
  *   7. far jump to the 64-bit code selector (encoded as bytes: Keystone mangles ljmp).
  */
 	.code32
@@ -38,7 +41,7 @@ pvh_checked:
 	jne	pvh_bad_magic
 	lgdt	({SHIM_PHYS} + (gdt_descriptor - shim_start))
 	mov	%cr4, %eax
-	or	${CR4_PAE}, %eax
+	or	${CR4_PAE_SSE}, %eax
 	mov	%eax, %cr4
 	mov	${PML4_PHYS}, %eax
 	mov	%eax, %cr3
@@ -47,7 +50,8 @@ pvh_checked:
 	or	${EFER_LME}, %eax
 	wrmsr
 	mov	%cr0, %eax
-	or	${CR0_PG_PE}, %eax
+	or	${CR0_PG_PE_MP}, %eax
+	and	${CR0_KEEP_FPU}, %eax		/* EM and TS clear: x87 and SSE run */
 	mov	%eax, %cr0
 	.byte	{OPCODE_JMP_FAR}
 	.long	{SHIM_PHYS} + (pvh_long_entry - shim_start)

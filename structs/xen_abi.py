@@ -204,8 +204,13 @@ def signature_words(signature: bytes = XEN_CPUID_SIGNATURE) -> tuple[int, int, i
 # --- x86 architecture (Intel SDM vol. 3, AMD APM vol. 2) -----------------------------
 
 CR0_PE = 1 << 0
+CR0_MP = 1 << 1  # monitor coprocessor: wait/fwait honour TS
+CR0_EM = 1 << 2  # x87 emulation: when set, x87 and SSE instructions raise #NM/#UD
+CR0_TS = 1 << 3  # task switched: the next FPU/SSE instruction raises #NM
 CR0_PG = 1 << 31
 CR4_PAE = 1 << 5
+CR4_OSFXSR = 1 << 9  # fxsave/fxrstor and SSE instructions enabled
+CR4_OSXMMEXCPT = 1 << 10  # unmasked SIMD floating-point exceptions raise #XM
 MSR_EFER = 0xC0000080
 EFER_LME = 1 << 8
 EFER_LMA = 1 << 10

@@ -35,11 +35,11 @@ CMDLINE_KEPT = MAX_GUEST_CMDLINE - 1  # the shim keeps one byte for the NUL
 # Issue 6's target is under 200; they change only when the shim changes.
 BEFORE_CMDLINE_COPY = {
     # (xen, another hypervisor's cpuid leaves first, hvm_start_info version)
-    (True, False, 1): 93,
-    (True, False, 0): 93,
-    (True, True, 1): 103,  # Xen behind Viridian, at 0x40000100
-    (False, False, 1): 79,  # no hypervisor
-    (False, True, 1): 89,  # KVM or Hyper-V alone
+    (True, False, 1): 94,
+    (True, False, 0): 94,
+    (True, True, 1): 104,  # Xen behind Viridian, at 0x40000100
+    (False, False, 1): 80,  # no hypervisor
+    (False, True, 1): 90,  # KVM or Hyper-V alone
 }
 
 

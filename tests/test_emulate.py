@@ -19,12 +19,12 @@ from shimgen.write.patch import patch_file
 EXPECTED_COUNTS = {
     # (mode, xen, hvm_version, cmdline length): instructions
     ("pv", True, 1, 0): 11,
-    ("pvh", True, 1, 0): 283,
-    ("pvh", True, 0, 0): 283,  # XENMEM_memory_map instead of walking hvm_start_info's
-    ("pvh", False, 1, 0): 183,  # the cpuid search stops at the first unused base
-    ("pvh", False, 0, 0): 127,
-    ("pvh", True, 1, 1023): 6429,  # about 6 instructions per command-line byte
-    ("pvh", True, 1, 5000): 6429,  # cut at 1023 bytes: same work
+    ("pvh", True, 1, 0): 284,
+    ("pvh", True, 0, 0): 284,  # XENMEM_memory_map instead of walking hvm_start_info's
+    ("pvh", False, 1, 0): 184,  # the cpuid search stops at the first unused base
+    ("pvh", False, 0, 0): 128,
+    ("pvh", True, 1, 1023): 6430,  # about 6 instructions per command-line byte
+    ("pvh", True, 1, 5000): 6430,  # cut at 1023 bytes: same work
 }
 
 
@@ -148,3 +148,31 @@ def test_kernel_linked_at_zero_reaches_its_entry(tmp_path: Path) -> None:
         result = _run(image, mode=mode)
         assert result.reached_kernel, (mode, result.outcome)
         assert result.registers["rip"] == 0
+
+
+# --- CPU state at the kernel's entry ---------------------------------------------------
+
+SSE_ON = abi.CR4_OSFXSR | abi.CR4_OSXMMEXCPT
+
+
+@pytest.mark.parametrize("xen", [True, False], ids=["xen", "no-xen"])
+def test_pvh_enters_the_kernel_with_sse_enabled(patched, xen: bool) -> None:
+    """Xen runs a PV guest with SSE on; gcc-built PV kernels (Mini-OS) execute
+    ldmxcsr early and took #UD under PVH when the shim left CR4.OSFXSR clear."""
+    result = _run(patched, mode="pvh", xen=xen)
+    assert result.reached_kernel, result.outcome
+    regs = result.registers
+    assert regs["cr4"] & SSE_ON == SSE_ON
+    assert regs["cr4"] & abi.CR4_PAE
+    assert regs["cr0"] & abi.CR0_MP
+    assert not regs["cr0"] & (abi.CR0_EM | abi.CR0_TS)
+
+
+def test_hvm_start_info_handoff_enters_with_sse_enabled_too(samples_build, tmp_path) -> None:
+    out = tmp_path / "hvm64-hello.universal"
+    patch_file(samples_build / "hvm64-hello", out, entry64="_start")
+    result = _run(read_image(out), mode="pvh")
+    assert result.reached_kernel, result.outcome
+    regs = result.registers
+    assert regs["cr4"] & SSE_ON == SSE_ON
+    assert regs["cr0"] & abi.CR0_MP and not regs["cr0"] & abi.CR0_EM

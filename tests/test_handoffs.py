@@ -25,8 +25,8 @@ CMDLINE = "hvm64 handoff, k=v [ok]"
 HVM_COUNTS = {
     # (mode, xen): instructions with an empty command line
     ("pv", True): 52,  # + 6 per command-line byte copied (at most 1023)
-    ("pvh", True): 57,
-    ("pvh", False): 52,  # the cpuid search stops at the first unused base
+    ("pvh", True): 58,
+    ("pvh", False): 53,  # the cpuid search stops at the first unused base
 }
 PV_CMDLINE_COST = 6
 FULL_CMDLINE_COUNT = 6187  # 1023 bytes copied, the loop ends on its count, not a NUL
