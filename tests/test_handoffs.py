@@ -290,6 +290,8 @@ def test_hvm64_boots(hvm64_boots: dict[str, BootResult], loader: str) -> None:
     assert int(report["magic"], 16) == HVM_START_MAGIC
     assert report["cmdline"] == CMDLINE
     assert report["result"] == "ok" and "error" not in report
+    # dom0 (as PV and PVH) prints with console_io; QEMU has only the debug port
+    assert report["console"] == ("debugcon" if loader == "qemu-pvh" else "console_io")
 
 
 @pytest.mark.slow

@@ -127,6 +127,7 @@ def test_pv_sample_boots_as_xen_pv(pv_under_xen: tuple[Path, BootResult]) -> Non
     assert int(report["nr_pages"]) == DOM0_MEM_MIB * MIB // PAGE
     assert int(report["flags"], 16) & DOM0 == DOM0
     assert int(report["console_info_size"]) > 0  # dom0 gets console_info, not a ring
+    assert report["console"] == "console_io"  # and prints with the console_io hypercall
     assert (report["mod_start"], report["mod_len"]) == ("0x0", "0")  # no initrd given
     assert int(report["nr_pt_frames"]) > 0
 
@@ -162,6 +163,7 @@ def test_pvh_sample_boots_under_qemu(pvh_under_qemu: BootResult) -> None:
     assert result.report_complete
     assert (report["mode"], report["mode_name"]) == ("3", "pvh")
     assert report["xen_cpuid_base"] == "0x0"
+    assert report["console"] == "debugcon"
     assert int(report["magic"], 16) == HVM_START_MAGIC
     assert report["entry_ebx"] == report["start_info"]
     assert report["version"] == "1"  # QEMU passes the memory map
@@ -184,6 +186,7 @@ def test_pvh_sample_boots_as_xen_pvh_dom0(pvh_under_xen: BootResult) -> None:
     assert int(report["magic"], 16) == HVM_START_MAGIC
     assert report["cmdline"] == CMDLINE
     assert int(report["flags"], 16) & DOM0 == DOM0
+    assert report["console"] == "console_io"
     # A PVH dom0 gets hvm_start_info version 0 from Xen 4.17 (its
     # xen/arch/x86/hvm/dom0_build.c): the map comes from XENMEM_memory_map.
     assert report["version"] == "0"
@@ -199,6 +202,7 @@ def test_port_e9_output_reaches_the_report_under_xen(samples_build: Path, tmp_pa
     result = run(samples_build / "pvh-hello", loader="xen-pvh", cmdline="sample=debugcon", log=log)
     assert result.verdict is Verdict.OK, describe(result)
     assert result.report["cmdline"] == "sample=debugcon"
+    assert result.report["console"] == "debugcon"
     assert result.report_complete
     # The lines really took the "(d0) " path, and the prefix was removed.
     assert "(d0) shimgen-sample: done" in log.read_text()

@@ -22,6 +22,9 @@ EXPECTED_MODE = {
     "xen-pvh": abi.BootMode.XEN_PVH,
     "xen-pv": abi.BootMode.XEN_PV,
 }
+# Where the report went: a dom0 may use console_io, QEMU's PVH loader has only the
+# debug port (a domU would print through its console ring: samples/README.md).
+EXPECTED_CONSOLE = {"qemu-pvh": "debugcon", "xen-pvh": "console_io", "xen-pv": "console_io"}
 pytestmark = [pytest.mark.slow]
 
 
@@ -52,6 +55,8 @@ def test_patched_image_boots(universal: Path, loader: str, boot_module) -> None:
     assert int(report["entry_rdi"], 16) == mode
     assert report["magic"] == START_INFO_MAGIC[64].decode()
     assert report["cmdline"] == CMDLINE
+    assert report["console"] == EXPECTED_CONSOLE[loader]
+    assert "xenstore_name" not in report  # a dom0 has no xenstore ring to read
     # the loader's module reaches the kernel whole: Xen's initrd for dom0 (PV: a
     # virtual address Xen mapped; PVH: module 0, which the shim hands on physical)
     assert int(report["mod_len"]) == module.stat().st_size

@@ -10,10 +10,15 @@
  *   mode 2, PVH under Xen: CPL 0, the loader's struct; this kernel fills its
  *     hypercall page itself;
  *   mode 3, PVH without Xen: the loader's struct, no hypercalls, port 0xe9.
+ * As a domU (no SIF_INITDOMAIN in the flags) it prints through its console ring
+ * (and port 0xe9 under PVH) and reads its name from xenstore (lib/domu.h): as PV it
+ * finds the rings in Xen's start_info, which the handoff passes in rdx; as PVH in
+ * the HVM params.
  */
 #include "sample.h"
 #include "arch.h"
 #include "hvm_info.h"
+#include "start_info_rings.h"
 #include <xen/physdev.h>
 #include <xen/sched.h>
 #include <xen/version.h>
@@ -45,6 +50,37 @@ static void report_entry(unsigned mode, uint32_t xen_base)
 	}
 }
 
+static struct domu_rings rings;
+static int domu;
+
+/* Xen PV: the handoff passes Xen's start_info (virtual) in rdx. */
+static const start_info_t *xen_start_info(void)
+{
+	return (const start_info_t *)entry_rdx;
+}
+
+/* Where report lines go: console_io for dom0 (as PV; probed as PVH), the console
+ * ring for a domU (with port 0xe9 as PVH), port 0xe9 without Xen. */
+static void choose_sinks(unsigned mode, uint32_t xen_base, const struct hvm_start_info *si,
+			 const char *cmdline)
+{
+	if (mode == SHIMGEN_BOOT_MODE_XEN_PV) {
+		domu = !(xen_start_info()->flags & SIF_INITDOMAIN);
+		if (domu) {
+			domu_rings_from_start_info(&rings, xen_start_info(), 1);
+			domu_use_console(&rings, 0);
+		} else {
+			out_set_sinks(SINK_CONSOLE_IO);
+		}
+		return;
+	}
+	domu = hvm_is_domu(si, xen_base);
+	if (domu)
+		hvm_domu_sinks(&rings);
+	else
+		choose_hvm_sinks(xen_base, cmdline_has_word(cmdline, "sample=debugcon"));
+}
+
 static void finish(unsigned mode, int ok) __attribute__((noreturn));
 static void finish(unsigned mode, int ok)
 {
@@ -54,6 +90,8 @@ static void finish(unsigned mode, int ok)
 
 	report_str("result", ok ? "ok" : "fail");
 	report_done();
+	if (domu)
+		domu_shutdown(ok);
 	if (have_xen)
 		xen_console_drain_wait();
 	if (mode == SHIMGEN_BOOT_MODE_XEN_PV) {
@@ -109,11 +147,9 @@ void hvm64_main(uint64_t rdi, const struct hvm_start_info *si)
 			xen_setup_hypercall_page(xen_base);
 	}
 	cmdline = hvm_cmdline(si);
-	if (mode == SHIMGEN_BOOT_MODE_XEN_PV)
-		out_set_sinks(SINK_CONSOLE_IO);
-	else
-		choose_hvm_sinks(xen_base, cmdline_has_word(cmdline, "sample=debugcon"));
+	choose_sinks(mode, xen_base, si, cmdline);
 	report_entry(mode, xen_base);
+	report_sinks("console");
 	if (mode < SHIMGEN_BOOT_MODE_XEN_PV || mode > SHIMGEN_BOOT_MODE_PVH_NO_XEN) {
 		report_str("error", "unknown boot mode");
 		finish(mode, 0);
@@ -121,6 +157,11 @@ void hvm64_main(uint64_t rdi, const struct hvm_start_info *si)
 	ok = check_entry(mode, xen_base, si);
 	if (si->magic == XEN_HVM_START_MAGIC_VALUE)
 		report_hvm_start_info(si, mode != SHIMGEN_BOOT_MODE_PVH_NO_XEN);
+	if (domu) {
+		domu_report_frames(&rings);
+		if (!domu_report(&rings))
+			ok = 0;
+	}
 	if (!sample_run_action(cmdline))
 		ok = 0;
 	finish(mode, ok);

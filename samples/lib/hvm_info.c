@@ -72,6 +72,17 @@ void choose_hvm_sinks(uint32_t xen_base, int force_debugcon)
 		out_set_sinks(SINK_DEBUGCON);
 }
 
+int hvm_is_domu(const struct hvm_start_info *si, uint32_t xen_base)
+{
+	return xen_base && si->magic == XEN_HVM_START_MAGIC_VALUE && !(si->flags & SIF_INITDOMAIN);
+}
+
+void hvm_domu_sinks(struct domu_rings *rings)
+{
+	domu_rings_from_hvm_params(rings);
+	domu_use_console(rings, SINK_DEBUGCON);
+}
+
 const char *hvm_cmdline(const struct hvm_start_info *si)
 {
 	if (si->magic != XEN_HVM_START_MAGIC_VALUE || !si->cmdline_paddr)

@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 
+#include "domu.h"
 #include "xen_hcall.h"
 #include <xen/arch-x86/hvm/start_info.h>
 
@@ -23,6 +24,11 @@ void xen_setup_hypercall_page(uint32_t base);
 void report_xen(uint32_t base);
 /* console_io when Xen accepts it from this guest (dom0), else port 0xe9. */
 void choose_hvm_sinks(uint32_t xen_base, int force_debugcon);
+/* PVH under Xen, not the initial domain: a guest xl started. */
+int hvm_is_domu(const struct hvm_start_info *si, uint32_t xen_base);
+/* A PVH domU: its rings from HVM params, report lines to the console ring and to
+ * port 0xe9 (Xen logs those as "(dN) ..."). */
+void hvm_domu_sinks(struct domu_rings *rings);
 /* The command line, or "" when it is absent or the struct is not trustworthy. */
 const char *hvm_cmdline(const struct hvm_start_info *si);
 /* Every field, module 0, and the memory map summed up (asking Xen for a version-0

@@ -5,6 +5,7 @@
 #include "sample.h"
 #include "arch.h"
 #include "xen_hcall.h"
+#include "xencons.h"
 
 static unsigned enabled_sinks;
 static char line[256];
@@ -22,6 +23,8 @@ static void flush_line(void)
 	if (enabled_sinks & SINK_DEBUGCON)
 		for (size_t i = 0; i < line_len; i++)
 			outb(SHIMGEN_DEBUGCON_PORT, (uint8_t)line[i]);
+	if (enabled_sinks & SINK_RING)
+		xencons_write(line, line_len);
 	line_len = 0;
 }
 
@@ -122,4 +125,28 @@ void report_version(const char *key, uint32_t major, uint32_t minor)
 void report_done(void)
 {
 	out_str(SHIMGEN_REPORT_PREFIX SHIMGEN_REPORT_DONE "\n");
+}
+
+void report_sinks(const char *key)
+{
+	static const struct {
+		unsigned sink;
+		const char *name;
+	} names[] = {
+		{ SINK_CONSOLE_IO, "console_io" },
+		{ SINK_RING, "ring" },
+		{ SINK_DEBUGCON, "debugcon" },
+	};
+	const char *sep = "";
+
+	report_key(key);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (enabled_sinks & names[i].sink) {
+			out_str(sep);
+			out_str(names[i].name);
+			sep = "+";
+		}
+	if (!*sep)
+		out_str("none");
+	out_char('\n');
 }

@@ -36,6 +36,8 @@ void report_hex(const char *key, uint64_t value);
 void report_dec(const char *key, uint64_t value);
 void report_version(const char *key, uint32_t major, uint32_t minor);
 void report_done(void);
+/* key=the enabled sinks joined by '+' (console_io, ring, debugcon), or none. */
+void report_sinks(const char *key);
 
 size_t str_len(const char *s);
 uint32_t fnv1a(const void *data, uint64_t size);

@@ -5,10 +5,15 @@
  * shim enters the same PV entry from PVH with a synthesized start_info and the
  * mode in rdi and shimgen_boot_mode: mode 2 (PVH under Xen) must avoid PV-only
  * hypercalls, mode 3 (no Xen) must avoid hypercalls altogether.
+ *
+ * As a domU (start_info without SIF_INITDOMAIN) it prints through its console
+ * ring and reads its name from xenstore, as PV and as PVH (lib/domu.h); a dom0
+ * prints with console_io.
  */
 #include "sample.h"
 #include "arch.h"
 #include "xen_hcall.h"
+#include "start_info_rings.h"
 #include <xen/physdev.h>
 #include <xen/sched.h>
 #include <xen/version.h>
@@ -30,19 +35,25 @@ static unsigned effective_mode(void)
 	return shimgen_boot_mode == MODE_UNPATCHED ? SHIMGEN_BOOT_MODE_XEN_PV : shimgen_boot_mode;
 }
 
+/* A guest the toolstack started: under Xen, and not the initial domain. */
+static int is_domu(unsigned mode, const start_info_t *si)
+{
+	return (mode == SHIMGEN_BOOT_MODE_XEN_PV || mode == SHIMGEN_BOOT_MODE_XEN_PVH) && !(si->flags & SIF_INITDOMAIN);
+}
+
+static struct domu_rings rings;
+
 static void choose_sinks(unsigned mode, const start_info_t *si)
 {
-	switch (mode) {
-	case SHIMGEN_BOOT_MODE_XEN_PV:
+	if (is_domu(mode, si)) {
+		/* console_io is refused to a domU on release Xen: its console ring, and
+		   under PVH port 0xe9 too (Xen logs it as "(dN) ..."). */
+		domu_rings_from_start_info(&rings, si, mode == SHIMGEN_BOOT_MODE_XEN_PV);
+		domu_use_console(&rings, mode == SHIMGEN_BOOT_MODE_XEN_PVH ? SINK_DEBUGCON : 0);
+	} else if (mode == SHIMGEN_BOOT_MODE_XEN_PV || mode == SHIMGEN_BOOT_MODE_XEN_PVH) {
 		out_set_sinks(SINK_CONSOLE_IO);
-		break;
-	case SHIMGEN_BOOT_MODE_XEN_PVH:
-		/* console_io is refused to a domU on release Xen; port 0xe9 always works. */
-		out_set_sinks((si->flags & SIF_INITDOMAIN) ? SINK_CONSOLE_IO : SINK_DEBUGCON);
-		break;
-	default:
+	} else {
 		out_set_sinks(SINK_DEBUGCON);
-		break;
 	}
 }
 
@@ -58,6 +69,7 @@ static void report_entry(unsigned mode)
 	report_hex("entry_rsp", entry_rsp);
 	report_hex("virt_base", (uint64_t)__virt_base);
 	report_hex("kernel_entry", (uint64_t)_start);
+	report_sinks("console");
 	if (mode != SHIMGEN_BOOT_MODE_PVH_NO_XEN) {
 		long v = hypercall2(__HYPERVISOR_xen_version, XENVER_version, 0);
 		report_version("xen_version", (uint32_t)v >> 16, (uint32_t)v & 0xffff);
@@ -96,14 +108,16 @@ static void report_start_info(const start_info_t *si)
 	report_dec("nr_p2m_frames", si->nr_p2m_frames);
 }
 
-static void finish(unsigned mode, int ok) __attribute__((noreturn));
-static void finish(unsigned mode, int ok)
+static void finish(unsigned mode, const start_info_t *si, int ok) __attribute__((noreturn));
+static void finish(unsigned mode, const start_info_t *si, int ok)
 {
 	struct sched_shutdown shutdown = { .reason = ok ? SHUTDOWN_poweroff : SHUTDOWN_crash };
 	uint8_t code = ok ? SHIMGEN_DEBUG_EXIT_OK : SHIMGEN_DEBUG_EXIT_FAIL;
 
 	report_str("result", ok ? "ok" : "fail");
 	report_done();
+	if (is_domu(mode, si))
+		domu_shutdown(ok);
 	if (mode != SHIMGEN_BOOT_MODE_PVH_NO_XEN)
 		xen_console_drain_wait();
 	if (mode == SHIMGEN_BOOT_MODE_XEN_PV) {
@@ -132,7 +146,7 @@ void pv_main(uint64_t rdi, start_info_t *si)
 	report_entry(mode);
 	if (mode > SHIMGEN_BOOT_MODE_PVH_NO_XEN) {
 		report_str("error", "unknown boot mode");
-		finish(mode, 0);
+		finish(mode, si, 0);
 	}
 	report_start_info(si);
 	/* Copy: the loader's string may lack its NUL, and start_info stays untouched. */
@@ -146,7 +160,9 @@ void pv_main(uint64_t rdi, start_info_t *si)
 		report_str("error", "rdi disagrees with shimgen_boot_mode");
 		ok = 0;
 	}
+	if (is_domu(mode, si) && !domu_report(&rings))
+		ok = 0;
 	if (!sample_run_action(cmdline))
 		ok = 0;
-	finish(mode, ok);
+	finish(mode, si, ok);
 }
