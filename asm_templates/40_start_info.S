@@ -29,7 +29,14 @@
  *   1196032 its highest RAM address gives). Entries are summed as given: loaders
  *   write disjoint ones (overlapping RAM entries, which none writes, would count
  *   twice; the sum stays below 2^62). RAM above 4 GiB counts, though the shim's
- *   tables do not map it.
+ *   tables do not map it. Under Xen, nr_pages is then capped at the domain's
+ *   current reservation (XENMEM_current_reservation): with xl's maxmem above
+ *   memory (populate-on-demand) the map lists maxmem's RAM while only about
+ *   `memory` is backed, and a PV kernel takes nr_pages as what it may use. Without
+ *   populate-on-demand the reservation exceeds the map's RAM (it also holds the
+ *   special pages and ACPI tables) and the cap changes nothing; with it, those
+ *   few pages (16 for an xl domU) are counted too, as PV's nr_pages counts the
+ *   start_info, xenstore and console pages.
  */
 fill_start_info:
 	lea	si_magic(%rip), %rsi
@@ -48,6 +55,14 @@ fill_start_info:
 	jne	fill_start_info_done
 	call	xen_params
 	call	map_shared_info
+	/* under populate-on-demand (xl maxmem above memory) the map lists maxmem's RAM
+	   but only the current reservation is backed: nr_pages is the smaller */
+	lea	({SI_TO_HVM_PARAM} + {HP_DOMID})(%r13), %rsi	/* DOMID_SELF, from xen_params */
+	mov	${XENMEM_CURRENT_RESERVATION}, %edi
+	call	*hcall_memory_op(%rip)
+	cmp	%rax, {SI_NR_PAGES}(%r13)	/* an error (negative) is above any count */
+	jbe	fill_start_info_done
+	mov	%rax, {SI_NR_PAGES}(%r13)
 fill_start_info_done:
 	ret
 
@@ -130,8 +145,7 @@ count_pages_v0:
 	lea	{SI_TO_E820_BUF}(%r13), %rax
 	mov	%rax, {XMM_BUFFER}(%rsi)
 	mov	${XENMEM_MEMORY_MAP}, %edi
-	movabs	${HCALL_MEMORY_OP}, %rax
-	call	*%rax
+	call	*hcall_memory_op(%rip)
 	test	%rax, %rax
 	jnz	count_pages_done
 	mov	{SI_TO_MEMORY_MAP_NR}(%r13), %ecx
@@ -184,8 +198,7 @@ get_param:
 	mov	%esi, {HP_INDEX}(%rdi)
 	mov	%rdi, %rsi
 	mov	${HVMOP_GET_PARAM}, %edi
-	movabs	${HCALL_HVM_OP}, %rax
-	call	*%rax
+	call	*hcall_hvm_op(%rip)
 	test	%rax, %rax
 	jnz	get_param_failed
 	mov	{SI_TO_HVM_PARAM_VALUE}(%r13), %rax
@@ -201,11 +214,11 @@ map_shared_info:
 	movl	${XENMAPSPACE_SHARED_INFO}, {AP_SPACE}(%rsi)
 	movq	${SHARED_INFO_PFN}, {AP_GPFN}(%rsi)
 	mov	${XENMEM_ADD_TO_PHYSMAP}, %edi
-	movabs	${HCALL_MEMORY_OP}, %rax
-	call	*%rax
+	call	*hcall_memory_op(%rip)
 	test	%rax, %rax
 	jnz	map_shared_info_done
 	movabs	${SHARED_INFO_PHYS}, %rax
 	mov	%rax, {SI_SHARED_INFO}(%r13)
 map_shared_info_done:
 	ret
+

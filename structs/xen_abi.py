@@ -126,6 +126,7 @@ DEBIAN_XEN_CAPS = ("xen-3.0-x86_64", "hvm-3.0-x86_32", "hvm-3.0-x86_32p", "hvm-3
 
 # --- memory_op: xen/include/public/memory.h ----------------------------------------
 
+XENMEM_CURRENT_RESERVATION = 3  # arg: domid_t *; returns the domain's pages
 XENMEM_ADD_TO_PHYSMAP = 7
 XENMEM_MEMORY_MAP = 9
 XENMAPSPACE_SHARED_INFO = 0
@@ -248,5 +249,7 @@ class BootMode(enum.IntEnum):
 BOOT_MODE_SYMBOL = "shimgen_boot_mode"
 BOOT_MODE_TYPE = U32  # the shim stores the mode with a 32-bit move
 
-# Errors returned in rax by hypercalls the emulator does not implement.
+# Errors returned in rax by hypercalls the emulator does not implement, or for a
+# domain it does not know (xen/include/public/errno.h).
 ENOSYS = 38
+ESRCH = 3

@@ -47,11 +47,28 @@ def test_nr_pages_counts_the_ram_of_an_xl_memory_map(patched, memory_mib, versio
     assert result.start_info["nr_pages"] == ram_pages(memmap)
 
 
-def test_nr_pages_of_maxmem_above_memory(patched) -> None:
-    """xl `memory = 512, maxmem = 1024`: the map holds what the guest has now, and
-    nr_pages says that, as start_info's nr_pages does for a PV guest."""
-    result = _pvh(patched, memmap=xl_pvh_memmap(512))
-    assert result.start_info["nr_pages"] == 512 * MIB // abi.PAGE_SIZE
+def test_nr_pages_of_maxmem_above_memory_is_the_reservation(patched) -> None:
+    """xl `memory = 64, maxmem = 256` (populate-on-demand): xl's PVH map lists 256 MiB
+    of RAM, but only about 64 MiB is backed; a PV kernel takes nr_pages as the pages
+    it may use, so the shim caps it at XENMEM_current_reservation."""
+    memmap = xl_pvh_memmap(256)
+    backed = 64 * MIB // abi.PAGE_SIZE
+    result = _pvh(patched, memmap=memmap, reservation=backed)
+    assert result.start_info["nr_pages"] == backed
+    assert any(line.startswith("MEMORY_OP(0x3,") for line in result.hypercalls)
+
+
+def test_nr_pages_keeps_the_map_when_xen_gives_no_reservation(patched) -> None:
+    """A failed XENMEM_current_reservation (a negative error) caps nothing."""
+    memmap = xl_pvh_memmap(256)
+    result = _pvh(patched, memmap=memmap, reservation=-abi.ENOSYS)
+    assert result.start_info["nr_pages"] == ram_pages(memmap)
+
+
+def test_nr_pages_without_xen_is_the_map(patched) -> None:
+    memmap = xl_pvh_memmap(256)
+    result = _pvh(patched, memmap=memmap, xen=False, reservation=1)
+    assert result.start_info["nr_pages"] == ram_pages(memmap)
 
 
 @pytest.mark.parametrize(

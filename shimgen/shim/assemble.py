@@ -266,6 +266,7 @@ def abi_values() -> dict[str, int | str]:
         "PAGE_SHIFT": abi.PAGE_SHIFT,
         "PAGE_SIZE": abi.PAGE_SIZE,
         "XENMEM_MEMORY_MAP": abi.XENMEM_MEMORY_MAP,
+        "XENMEM_CURRENT_RESERVATION": abi.XENMEM_CURRENT_RESERVATION,
         "XENMEM_ADD_TO_PHYSMAP": abi.XENMEM_ADD_TO_PHYSMAP,
         "XENMAPSPACE_SHARED_INFO": abi.XENMAPSPACE_SHARED_INFO,
         "XMM_NR": abi.XEN_MEMORY_MAP.offset_of("nr_entries"),

@@ -91,6 +91,7 @@ FAKE_PARAMS = {
     abi.HvmParam.CONSOLE_PFN: 0xFEFFF,
     abi.HvmParam.CONSOLE_EVTCHN: 2,
 }
+SPECIAL_PAGES = 8  # libxl's HVM special pages (xenstore, console...): owned, not RAM
 OP_WRMSR = b"\x0f\x30"
 OP_VMCALL = (b"\x0f\x01\xc1", b"\x0f\x01\xd9")  # Intel vmcall, AMD vmmcall
 OP_HLT = 0xF4
@@ -127,6 +128,9 @@ class StartState:
     # the memory map the loader passes (v1 table, XENMEM_memory_map): (addr, size, E820
     # type) entries; None: a PC's map of the emulated RAM (Machine.pc_memory_map)
     memmap: tuple[tuple[int, int, int], ...] | None = None
+    # pages XENMEM_current_reservation reports; None: the map's RAM pages and the
+    # special pages (what a domain without populate-on-demand owns)
+    reservation: int | None = None
     watch: dict[str, int] = field(default_factory=dict)  # name -> address: count at first run
 
 
@@ -267,6 +271,17 @@ class Machine:
             return list(self.state.memmap)
         return self.pc_memory_map()
 
+    def reservation(self) -> int:
+        """XENMEM_current_reservation's answer: the pages the domain owns."""
+        if self.state.reservation is not None:
+            return self.state.reservation
+        ram = sum(
+            max(0, (size - (-addr % abi.PAGE_SIZE)) // abi.PAGE_SIZE)
+            for addr, size, kind in self.memory_map()
+            if kind == E820Type.RAM
+        )
+        return ram + SPECIAL_PAGES
+
     @staticmethod
     def pc_memory_map() -> list[tuple[int, int, int]]:
         """RAM below the EBDA, the BIOS area reserved, RAM from 1 MiB to RAM_SIZE."""
@@ -364,6 +379,9 @@ class Machine:
         return result
 
     def _memory_op(self, cmd: int, arg: int) -> int:
+        if cmd == abi.XENMEM_CURRENT_RESERVATION:
+            domid = int.from_bytes(self.vread(arg, 2), "little")
+            return self.reservation() if domid == abi.DOMID_SELF else -abi.ESRCH
         if cmd == abi.XENMEM_MEMORY_MAP:
             record = abi.XEN_MEMORY_MAP
             request = record.parse(self.vread(arg, record.size))
