@@ -60,6 +60,8 @@ int domu_report(const struct domu_rings *rings)
 
 	report_hex("store_ring", (uintptr_t)rings->store);
 	report_hex("console_ring", (uintptr_t)rings->console);
+	if (!rings->console) /* nothing of this report reaches xenconsoled: crash to say so */
+		report_str("error", "no console ring");
 	if (!rings->store) {
 		report_str("error", "no xenstore ring to read the domain's name from");
 		return 0;
@@ -73,7 +75,7 @@ int domu_report(const struct domu_rings *rings)
 		return 0;
 	}
 	report_str("xenstore_name", name);
-	return 1;
+	return rings->console != NULL;
 }
 
 void domu_shutdown(int ok)

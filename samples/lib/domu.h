@@ -42,8 +42,8 @@ void domu_use_console(const struct domu_rings *rings, unsigned also);
  * console_evtchn (a sample whose start_info report has them skips this). */
 void domu_report_frames(const struct domu_rings *rings);
 /* Report where each ring is reached (store_ring, console_ring) and
- * xenstore_name, the domain's `name` read over the store ring. Returns 0 when the
- * name could not be read (reported as error). */
+ * xenstore_name, the domain's `name` read over the store ring. Returns 0 when a
+ * ring is missing or the name could not be read (reported as error). */
 int domu_report(const struct domu_rings *rings);
 /* The end of a domU: let xenconsoled take the report's tail, then
  * SCHEDOP_shutdown (poweroff when ok, else crash). A domU never writes the
