@@ -207,11 +207,11 @@ get_param_failed:
 	xor	%eax, %eax
 	ret
 
-/* XENMEM_add_to_physmap(shared_info) into the reserved frame */
+/* XENMEM_add_to_physmap(shared_info) into the reserved frame; space stays 0 as the
+   loader zeroed it, which is XENMAPSPACE_shared_info (assemble.py checks) */
 map_shared_info:
 	lea	{SI_TO_ADD_TO_PHYSMAP}(%r13), %rsi
 	movw	${DOMID_SELF}, {AP_DOMID}(%rsi)
-	movl	${XENMAPSPACE_SHARED_INFO}, {AP_SPACE}(%rsi)
 	movq	${SHARED_INFO_PFN}, {AP_GPFN}(%rsi)
 	mov	${XENMEM_ADD_TO_PHYSMAP}, %edi
 	call	*hcall_memory_op(%rip)

@@ -2,10 +2,11 @@
  * Data of the start-info and hvm-start-info shims: the kernel entry pointer, the
  * GDT, the start_info magic and the error messages. Read only at boot; nothing from
  * shim_data on is executed (inspect and diff disassemble the code before it only).
- * Entry/exit state: not applicable (data).
+ * The data start 8-byte aligned, with the entry pointer (the padding before them
+ * ends the code and is never executed). Entry/exit state: not applicable (data).
  */
-shim_data:
 	.balign	0x8
+shim_data:
 kernel_entry_ptr:
 	.quad	{KERNEL_ENTRY}
 gdt:

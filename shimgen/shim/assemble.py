@@ -198,6 +198,8 @@ def abi_values() -> dict[str, int | str]:
     # Both memory-map formats are walked by one loop: their fields must coincide.
     for name in ("addr", "size", "type"):
         assert HVM_MEMMAP_TABLE_ENTRY.offset_of(name) == abi.E820_ENTRY.offset_of(name)
+    # 40_start_info.S leaves xen_add_to_physmap.space as the loader zeroed it
+    assert abi.XENMAPSPACE_SHARED_INFO == 0
     built = built_hvm_layout()
     values: dict[str, int | str] = {
         "SI_MAGIC_PREFIX": int.from_bytes(START_INFO_MAGIC_PREFIX, "little"),
@@ -268,7 +270,6 @@ def abi_values() -> dict[str, int | str]:
         "XENMEM_MEMORY_MAP": abi.XENMEM_MEMORY_MAP,
         "XENMEM_CURRENT_RESERVATION": abi.XENMEM_CURRENT_RESERVATION,
         "XENMEM_ADD_TO_PHYSMAP": abi.XENMEM_ADD_TO_PHYSMAP,
-        "XENMAPSPACE_SHARED_INFO": abi.XENMAPSPACE_SHARED_INFO,
         "XMM_NR": abi.XEN_MEMORY_MAP.offset_of("nr_entries"),
         "XMM_BUFFER": abi.XEN_MEMORY_MAP.offset_of("buffer"),
         "HVMOP_GET_PARAM": abi.HVMOP_GET_PARAM,
