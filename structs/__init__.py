@@ -18,7 +18,7 @@ from .boot import (
     hvm_start_info,
     start_info,
 )
-from .clayout import Field, Leaf, Record
+from .clayout import Field, Leaf, Record, round_up
 from .notes import (
     ELF_NOTE_HEADER,
     LEGACY_GUEST_KEYS,
@@ -57,5 +57,6 @@ __all__ = [
     "XenNote",
     "boot_structures",
     "hvm_start_info",
+    "round_up",
     "start_info",
 ]

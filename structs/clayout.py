@@ -87,7 +87,8 @@ class Leaf:
     doc: str
 
 
-def _round_up(value: int, align: int) -> int:
+def round_up(value: int, align: int) -> int:
+    """value rounded up to a multiple of align (the one helper every layout uses)."""
     return (value + align - 1) // align * align
 
 
@@ -112,7 +113,7 @@ class Record:
             if self.kind == "union":
                 self._offsets[member.name] = 0
             else:
-                cursor = _round_up(cursor, member.type.align)
+                cursor = round_up(cursor, member.type.align)
                 self._offsets[member.name] = cursor
                 cursor += member.type.size
 
@@ -131,7 +132,7 @@ class Record:
         else:
             last = self.fields[-1]
             end = self._offsets[last.name] + last.type.size
-        return _round_up(end, self.align)
+        return round_up(end, self.align)
 
     def member_offset(self, name: str) -> int:
         return self._offsets[name]

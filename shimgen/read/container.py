@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import Refused
+from ..structs import round_up
 from ..structs.elf import (
     ELFCLASS64,
     PN_XNUM,
@@ -90,10 +91,6 @@ def normalize(image: Image) -> Converted:
     return Converted(image=image_from_bytes(data, image.path), form="elf32", offset=offset)
 
 
-def _round_up(value: int, align: int) -> int:
-    return (value + align - 1) // align * align
-
-
 def _load_alignment(phdrs: list[dict[str, int]]) -> int:
     """The file offset shift that keeps every PT_LOAD congruent to its p_vaddr modulo
     its p_align: the largest power-of-two p_align, at least a page and at most a
@@ -137,7 +134,7 @@ def to_elf64(image: Image) -> tuple[bytes, int]:
         s32.unpack_from(data, header["e_shoff"] + n * header["e_shentsize"])
         for n in range(header["e_shnum"] if header["e_shoff"] else 0)
     ]
-    offset = _round_up(h64.size + p64.size * len(phdrs), _load_alignment(phdrs))
+    offset = round_up(h64.size + p64.size * len(phdrs), _load_alignment(phdrs))
     tail = bytearray()
     body_end = offset + len(data)
     for shdr in shdrs:

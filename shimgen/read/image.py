@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput
+from ..errors import BadInput, Refused
 from ..structs import (
     ELF_NOTE_HEADER,
     LEGACY_GUEST_KEYS,
@@ -31,6 +31,7 @@ from ..structs import (
     XEN_STRING_MAX,
     Payload,
     XenNote,
+    round_up,
 )
 from ..structs.elf import (
     EI_CLASS,
@@ -81,6 +82,10 @@ class Segment:
         return self.is_load and bool(
             self.flags & (SegmentFlags.R | SegmentFlags.W | SegmentFlags.X)
         )
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.flags & SegmentFlags.X)
 
     @property
     def flags_text(self) -> str:
@@ -231,6 +236,21 @@ class Image:
         if not loads:
             return None
         return min(s.paddr for s in loads), max(s.paddr + s.memsz for s in loads)
+
+    def segment_of(self, vaddr: int) -> Segment | None:
+        """The loadable segment whose virtual range holds vaddr (an empty one holds
+        its own p_vaddr)."""
+        for segment in self.loadable_segments:
+            if segment.vaddr <= vaddr < segment.vaddr + max(segment.memsz, 1):
+                return segment
+        return None
+
+    def virt_to_phys(self, vaddr: int, what: str) -> int:
+        """Where the loader puts virtual address vaddr (p_paddr of its segment)."""
+        segment = self.segment_of(vaddr)
+        if segment is None:
+            raise Refused(f"{self.path}: {what} {vaddr:#x} is outside every loadable segment")
+        return segment.paddr + (vaddr - segment.vaddr)
 
     def note_segments(self) -> list[Segment]:
         return [segment for segment in self.segments if segment.type == SegmentType.NOTE]
@@ -443,10 +463,6 @@ def _sections(tables: ElfTables) -> list[Section]:
 # --- notes -------------------------------------------------------------------------
 
 
-def _align_up(value: int) -> int:
-    return (value + NOTE_ALIGN - 1) & ~(NOTE_ALIGN - 1)
-
-
 @dataclass
 class _NoteBudget:
     """What the note containers of one image may still yield, all together.
@@ -510,8 +526,8 @@ def _walk_notes(
             break
         header = _NoteHeader(**ELF_NOTE_HEADER.unpack_from(data, position))
         name_at = position + header_size
-        desc_at = name_at + _align_up(header.namesz)
-        next_at = desc_at + _align_up(header.descsz)
+        desc_at = name_at + round_up(header.namesz, NOTE_ALIGN)
+        next_at = desc_at + round_up(header.descsz, NOTE_ALIGN)
         if desc_at + header.descsz > len(data):
             # libelf's accessors read what the file holds (a string stops at its
             # NUL) and take missing bytes as absent: decode the part that exists.
@@ -688,7 +704,7 @@ def _note_string(
                 "Xen reads on until the next NUL",
             )
         )
-        desc_at = note.offset + ELF_NOTE_HEADER.size + _align_up(note.namesz)
+        desc_at = note.offset + ELF_NOTE_HEADER.size + round_up(note.namesz, NOTE_ALIGN)
         text = data[desc_at : desc_at + XEN_STRING_MAX].split(b"\0", 1)[0]
     return text.decode("latin-1")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from ..structs import round_up
 from ..structs.xen_abi import (
     ENTRIES_PER_TABLE,
     LARGE_PAGE_SIZE,
@@ -72,7 +73,7 @@ def _chunks(regions: list[Region]) -> dict[int, list[tuple[int, int, int]]]:
             where = region.name or f"{region.vaddr:#x}"
             raise ValueError(f"region {where} is not page aligned")
         delta = region.vaddr - region.paddr
-        start, end = region.vaddr, region.vaddr + _page_round_up(region.size)
+        start, end = region.vaddr, region.vaddr + round_up(region.size, PAGE_SIZE)
         if not pieces and not (start | end) % LARGE_PAGE_SIZE:
             # the first region in whole chunks (the identity map): one piece each
             pieces = {
@@ -94,10 +95,6 @@ def _chunks(regions: list[Region]) -> dict[int, list[tuple[int, int, int]]]:
             else:
                 found.append(piece)
     return pieces
-
-
-def _page_round_up(value: int) -> int:
-    return (value + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE
 
 
 def _large_page_delta(pieces: list[tuple[int, int, int]]) -> int | None:

@@ -58,6 +58,7 @@ from ..structs import (
     StartInfoFlags,
     XenNote,
     hvm_start_info,
+    round_up,
     start_info,
 )
 from ..structs import xen_abi as abi
@@ -167,10 +168,6 @@ class Result:
         return data
 
 
-def _round_up(value: int, align: int) -> int:
-    return (value + align - 1) // align * align
-
-
 class Machine:
     """Guest memory, the emulated hypervisor and the run loop."""
 
@@ -203,7 +200,7 @@ class Machine:
         )
         self._load_segments()
         self._write_gdt()
-        self.free = _round_up(max(s.paddr + s.memsz for s in image.loadable_segments), 0x1000)
+        self.free = round_up(max(s.paddr + s.memsz for s in image.loadable_segments), 0x1000)
 
     # --- memory -------------------------------------------------------------------
 
@@ -219,7 +216,7 @@ class Machine:
 
     def alloc(self, size: int) -> int:
         address = self.free
-        self.free = _round_up(address + size, 0x1000)
+        self.free = round_up(address + size, 0x1000)
         return address
 
     def write_anywhere(self, paddr: int, data: bytes) -> None:
@@ -617,14 +614,14 @@ def _start_pv(machine: Machine) -> int:
         pt.Region(
             (s.vaddr - s.vaddr % 0x1000) & mask,
             s.paddr - s.vaddr % 0x1000,
-            _round_up(s.memsz + s.vaddr % 0x1000, 0x1000),
+            round_up(s.memsz + s.vaddr % 0x1000, 0x1000),
         )
         for s in image.loadable_segments
     ]
     regions += [
         pt.Region((info_at + delta) & mask, info_at, abi.PAGE_SIZE),
         pt.Region((stack_at + delta) & mask, stack_at, abi.PAGE_SIZE),
-        pt.Region((module_at + delta) & mask, module_at, _round_up(len(MODULE_BYTES), 0x1000)),
+        pt.Region((module_at + delta) & mask, module_at, round_up(len(MODULE_BYTES), 0x1000)),
         pt.Region(0, 0, 0x200000),
     ]  # the loader's own GDT, low memory
     tables_at = machine.free

@@ -49,7 +49,7 @@ from ..plan import PAGE, Plan, make_plan
 from ..read.container import needs_conversion
 from ..read.image import Buffer, Image, image_from_bytes
 from ..read.shim_view import shim_meta
-from ..structs import ELF_NOTE_HEADER, LEGACY_GUEST_SECTION
+from ..structs import ELF_NOTE_HEADER, LEGACY_GUEST_SECTION, NOTE_ALIGN, round_up
 from ..structs.elf import PN_XNUM, SHT_NOTE, SegmentFlags, SegmentType, elf_header, program_header
 from ..structs.shim_meta import ShimMeta
 from .fileio import (
@@ -68,7 +68,6 @@ from .fileio import (
 # The ELF64 tables the writer edits, from the one declaration in structs/elf.py.
 ELF64_EHDR = elf_header(64)
 ELF64_PHDR = program_header(64)
-NOTE_SEGMENT_ALIGN = 4
 MAX_PHNUM = PN_XNUM  # e_phnum itself cannot say more
 NOTE_HEADER_SIZE = ELF_NOTE_HEADER.size
 PATCHED_HEADER_FIELDS = ("e_entry", "e_phoff", "e_phnum")
@@ -176,7 +175,7 @@ def _cut_by_end(image: Image, shoff: int, dropped: tuple[int, ...] = ()) -> str 
     for note in (n for n in image.notes if n.source not in unread):
         # libelf reads a note's name up to its NUL (not namesz), and only Xen's payloads.
         name_at = note.offset + NOTE_HEADER_SIZE
-        if note.is_xen and name_at + _align4(note.namesz) + note.descsz > size:
+        if note.is_xen and name_at + round_up(note.namesz, NOTE_ALIGN) + note.descsz > size:
             return f"the Xen note at {note.offset:#x} runs past the end of the file"
         if name_at + note.namesz > size and data.find(b"\0", name_at) < 0:
             return f"the name of the note at {note.offset:#x} runs past the end of the file"
@@ -185,10 +184,6 @@ def _cut_by_end(image: Image, shoff: int, dropped: tuple[int, ...] = ()) -> str 
         if data.find(b"\0", legacy.offset) < 0:
             return f"{LEGACY_GUEST_SECTION} runs to the end of the file without a NUL"
     return None
-
-
-def _align4(value: int) -> int:
-    return -(-value // 4) * 4
 
 
 def _check_appendable(plan: Plan, header: dict[str, Any]) -> None:
@@ -209,7 +204,7 @@ def layout_output(plan: Plan) -> OutputParts:
     header = ehdr_fields(original)
     _check_appendable(plan, header)
     phoff, phnum = header["e_phoff"], header["e_phnum"]
-    # PT_NOTEs the plan supersedes are left out (plan._superseded_note_segments).
+    # PT_NOTEs the plan supersedes are left out (plan/notes.py superseded_note_segments).
     phdrs = [
         original[phoff + n * ELF64_PHDR.size : phoff + (n + 1) * ELF64_PHDR.size]
         for n in range(phnum)
@@ -239,7 +234,7 @@ def layout_output(plan: Plan) -> OutputParts:
         p_paddr=plan.shim_paddr + plan.offsets["notes"],
         p_filesz=note_size,
         p_memsz=note_size,
-        p_align=NOTE_SEGMENT_ALIGN,
+        p_align=NOTE_ALIGN,  # Xen pads notes to 4; QEMU pads them to p_align
     )
     last_load = max(
         (n for n, raw in enumerate(phdrs) if ELF64_PHDR.parse(raw).p_type == SegmentType.LOAD),
