@@ -19,9 +19,10 @@
  *   passes every register on. A loader entering it in long mode fails as it would
  *   fail entering the kernel's own 32-bit entry.
  * Step by step: save esp in the reserved area, switch to the shim's stack, pushf and
- *   pusha, cld, check the magic, search Xen's cpuid leaves as 32_xen_detect.S does
- *   (stopping at the first unused base), write the mode, popa and popf, reload esp, jump through the kernel entry pointer (an
- *   indirect jump changes no register and no flag).
+ *   pusha, cld, check the magic, search Xen's cpuid leaves with the macros of
+ *   05_xen_cpuid_search.S (stopping at the first unused base), write the mode, popa
+ *   and popf, reload esp, jump through the kernel entry pointer (an indirect jump
+ *   changes no register and no flag).
  */
 	.code32
 shim_start:
@@ -36,25 +37,11 @@ pvh_entry:
 	mov	${MODE_PVH_NO_XEN}, %edi
 	mov	${XEN_CPUID_FIRST}, %esi
 passthrough_xen_loop:
-	mov	%esi, %eax
-	cpuid
-	sub	%esi, %eax			/* eax = leaves above the base */
-	cmp	${XEN_SIG_EBX}, %ebx
-	jne	passthrough_xen_next
-	cmp	${XEN_SIG_ECX}, %ecx
-	jne	passthrough_xen_next
-	cmp	${XEN_SIG_EDX}, %edx
-	jne	passthrough_xen_next
-	cmp	${XEN_CPUID_HCALL_LEAF}, %eax
-	jb	passthrough_xen_next
+	xen_cpuid_match %esi, passthrough_xen_next
 	mov	${MODE_XEN_PVH}, %edi
 	jmp	passthrough_record
 passthrough_xen_next:
-	cmp	${XEN_CPUID_STRIDE}, %eax	/* an unused base: Xen is not further on */
-	jae	passthrough_record
-	add	${XEN_CPUID_STRIDE}, %esi
-	cmp	${XEN_CPUID_END}, %esi
-	jb	passthrough_xen_loop
+	xen_cpuid_step %esi, passthrough_xen_loop, passthrough_record
 passthrough_record:
 	mov	%edi, ({BOOT_MODE_PHYS})
 	popa

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from shimgen.plan import make_plan
+from shimgen.plan import HANDOFF_SPECS, make_plan
+from shimgen.plan.handoffs import SINGLE_ENTRY_TEMPLATE, START_INFO
 from shimgen.read.image import read_image
 from shimgen.shim import assemble as asm
+from shimgen.shim import values
 
 HEADER_WORDS = ("Entry state", "Exit state", "Clobber")
 # The only literals a template may spell out itself: zero, one, a shift by 32,
@@ -35,7 +37,7 @@ def _gnu_as(source: str, tmp_path: Path) -> bytes:
 
 
 def test_keystone_matches_gnu_as(plan, tmp_path: Path) -> None:
-    source = plan.shim.source + asm.label_table()
+    source = plan.shim.source + asm.label_table(plan.spec.labels)
     gnu = _gnu_as(source, tmp_path)
     assert asm.keystone_assemble(source) == gnu
     assert gnu[: len(plan.shim.code)] == plan.shim.code
@@ -88,26 +90,72 @@ def test_empty_output_is_an_error() -> None:
 
 
 def test_missing_placeholder_is_reported() -> None:
-    with pytest.raises(asm.AssemblyError, match="layout values missing"):
-        asm.render({})
+    with pytest.raises(asm.AssemblyError, match=r"template values missing: .*SI_CMDLINE"):
+        asm.render({}, START_INFO.templates)
 
 
 def test_struct_offsets_come_from_structs() -> None:
     from shimgen.structs import hvm_start_info, start_info
 
-    values = asm.abi_values()
-    assert values["SI_CMDLINE"] == start_info(64).offset_of("cmd_line")
-    assert values["SI_CONSOLE_EVTCHN"] == start_info(64).offset_of("console.domU.evtchn")
-    assert values["HVM_MEMMAP"] == hvm_start_info(1).offset_of("memmap_paddr")
+    fixed = values.fixed_values()
+    assert fixed["SI_CMDLINE"] == start_info(64).offset_of("cmd_line")
+    assert fixed["SI_CONSOLE_EVTCHN"] == start_info(64).offset_of("console.domU.evtchn")
+    assert fixed["HVM_MEMMAP"] == hvm_start_info(1).offset_of("memmap_paddr")
 
 
 def test_code_size_independent_of_layout(plan) -> None:
-    from shimgen.plan import PAGE, _scratch_from_start_info
-
     # every address 0; the displacements between reserved pages as in any layout
-    zeros = {key: 0 for key in asm.LAYOUT_KEYS} | _scratch_from_start_info(PAGE)
-    assert len(asm.assemble(zeros).code) == len(plan.shim.code)
+    zeros = _layout_for("start-info", False, 0)
+    shim = asm.assemble(zeros, START_INFO.templates, START_INFO.labels)
+    assert len(shim.code) == len(plan.shim.code)
     print(f"shim code: {len(plan.shim.code)} bytes")
+
+
+def _placement(spec, value: int) -> values.Placement:
+    """Every page of the spec's segment, a page apart from the tables on."""
+    pages = ("tables", *spec.reserved, "hypercall_page", "stack_top")
+    return values.Placement(
+        shim_vaddr=value,
+        shim_paddr=value,
+        offsets={name: n * values.PAGE for n, name in enumerate(pages)},
+        frames=1,
+        kernel_entry=value,
+        boot_mode_virt=value,
+        boot_mode_phys=value,
+        hypercall_virt=value,
+        hypercall_phys=value,
+        pv_virt_base=value,
+    )
+
+
+def test_every_value_provided_is_used_and_every_placeholder_provided() -> None:
+    provided = set(values.fixed_values())
+    for spec in HANDOFF_SPECS.values():
+        provided |= set(values.template_values(_placement(spec, 0), spec.page_values))
+    used = asm.placeholders(asm.template_text())
+    assert provided - used == set(), "values no template uses"
+    assert used - provided == set(), "placeholders nobody provides"
+
+
+@pytest.mark.parametrize("spec", HANDOFF_SPECS.values(), ids=HANDOFF_SPECS)
+def test_each_handoff_provides_what_its_templates_use(spec) -> None:
+    given = values.template_values(_placement(spec, 0), spec.page_values)
+    for single in (False, True) if spec.pv else (False,):
+        assert asm.placeholders(asm.template_text(spec.template_set(single))) <= set(given)
+
+
+@pytest.mark.parametrize(
+    ("handoff", "loop"), [("pvh-passthrough", "passthrough_xen"), ("start-info", "detect_xen")]
+)
+def test_cpuid_search_macros_leave_the_labels_in_the_text(handoff: str, loop: str) -> None:
+    """Both Xen searches use the macros of 05_xen_cpuid_search.S; the labels of their
+    loops stay in the rendered text, where inspect finds the names it shows."""
+    spec = HANDOFF_SPECS[handoff]
+    source = asm.render(_layout_for(handoff, False, 0x12345000), spec.templates)
+    for label in (f"{loop}_loop", f"{loop}_next"):
+        assert f"\n{label}:" in source
+    code = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
+    assert "\txen_cpuid_match " in code and "\txen_cpuid_step " in code
 
 
 XEN_ABI_PROBE = r"""
@@ -185,45 +233,52 @@ def test_xen_abi_matches_xen_headers(tmp_path: Path) -> None:
 
 SETS = [
     (handoff, single)
-    for handoff in asm.TEMPLATE_SETS
+    for handoff, spec in HANDOFF_SPECS.items()
     for single in (False, True)
-    if not (single and handoff == "pvh-passthrough")  # no PV entry to share
+    if not single or spec.pv  # pvh-passthrough: no PV entry to share
 ]
 
 
-def _layout_for(handoff: str, single: bool, value: int) -> dict[str, int]:
-    """Every address the set asks for set to value; the displacements between
-    reserved pages (not addresses: the same in every layout) as the plan makes them."""
-    from shimgen.plan import PAGE, _scratch_from_start_info
+def _layout_for(handoff: str, single: bool, value: int) -> dict[str, int | str]:
+    """The fixed values, and every address the set asks for set to value; the
+    displacements between reserved pages (not addresses: the same in every layout)
+    as the plan makes them."""
+    text = asm.template_text(HANDOFF_SPECS[handoff].template_set(single))
+    wanted = values.layout_keys(text)
+    displacements = values.scratch_from_start_info(values.PAGE)
+    fixed = {k: v for k, v in displacements.items() if k in wanted}
+    return values.fixed_values() | dict.fromkeys(wanted, value) | fixed
 
-    text = asm.template_text(asm.template_set(handoff, single))
-    wanted = asm.placeholders(text) - set(asm.abi_values())
-    fixed = {k: v for k, v in _scratch_from_start_info(PAGE).items() if k in wanted}
-    return dict.fromkeys(wanted, value) | fixed
+
+def _assemble(handoff: str, single: bool, value: int) -> asm.Shim:
+    spec = HANDOFF_SPECS[handoff]
+    layout = _layout_for(handoff, single, value)
+    return asm.assemble(layout, spec.template_set(single), spec.exported_labels(single))
 
 
 def test_every_template_belongs_to_a_set() -> None:
-    used = {name for names in asm.TEMPLATE_SETS.values() for name in names}
-    assert used | {asm.SINGLE_ENTRY_TEMPLATE} == set(asm.template_names())
+    used = {name for spec in HANDOFF_SPECS.values() for name in spec.templates}
+    assert used | {SINGLE_ENTRY_TEMPLATE} == set(asm.template_names())
 
 
 @pytest.mark.parametrize(("handoff", "single"), SETS)
 def test_each_set_matches_gnu_as(handoff: str, single: bool, tmp_path: Path) -> None:
+    spec = HANDOFF_SPECS[handoff]
     layout = _layout_for(handoff, single, 0x12345000)
-    source = asm.render(layout, handoff, single) + asm.label_table(
-        asm.exported_labels(handoff, single)
+    source = asm.render(layout, spec.template_set(single)) + asm.label_table(
+        spec.exported_labels(single)
     )
     assert asm.keystone_assemble(source) == _gnu_as(source, tmp_path)
 
 
 @pytest.mark.parametrize(("handoff", "single"), SETS)
 def test_each_set_size_independent_of_layout(handoff: str, single: bool) -> None:
-    small = asm.assemble(_layout_for(handoff, single, 0), handoff, single)
-    large = asm.assemble(_layout_for(handoff, single, 0x7FFFF000), handoff, single)
+    small = _assemble(handoff, single, 0)
+    large = _assemble(handoff, single, 0x7FFFF000)
     assert len(small.code) == len(large.code) and small.labels == large.labels
     print(f"{handoff}{' single' if single else ''}: {len(small.code)} bytes")
 
 
 def test_each_set_reports_missing_values() -> None:
     with pytest.raises(asm.AssemblyError, match="HVM_INFO_PHYS"):
-        asm.render(_layout_for("start-info", False, 0), "hvm-start-info")
+        asm.render(_layout_for("start-info", False, 0), HANDOFF_SPECS["hvm-start-info"].templates)

@@ -20,7 +20,7 @@ from shimgen.structs import xen_abi as abi
 
 from shimgen.read.image import read_image
 from shimgen.read.shim_view import shim_view
-from shimgen.shim.assemble import (
+from shimgen.shim.values import (
     BAD_MAGIC_MESSAGE,
     MEMMAP_MAX_ENTRIES,
     OUT_OF_RANGE_MESSAGE,

@@ -7,7 +7,8 @@ from typing import Any
 
 from .render import console, print_json
 
-# plan.HANDOFFS, spelled out so that --help does not import the planner (and Keystone)
+# plan.HANDOFFS, spelled out so that --help does not import the planner
+# (tests/test_plan.py checks they are the same)
 HANDOFFS = ("start-info", "hvm-start-info", "pvh-passthrough")
 
 
@@ -129,13 +130,8 @@ def _show(plan: Any, facts: dict[str, Any], args: argparse.Namespace) -> None:
     table = Table(title=f"shimgen patch plan ({plan.handoff})", show_header=True)
     table.add_column("item")
     table.add_column("value")
-    kernel_entry = {
-        "start-info": "kernel PV entry",
-        "hvm-start-info": "kernel 64-bit entry (--entry64)",
-        "pvh-passthrough": "kernel PVH entry (physical)",
-    }.get(plan.handoff, "kernel entry")
     rows = [
-        (kernel_entry, f"{plan.kernel_entry:#x}"),
+        (plan.spec.entry_title, f"{plan.kernel_entry:#x}"),
         ("VIRT_BASE - PADDR_OFFSET", f"{plan.delta:#x}"),
         ("shim segment", f"vaddr {plan.shim_vaddr:#x}  paddr {plan.shim_paddr:#x}"),
         (

@@ -1,0 +1,215 @@
+"""Where the shim segment goes, how it is laid out, and the page tables that map it.
+
+The segment follows the image, virtually and physically, with the image's own
+translation; its layout is drawn in shimgen/plan/__init__.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ..errors import Refused
+from ..read.image import Image
+from ..shim import pagetables as pt
+from ..shim.assemble import Shim
+from ..shim.values import IDENTITY_MAP_SIZE, MASK64, PAGE, Placement
+from ..structs import NOTE_ALIGN, round_up
+from ..structs import xen_abi as abi
+from .handoffs import HandoffSpec
+
+MAX_MAPPED_CHUNKS = 1 << 16  # 2 MiB chunks the shim's page tables may cover: 128 GiB
+OWN_HYPERCALL_PAGE = "hypercall_page"  # reserved for a PV handoff whose kernel has none
+
+
+@dataclass
+class Draft:
+    """What the planner has decided so far (the shim is assembled from it twice: once
+    at address 0 for its size, once in place)."""
+
+    image: Image
+    spec: HandoffSpec
+    single_entry: bool
+    kernel_entry: int
+    boot_mode: int | None  # the kernel's shimgen_boot_mode (virtual)
+    kernel_hcall: int | None  # the kernel's HYPERCALL_PAGE (virtual)
+    pv_virt_base: int
+    shim_vaddr: int = 0
+    shim_paddr: int = 0
+    offsets: dict[str, int] = field(default_factory=dict)
+    frames: int = 0
+
+    @property
+    def own_hcall(self) -> bool:
+        return self.spec.pv and self.kernel_hcall is None
+
+    @property
+    def reserved_names(self) -> list[str]:
+        return [*self.spec.reserved, *([OWN_HYPERCALL_PAGE] if self.own_hcall else [])]
+
+    def virt(self, name: str) -> int:
+        return (self.shim_vaddr + self.offsets[name]) & MASK64
+
+    def phys(self, name: str) -> int:
+        return self.shim_paddr + self.offsets[name]
+
+    def hcall_virt(self) -> int:
+        if self.own_hcall:
+            return self.virt(OWN_HYPERCALL_PAGE)
+        return self.kernel_hcall or 0
+
+    def hcall_phys(self) -> int:
+        if self.own_hcall:
+            return self.phys(OWN_HYPERCALL_PAGE)
+        if self.kernel_hcall is None:
+            return 0
+        return self.image.virt_to_phys(self.kernel_hcall, "HYPERCALL_PAGE")
+
+    def boot_mode_virt(self) -> int:
+        """The kernel's variable, or the word at the start of the scratch page."""
+        return self.boot_mode if self.boot_mode is not None else self.virt("scratch")
+
+    def boot_mode_phys(self) -> int:
+        if self.boot_mode is None:
+            return self.phys("scratch")
+        return self.image.virt_to_phys(self.boot_mode, abi.BOOT_MODE_SYMBOL)
+
+    def placement(self) -> Placement:
+        return Placement(
+            shim_vaddr=self.shim_vaddr,
+            shim_paddr=self.shim_paddr,
+            offsets=dict(self.offsets),
+            frames=self.frames,
+            kernel_entry=self.kernel_entry,
+            boot_mode_virt=self.boot_mode_virt(),
+            boot_mode_phys=self.boot_mode_phys(),
+            hypercall_virt=self.hcall_virt(),
+            hypercall_phys=self.hcall_phys(),
+            pv_virt_base=self.pv_virt_base,
+        )
+
+    def assemble(self) -> Shim:
+        return self.spec.assemble(self.placement(), self.single_entry)
+
+
+def shim_address(image: Image, delta: int) -> tuple[int, int]:
+    """(p_vaddr, p_paddr) of the shim segment: after every segment, both ways."""
+    loads = image.loadable_segments
+    vend = max((s.vaddr + s.memsz) & MASK64 for s in loads)
+    pend = max(s.paddr + s.memsz for s in loads)
+    shim_vaddr = round_up(max(vend, (pend + delta) & MASK64), PAGE)
+    shim_paddr = (shim_vaddr - delta) & MASK64
+    if shim_paddr >= IDENTITY_MAP_SIZE:
+        raise Refused(f"shim would sit at physical {shim_paddr:#x}, above 4 GiB: no PVH entry")
+    return shim_vaddr, shim_paddr
+
+
+def require_single_entry(draft: Draft, delta: int) -> None:
+    if delta:
+        raise Refused(
+            f"{draft.image.path}: --single-entry needs an image linked virtual == physical, "
+            f"and this one has VIRT_BASE - PADDR_OFFSET = {delta:#x}: the shim would sit at "
+            f"virtual {draft.shim_vaddr:#x} for PV and at physical {draft.shim_paddr:#x} for "
+            "PVH, and one entry address cannot be both. Leave out --single-entry for two "
+            "entries"
+        )
+
+
+def reserved_layout(draft: Draft, tables_end: int) -> tuple[dict[str, int], int]:
+    """Offsets of the reserved pages and the stack after the tables; the end."""
+    offsets: dict[str, int] = {}
+    cursor = tables_end
+    for name in draft.reserved_names:
+        offsets[name] = cursor
+        cursor += PAGE
+    offsets["stack"] = cursor
+    cursor += draft.spec.stack_pages * PAGE
+    offsets["stack_top"] = cursor
+    return offsets, cursor
+
+
+def at_zero(draft: Draft) -> Draft:
+    """The same shim at address 0 with the tables at offset 0: assembled for its size.
+    The templates encode every address at a fixed width; the one value whose width
+    could vary, a displacement between two reserved pages (SI_TO_* in
+    40_start_info.S), is the same here as in the final layout, so this is the final
+    size."""
+    reserved, _end = reserved_layout(draft, 0)
+    return replace(draft, shim_vaddr=0, shim_paddr=0, offsets={"tables": 0} | reserved)
+
+
+def lay_out(draft: Draft, code_size: int, note_size: int) -> tuple[int, int]:
+    """Offsets of notes, tables and reserved pages; (filesz, memsz). Sets draft.frames
+    and draft.offsets."""
+    offsets = {"code": 0, "notes": round_up(code_size, NOTE_ALIGN)}
+    offsets["tables"] = round_up(offsets["notes"] + note_size, PAGE)
+    image = draft.image
+    frames = 1 if draft.spec.page_tables else 0
+    if draft.spec.page_tables:
+        require_bounded_tables(image, regions(image, draft.shim_vaddr, draft.shim_paddr, 0))
+    while True:
+        reserved, memsz = reserved_layout(draft, offsets["tables"] + frames * PAGE)
+        if not draft.spec.page_tables:
+            break
+        needed = pt.count_frames(regions(image, draft.shim_vaddr, draft.shim_paddr, memsz))
+        if needed == frames:
+            break
+        frames = needed
+    draft.offsets = offsets | reserved
+    draft.frames = frames
+    return offsets["tables"] + frames * PAGE, memsz
+
+
+# --- page tables ----------------------------------------------------------------------
+
+
+def regions(image: Image, shim_vaddr: int, shim_paddr: int, memsz: int) -> list[pt.Region]:
+    """What the shim's page tables map: low memory identity, every segment, the shim."""
+    mapped = [pt.Region(0, 0, IDENTITY_MAP_SIZE, "identity")]
+    for segment in image.loadable_segments:
+        start = segment.vaddr - segment.vaddr % PAGE
+        pstart = segment.paddr - segment.vaddr % PAGE
+        size = round_up(segment.vaddr + segment.memsz, PAGE) - start
+        mapped.append(pt.Region(start & MASK64, pstart, size, f"segment {segment.index}"))
+    mapped.append(pt.Region(shim_vaddr, shim_paddr, memsz, "shim"))
+    return mapped
+
+
+def require_bounded_tables(image: Image, mapped: list[pt.Region]) -> None:
+    """Page tables for absurd segments (terabytes of p_memsz, thousands of copies)
+    would take gigabytes and minutes to build: refuse them first."""
+    chunks = sum(region.size // abi.LARGE_PAGE_SIZE + 2 for region in mapped)
+    if chunks > MAX_MAPPED_CHUNKS:
+        raise Refused(
+            f"{image.path}: its loadable segments span more than "
+            f"{MAX_MAPPED_CHUNKS * abi.LARGE_PAGE_SIZE >> 30} GiB: too much for the shim to map"
+        )
+
+
+def build_tables(draft: Draft, memsz: int) -> pt.PageTables:
+    if not draft.spec.page_tables:
+        return pt.PageTables(base=draft.phys("tables"), data=b"")
+    mapped = regions(draft.image, draft.shim_vaddr, draft.shim_paddr, memsz)
+    return pt.build(mapped, draft.phys("tables"))
+
+
+def check_tables(draft: Draft, shim: Shim, tables: pt.PageTables) -> None:
+    """The mode switch runs at physical addresses, the rest at virtual ones: verify."""
+    if not draft.spec.page_tables:
+        return
+    read = pt.reader_for(tables)
+    identity = [draft.shim_paddr + shim.labels[label] for label in ("pvh_entry", "pvh_long_entry")]
+    stack = draft.offsets["stack_top"] - 8
+    entry = draft.kernel_entry
+    probes = [
+        (identity[0], identity[0], "PVH entry (identity)"),
+        (identity[1], identity[1], "64-bit entry (identity)"),
+        (draft.shim_vaddr + stack, draft.shim_paddr + stack, "shim stack"),
+        (entry, draft.image.virt_to_phys(entry, "entry"), "kernel entry"),
+    ]
+    for vaddr, expected, what in probes:
+        got = pt.translate(read, tables.cr3, vaddr)
+        if got != expected:
+            raise Refused(
+                f"page tables map the {what} {vaddr:#x} to {got}, not {expected:#x}: "
+                "a segment's virtual range collides with the identity map"
+            )

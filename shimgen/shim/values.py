@@ -1,0 +1,357 @@
+"""Every value the shim's templates take, from one module.
+
+:func:`fixed_values` holds what does not depend on where the shim goes: Xen ABI
+numbers and struct offsets (structs/), the shim's messages and loop bounds, and the
+layouts of its reserved pages (:func:`scratch_layout`, :func:`built_hvm_layout`).
+:func:`template_values` adds the addresses the plan decides (:class:`Placement`):
+the ones every shim takes, and those of a handoff's own reserved pages (each
+handoff's ``page_values``). tests/test_assemble.py checks that every value given
+here is used by a template and every placeholder of a template is given here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+
+from ..structs import (
+    HVM_MEMMAP_TABLE_ENTRY,
+    HVM_MODLIST_ENTRY,
+    HVM_START_MAGIC,
+    MAX_GUEST_CMDLINE,
+    START_INFO_MAGIC,
+    START_INFO_MAGIC_PREFIX,
+    E820Type,
+    StartInfoFlags,
+    hvm_start_info,
+    round_up,
+    start_info,
+)
+from ..structs import xen_abi as abi
+from ..structs.clayout import U64
+from .assemble import placeholders
+
+PAGE = abi.PAGE_SIZE
+MASK64 = (1 << 64) - 1
+IDENTITY_MAP_SIZE = 1 << 32  # every address a PVH loader can hand in ebx or a paddr field
+OPCODE_JMP_FAR = 0xEA  # jmp ptr16:32, the one far-jump form Keystone cannot mangle
+OPCODE_REX_W = 0x48  # the mode guards' byte: REX.W in 64-bit mode, dec %eax in 32-bit
+BAD_MAGIC_MESSAGE = b"shimgen: bad boot magic, not entering the kernel; halted\n"
+WRONG_MODE_MESSAGE = (
+    b"shimgen: entry reached in the wrong CPU mode, not entering the kernel; halted\n"
+)
+OUT_OF_RANGE_MESSAGE = (
+    b"shimgen: hvm_start_info points outside the identity-mapped memory, "
+    b"not entering the kernel; halted\n"
+)
+# Entries of an hvm_start_info v1 memory map the start-info shim reads at most: far
+# more than a loader writes (QEMU and Xen's toolstack write a handful), few enough
+# that a loader's absurd memmap_entries cannot keep the walk going for minutes.
+MEMMAP_MAX_ENTRIES = 0x400
+
+# --- the reserved pages' layouts ----------------------------------------------------
+
+# start-info: each hypercall argument struct has its own place in the scratch page,
+# so the fields that must be 0 stay as the loader zeroed them (40_start_info.S).
+# They start after the fallback boot-mode word at offset 0.
+SCRATCH_STRUCTS_OFFSET = 0x10
+SCRATCH_STRUCTS = (
+    ("hvm_param", abi.XEN_HVM_PARAM),
+    ("add_to_physmap", abi.XEN_ADD_TO_PHYSMAP),
+    ("memory_map", abi.XEN_MEMORY_MAP),
+)
+SCRATCH_E820_OFFSET = 0x100  # hypercall argument structs use the first 256 bytes
+# pvh-passthrough: the scratch page holds the fallback mode word at 0 (as for the
+# other handoffs) and the loader's esp right after it.
+SAVED_ESP_OFFSET = 8
+BUILT_HVM_VERSION = 1  # the PV path of hvm-start-info builds a version-1 struct
+
+
+def scratch_layout() -> dict[str, int]:
+    """Offsets in the scratch page of the start-info shim's hypercall structs."""
+    offsets, cursor = {}, SCRATCH_STRUCTS_OFFSET
+    for name, record in SCRATCH_STRUCTS:
+        offsets[name] = cursor
+        cursor += round_up(record.size, 8)
+    if cursor > SCRATCH_E820_OFFSET:
+        raise AssertionError("hypercall structs overlap the E820 buffer")
+    offsets["e820"] = SCRATCH_E820_OFFSET
+    return offsets
+
+
+@cache
+def built_hvm_layout() -> dict[str, int]:
+    """Offsets, in the page the hvm-start-info PV path fills, of what it builds: the
+    struct, one module entry, one memory-map entry, the command line (+ NUL)."""
+    layout, cursor = {}, 0
+    for name, size, align in (
+        ("info", hvm_start_info(BUILT_HVM_VERSION).size, 8),
+        ("modlist", HVM_MODLIST_ENTRY.size, 8),
+        ("memmap", HVM_MEMMAP_TABLE_ENTRY.size, 8),
+        ("cmdline", MAX_GUEST_CMDLINE, 1),
+    ):
+        cursor = round_up(cursor, align)
+        layout[name] = cursor
+        cursor += size
+    layout["end"] = cursor
+    return layout
+
+
+# --- values that do not depend on the layout ------------------------------------------
+
+
+def _hex_bytes(data: bytes) -> str:
+    return ", ".join(f"{byte:#04x}" for byte in data)
+
+
+@cache
+def fixed_values() -> dict[str, int | str]:
+    """Every layout-independent value a template uses, from structs and xen_abi."""
+    return {
+        **_message_values(),
+        **_cpu_values(),
+        **_hypercall_values(),
+        **_start_info_offsets(),
+        **_hvm_start_info_offsets(),
+        **_built_hvm_values(),
+    }
+
+
+def _message_values() -> dict[str, int | str]:
+    magic = START_INFO_MAGIC[64]
+    # 10_pv_entry.S compares the prefix as one quad word.
+    assert len(START_INFO_MAGIC_PREFIX) == U64.size
+    return {
+        "SI_MAGIC_PREFIX": int.from_bytes(START_INFO_MAGIC_PREFIX, "little"),
+        "SI_MAGIC_BYTES": _hex_bytes(magic + b"\0"),
+        "MSG_BAD_MAGIC_BYTES": _hex_bytes(BAD_MAGIC_MESSAGE),
+        "MSG_WRONG_MODE_BYTES": _hex_bytes(WRONG_MODE_MESSAGE),
+        "MSG_OUT_OF_RANGE_BYTES": _hex_bytes(OUT_OF_RANGE_MESSAGE),
+        "MODE_XEN_PV": abi.BootMode.XEN_PV,
+        "MODE_XEN_PVH": abi.BootMode.XEN_PVH,
+        "MODE_PVH_NO_XEN": abi.BootMode.PVH_NO_XEN,
+        "DEBUGCON_PORT": abi.DEBUGCON_PORT,
+    }
+
+
+def _cpu_values() -> dict[str, int | str]:
+    ebx, ecx, edx = abi.signature_words()
+    return {
+        "OPCODE_REX_W": OPCODE_REX_W,
+        "OPCODE_JMP_FAR": OPCODE_JMP_FAR,
+        "CR4_PAE_SSE": abi.CR4_PAE | abi.CR4_OSFXSR | abi.CR4_OSXMMEXCPT,
+        "CR0_PG_PE_MP": abi.CR0_PG | abi.CR0_PE | abi.CR0_MP,
+        "CR0_KEEP_FPU": ~(abi.CR0_EM | abi.CR0_TS) & 0xFFFFFFFF,
+        "MSR_EFER": abi.MSR_EFER,
+        "EFER_LME": abi.EFER_LME,
+        "SEL_CODE64": abi.GDT_SELECTOR_CODE64,
+        "SEL_DATA": abi.GDT_SELECTOR_DATA,
+        "GDT_CODE64": abi.GDT_CODE64,
+        "GDT_DATA": abi.GDT_DATA,
+        "PAGE_SHIFT": abi.PAGE_SHIFT,
+        "PAGE_SIZE": abi.PAGE_SIZE,
+        "IDENTITY_MAP_END": IDENTITY_MAP_SIZE,
+        "XEN_CPUID_FIRST": abi.XEN_CPUID_FIRST_LEAF,
+        "XEN_CPUID_STRIDE": abi.XEN_CPUID_LEAF_STRIDE,
+        "XEN_CPUID_END": abi.XEN_CPUID_LAST_LEAF,
+        "XEN_CPUID_HCALL_LEAF": abi.XEN_CPUID_HYPERCALL_LEAF,
+        "XEN_SIG_EBX": ebx,
+        "XEN_SIG_ECX": ecx,
+        "XEN_SIG_EDX": edx,
+    }
+
+
+def _hypercall_values() -> dict[str, int | str]:
+    # 40_start_info.S leaves xen_add_to_physmap.space as the loader zeroed it
+    assert abi.XENMAPSPACE_SHARED_INFO == 0
+    return {
+        "CONSOLEIO_WRITE": abi.CONSOLEIO_WRITE,
+        "SCHEDOP_SHUTDOWN": abi.SCHEDOP_SHUTDOWN,
+        "SHUTDOWN_CRASH": abi.SHUTDOWN_CRASH,
+        "XENMEM_MEMORY_MAP": abi.XENMEM_MEMORY_MAP,
+        "XENMEM_CURRENT_RESERVATION": abi.XENMEM_CURRENT_RESERVATION,
+        "XENMEM_ADD_TO_PHYSMAP": abi.XENMEM_ADD_TO_PHYSMAP,
+        "XMM_NR": abi.XEN_MEMORY_MAP.offset_of("nr_entries"),
+        "XMM_BUFFER": abi.XEN_MEMORY_MAP.offset_of("buffer"),
+        "E820_STRIDE": abi.E820_ENTRY_STRIDE,
+        "E820_CAPACITY": (PAGE - SCRATCH_E820_OFFSET) // abi.E820_ENTRY_STRIDE,
+        "HVMOP_GET_PARAM": abi.HVMOP_GET_PARAM,
+        "DOMID_SELF": abi.DOMID_SELF,
+        "HP_DOMID": abi.XEN_HVM_PARAM.offset_of("domid"),
+        "HP_INDEX": abi.XEN_HVM_PARAM.offset_of("index"),
+        "AP_DOMID": abi.XEN_ADD_TO_PHYSMAP.offset_of("domid"),
+        "AP_GPFN": abi.XEN_ADD_TO_PHYSMAP.offset_of("gpfn"),
+        "PARAM_STORE_PFN": abi.HvmParam.STORE_PFN,
+        "PARAM_STORE_EVTCHN": abi.HvmParam.STORE_EVTCHN,
+        "PARAM_CONSOLE_PFN": abi.HvmParam.CONSOLE_PFN,
+        "PARAM_CONSOLE_EVTCHN": abi.HvmParam.CONSOLE_EVTCHN,
+    }
+
+
+def _start_info_offsets() -> dict[str, int | str]:
+    si = start_info(64)
+    return {
+        "SI_MAGIC": si.offset_of("magic"),
+        "SI_NR_PAGES": si.offset_of("nr_pages"),
+        "SI_SHARED_INFO": si.offset_of("shared_info"),
+        "SI_FLAGS": si.offset_of("flags"),
+        "SI_STORE_MFN": si.offset_of("store_mfn"),
+        "SI_STORE_EVTCHN": si.offset_of("store_evtchn"),
+        "SI_CONSOLE_MFN": si.offset_of("console.domU.mfn"),
+        "SI_CONSOLE_EVTCHN": si.offset_of("console.domU.evtchn"),
+        "SI_PT_BASE": si.offset_of("pt_base"),
+        "SI_NR_PT_FRAMES": si.offset_of("nr_pt_frames"),
+        "SI_MOD_START": si.offset_of("mod_start"),
+        "SI_MOD_LEN": si.offset_of("mod_len"),
+        "SI_CMDLINE": si.offset_of("cmd_line"),
+        "CMDLINE_MAX": MAX_GUEST_CMDLINE - 1,  # one byte stays for the NUL
+        "SIF_MOD_START_PFN": StartInfoFlags.MOD_START_PFN,
+    }
+
+
+def _hvm_start_info_offsets() -> dict[str, int | str]:
+    hvm = hvm_start_info(1)
+    # Both memory-map formats are walked by one loop: their fields must coincide.
+    for name in ("addr", "size", "type"):
+        assert HVM_MEMMAP_TABLE_ENTRY.offset_of(name) == abi.E820_ENTRY.offset_of(name)
+    return {
+        "HVM_START_MAGIC": HVM_START_MAGIC,
+        "HVM_MAGIC": hvm.offset_of("magic"),
+        "HVM_VERSION": hvm.offset_of("version"),
+        "HVM_FLAGS": hvm.offset_of("flags"),
+        "HVM_NR_MODULES": hvm.offset_of("nr_modules"),
+        "HVM_MODLIST": hvm.offset_of("modlist_paddr"),
+        "HVM_CMDLINE": hvm.offset_of("cmdline_paddr"),
+        "HVM_MEMMAP": hvm.offset_of("memmap_paddr"),
+        "HVM_MEMMAP_ENTRIES": hvm.offset_of("memmap_entries"),
+        "HVM_INFO_SIZE": hvm.size,
+        "MOD_ENTRY_SIZE": HVM_MODLIST_ENTRY.size,
+        "MOD_PADDR": HVM_MODLIST_ENTRY.offset_of("paddr"),
+        "MOD_SIZE": HVM_MODLIST_ENTRY.offset_of("size"),
+        "MEMMAP_STRIDE": HVM_MEMMAP_TABLE_ENTRY.size,
+        "MEMMAP_MAX_ENTRIES": MEMMAP_MAX_ENTRIES,
+        "E820_RAM": E820Type.RAM,
+        "ENTRY_ADDR": HVM_MEMMAP_TABLE_ENTRY.offset_of("addr"),
+        "ENTRY_SIZE": HVM_MEMMAP_TABLE_ENTRY.offset_of("size"),
+        "ENTRY_TYPE": HVM_MEMMAP_TABLE_ENTRY.offset_of("type"),
+    }
+
+
+def _built_hvm_values() -> dict[str, int | str]:
+    """hvm-start-info: the hvm_start_info v1 the PV path builds (built_hvm_layout)."""
+    built = built_hvm_layout()
+    return {
+        "HVM_INFO_VERSION": BUILT_HVM_VERSION,
+        "BUILT_CMDLINE": built["cmdline"],
+        "BUILT_MODLIST": built["modlist"],
+        "BUILT_MEMMAP": built["memmap"],
+        "BUILT_MOD_PADDR": built["modlist"] + HVM_MODLIST_ENTRY.offset_of("paddr"),
+        "BUILT_MOD_SIZE": built["modlist"] + HVM_MODLIST_ENTRY.offset_of("size"),
+        "BUILT_MEMMAP_SIZE": built["memmap"] + HVM_MEMMAP_TABLE_ENTRY.offset_of("size"),
+        "BUILT_MEMMAP_TYPE": built["memmap"] + HVM_MEMMAP_TABLE_ENTRY.offset_of("type"),
+    }
+
+
+# --- values the plan decides ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the plan put the shim and what the shim points at (virtual addresses
+    unless named physical)."""
+
+    shim_vaddr: int
+    shim_paddr: int
+    offsets: Mapping[str, int]  # tables, each reserved page, stack_top: from the shim start
+    frames: int  # page-table frames
+    kernel_entry: int  # virtual; physical for pvh-passthrough
+    boot_mode_virt: int
+    boot_mode_phys: int
+    hypercall_virt: int  # the hypercall page the shim calls through (0: none)
+    hypercall_phys: int
+    pv_virt_base: int  # what the PV path subtracts for a pseudo-physical address
+
+    def virt(self, name: str) -> int:
+        return (self.shim_vaddr + self.offsets[name]) & MASK64
+
+    def phys(self, name: str) -> int:
+        return self.shim_paddr + self.offsets[name]
+
+
+PageValues = Callable[[Placement], dict[str, int]]
+
+
+def template_values(place: Placement, page_values: PageValues) -> dict[str, int | str]:
+    """Every value a shim's templates take: fixed ones, the addresses every shim
+    takes, and those of its handoff's reserved pages."""
+    return {**fixed_values(), **shim_values(place), **page_values(place)}
+
+
+def layout_keys(source: str) -> set[str]:
+    """The placeholders of a template text the plan's layout provides."""
+    return placeholders(source) - set(fixed_values())
+
+
+def shim_values(place: Placement) -> dict[str, int]:
+    """Addresses every handoff's shim may take."""
+    stub = abi.HYPERCALL_STUB_SIZE
+    hcall = place.hypercall_virt
+    return {
+        "SHIM_VIRT": place.shim_vaddr,
+        "SHIM_PHYS": place.shim_paddr,
+        "KERNEL_ENTRY": place.kernel_entry,
+        "BOOT_MODE_VIRT": place.boot_mode_virt,
+        "BOOT_MODE_PHYS": place.boot_mode_phys,
+        "STACK_TOP_VIRT": place.virt("stack_top"),
+        "STACK_TOP_PHYS": place.phys("stack_top"),
+        "PML4_PHYS": place.phys("tables"),
+        "PML4_VIRT": place.virt("tables"),
+        "NR_PT_FRAMES": place.frames,
+        "HCALL_PAGE_PHYS": place.hypercall_phys,
+        "HCALL_CONSOLE_IO": hcall + abi.Hypercall.CONSOLE_IO * stub,
+        "HCALL_SCHED_OP": hcall + abi.Hypercall.SCHED_OP * stub,
+        "HCALL_MEMORY_OP": hcall + abi.Hypercall.MEMORY_OP * stub,
+        "HCALL_HVM_OP": hcall + abi.Hypercall.HVM_OP * stub,
+        "PV_VIRT_BASE": place.pv_virt_base,
+    }
+
+
+def start_info_pages(place: Placement) -> dict[str, int]:
+    """start-info: the start_info page it fills, the scratch page its hypercalls use,
+    the page Xen's shared_info is mapped into."""
+    shared_info = place.phys("shared_info")
+    return {
+        "START_INFO_VIRT": place.virt("start_info"),
+        "SHARED_INFO_PHYS": shared_info,
+        "SHARED_INFO_PFN": shared_info >> abi.PAGE_SHIFT,
+        **scratch_from_start_info(place.offsets["scratch"] - place.offsets["start_info"]),
+    }
+
+
+def scratch_from_start_info(scratch: int) -> dict[str, int]:
+    """Displacements from the start_info page (r13 in 40_start_info.S) into scratch
+    (not addresses: the same wherever the shim goes)."""
+    places = scratch_layout()
+    return {
+        "SI_TO_HVM_PARAM": scratch + places["hvm_param"],
+        "SI_TO_HVM_PARAM_VALUE": scratch
+        + places["hvm_param"]
+        + abi.XEN_HVM_PARAM.offset_of("value"),
+        "SI_TO_ADD_TO_PHYSMAP": scratch + places["add_to_physmap"],
+        "SI_TO_MEMORY_MAP": scratch + places["memory_map"],
+        "SI_TO_MEMORY_MAP_NR": scratch
+        + places["memory_map"]
+        + abi.XEN_MEMORY_MAP.offset_of("nr_entries"),
+        "SI_TO_E820_BUF": scratch + places["e820"],
+    }
+
+
+def hvm_info_pages(place: Placement) -> dict[str, int]:
+    """hvm-start-info: the page its PV path builds an hvm_start_info in."""
+    return {"HVM_INFO_VIRT": place.virt("hvm_info"), "HVM_INFO_PHYS": place.phys("hvm_info")}
+
+
+def passthrough_pages(place: Placement) -> dict[str, int]:
+    """pvh-passthrough: where it saves the loader's esp in its scratch page."""
+    return {"SAVED_ESP_PHYS": place.phys("scratch") + SAVED_ESP_OFFSET}
