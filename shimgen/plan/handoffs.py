@@ -44,8 +44,10 @@ EntryResolver = Callable[[Image, str | None, Verdicts], int]
 
 @dataclass(frozen=True)
 class HandoffSpec:
+    """One handoff: what its kernel entry expects and what its shim is made of."""
+
     name: str
-    templates: tuple[str, ...]  # asm_templates/*.S in assembly order
+    templates: tuple[str, ...]  # asm_templates/*.S in assembly order (shim_start first)
     labels: tuple[str, ...]  # labels whose offsets the plan, emulate and inspect read
     reserved: tuple[str, ...]  # reserved pages after the page tables, in order
     page_values: values.PageValues  # the template values of those pages

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from ..errors import Refused
@@ -215,19 +216,9 @@ def make_plan(
     if replace_pvh_entry:
         options["replace_pvh_entry"] = True
 
-    zero = at_zero(draft)
-    zero_shim = zero.assemble()
-    code_size = len(zero_shim.code)
-    stub = meta_stub(input_facts, draft, options, zero_shim)
-    filesz, memsz = lay_out(
-        draft, code_size, encoded_size(shim_notes(zero, dropped, delta, (0, kept_pvh or 0), stub))
-    )
-    tables = build_tables(draft, memsz)
-    shim = draft.assemble()
-    if len(shim.code) != code_size or shim.regions != zero_shim.regions:
-        raise Refused(
-            f"internal: shim size changed with its layout ({code_size} -> {len(shim.code)})"
-        )
+    stub = partial(meta_stub, input_facts, draft, options)
+    entries = (0, kept_pvh or 0)  # placeholders of the final notes' size
+    shim, tables, (filesz, memsz) = _assemble_in_place(draft, dropped, delta, entries, stub)
     plan = Plan(
         handoff=spec.name,
         image=image,
@@ -252,11 +243,37 @@ def make_plan(
     )
     if sha256 is not None and digest:
         input_facts = input_facts | {"sha256": sha256()}
-    meta = meta_note(input_facts, plan, code_size)
+    meta = meta_note(input_facts, plan, len(shim.code))
     plan.notes = shim_notes(draft, dropped, delta, (plan.pv_entry, plan.pvh_entry), meta)
     require_note_room(image, len(plan.notes))
     check_tables(draft, shim, tables)
     return plan
+
+
+def _assemble_in_place(
+    draft: Draft,
+    dropped: tuple[int, ...],
+    delta: int,
+    entries: tuple[int, int],
+    meta_stub: Callable[[Shim], NoteEntry],
+) -> tuple[Shim, pt.PageTables, tuple[int, int]]:
+    """The shim assembled where it goes, its page tables, (filesz, memsz).
+
+    Its size comes first, from the same shim at address 0 (layout.at_zero), with
+    notes of the final size (the metadata's numbers are fixed width); then the
+    segment is laid out around it and the shim assembled in place."""
+    zero = at_zero(draft)
+    zero_shim = zero.assemble()
+    code_size = len(zero_shim.code)
+    stub = shim_notes(zero, dropped, delta, entries, meta_stub(zero_shim))
+    sizes = lay_out(draft, code_size, encoded_size(stub))
+    tables = build_tables(draft, sizes[1])
+    shim = draft.assemble()
+    if len(shim.code) != code_size or shim.regions != zero_shim.regions:
+        raise Refused(
+            f"internal: shim size changed with its layout ({code_size} -> {len(shim.code)})"
+        )
+    return shim, tables, sizes
 
 
 def _draft(
