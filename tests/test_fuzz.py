@@ -100,7 +100,7 @@ def test_mutated_images_in_process(corpus: dict[str, bytes]) -> None:
     outcomes: collections.Counter[str] = collections.Counter()
 
     @fuzz_settings(IN_PROCESS_EXAMPLES)
-    @given(mutants(corpus))
+    @given(mutants(corpus, by_kind=True))
     def run(mutant: Mutant) -> None:
         with oracle.keep_on_failure(mutant.data):
             outcomes[oracle.check_in_process(mutant.data, other=corpus[mutant.seed])] += 1

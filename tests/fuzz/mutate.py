@@ -161,9 +161,15 @@ class Mutant:
 
 
 @st.composite
-def mutants(draw: Draw, seeds: dict[str, bytes]) -> Mutant:
-    """A seed with 1 to MAX_MUTATIONS mutations."""
-    name = draw(st.sampled_from(sorted(seeds)))
+def mutants(draw: Draw, seeds: dict[str, bytes], by_kind: bool = False) -> Mutant:
+    """A seed with 1 to MAX_MUTATIONS mutations. ``by_kind``: pick the kind of seed
+    (the name's prefix before ":") first, so that a kind with few seeds (two patched
+    images among dozens of hostile ones) is mutated as often as any other."""
+    names = sorted(seeds)
+    if by_kind:
+        kind = draw(st.sampled_from(sorted({name.split(":")[0] for name in names})))
+        names = [name for name in names if name.split(":")[0] == kind]
+    name = draw(st.sampled_from(names))
     data = bytearray(seeds[name])
     steps = []
     for _ in range(draw(st.integers(1, MAX_MUTATIONS))):
