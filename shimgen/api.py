@@ -465,6 +465,9 @@ def boot(
     timeout: float = 30.0,
     log: PathLike | None = None,
     xen: PathLike | None = None,
+    exit_on: str | None = None,
+    exit_ok: int | None = None,
+    memory: int | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> BootResult:
     """Boot the image for real and report what the kernel printed (``shimgen boot``).
@@ -473,10 +476,13 @@ def boot(
     "microvm". initrd: a module for the kernel. expect: a regex the guest's output
     must hold too. log: where to save the raw console log. xen: the hypervisor
     (default Debian's 4.17, fetched once into $SHIMGEN_CACHE). on_progress gets
-    each stage's name. ``.ok`` is True when the guest ended well.
+    each stage's name. exit_on: a regex that ends the boot as soon as the guest
+    printed it (verdict ok). exit_ok: the isa-debug-exit value meaning success
+    (default the samples' 0x10; not for xl loaders). memory: the domU's MiB (xl
+    loaders). ``.ok`` is True when the guest ended well.
     Raises MissingTool when QEMU or Xen are missing, BadInput, UsageError.
     """
-    from .verify.boot import DEFAULT_MACHINE, BootOptions
+    from .verify.boot import DEBUG_EXIT_OK, DEFAULT_MACHINE, BootOptions
     from .verify.boot import boot as run_boot
 
     try:
@@ -489,6 +495,9 @@ def boot(
             timeout=timeout,
             log=None if log is None else Path(log),
             xen=None if xen is None else Path(xen),
+            exit_on=exit_on,
+            exit_ok=DEBUG_EXIT_OK if exit_ok is None else exit_ok,
+            memory=memory,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None

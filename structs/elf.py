@@ -61,6 +61,9 @@ SHT_SYMTAB = 2
 SHT_STRTAB = 3
 SHT_DYNSYM = 11
 SHN_UNDEF = 0
+# Dynamic section tags (gABI): the shared libraries a program needs.
+DT_NULL = 0
+DT_NEEDED = 1
 SHN_XINDEX = 0xFFFF
 PN_XNUM = 0xFFFF
 
@@ -163,3 +166,9 @@ def symbol(bits: int) -> Record:
             Field("st_shndx", U16),
         )
     return Record(f"Elf{bits}_Sym", fields)
+
+
+@cache
+def dynamic_entry(bits: int) -> Record:
+    word = _word(bits)
+    return Record(f"Elf{bits}_Dyn", (Field("d_tag", word), Field("d_val", word)))

@@ -124,6 +124,18 @@ GUEST_HVM32 = "hvm-3.0-x86_32"  # every PVH kernel: it starts in 32-bit protecte
 # xen_caps there.
 DEBIAN_XEN_CAPS = ("xen-3.0-x86_64", "hvm-3.0-x86_32", "hvm-3.0-x86_32p", "hvm-3.0-x86_64")
 
+
+class ShutdownReason(enum.IntEnum):
+    """SHUTDOWN_* codes of SCHEDOP_shutdown (sched.h); xl prints them as "reason code"."""
+
+    POWEROFF = 0
+    REBOOT = 1
+    SUSPEND = 2
+    CRASH = 3
+    WATCHDOG = 4
+    SOFT_RESET = 5
+
+
 # --- memory_op: xen/include/public/memory.h ----------------------------------------
 
 XENMEM_CURRENT_RESERVATION = 3  # arg: domid_t *; returns the domain's pages

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ExitCode
+from .argtypes import unsigned
 
 if TYPE_CHECKING:
     from ..verify.boot import BootResult
 
 # Kept in step with shimgen.verify.boot (not imported here: start-up speed).
-_LOADERS = ("qemu-pvh", "xen-pv", "xen-pvh")
+_XL_LOADERS = ("xl-pv", "xl-pvh", "xl-pvshim")
+_LOADERS = ("qemu-pvh", "xen-pv", "xen-pvh", *_XL_LOADERS)
 _MACHINES = ("q35", "pc", "microvm")
 
 _VERDICT_STYLE = {"ok": "bold green", "timeout": "bold yellow"}
@@ -25,8 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "boot",
         help="boot an image under QEMU (PVH) or Xen inside QEMU, report what it printed",
         description=(
-            "Boot IMAGE for real: under QEMU's PVH loader (-kernel), or as dom0 of "
-            "Debian's Xen 4.17 running inside QEMU (TCG). Captures the guest's console, "
+            "Boot IMAGE for real: under QEMU's PVH loader (-kernel), as dom0 of "
+            "Debian's Xen 4.17 running inside QEMU (TCG), or as a domU that `xl create` "
+            "starts in a Debian Linux dom0 there (xl-pv, xl-pvh, xl-pvshim: PV in a PVH "
+            "container through Xen's pv-shim). Captures the guest's console, "
             "ends QEMU when the guest halts, shuts down, crashes or times out. Exit 0 "
             "only when the guest ended well (and --expect matched)."
         ),
@@ -41,7 +45,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--expect", metavar="REGEX", help="also require this regex in the guest's output"
     )
     parser.add_argument(
-        "--timeout", type=float, default=30.0, metavar="S", help="seconds before giving up (30)"
+        "--exit-on",
+        metavar="REGEX",
+        help="end the boot as soon as the guest printed this regex (verdict ok)",
+    )
+    parser.add_argument(
+        "--exit-ok",
+        type=unsigned,
+        metavar="VALUE",
+        help=(
+            "the isa-debug-exit value that means success (default 0x10, the samples'); "
+            "qemu-pvh, xen-pv, xen-pvh"
+        ),
+    )
+    parser.add_argument(
+        "--memory",
+        type=int,
+        metavar="MIB",
+        help="the domU's memory for xl loaders (default 32)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help=(
+            "seconds before giving up (30); for xl loaders, seconds the guest may run "
+            "after xl started it (the rig's own start comes on top)"
+        ),
     )
     parser.add_argument("--log", type=Path, metavar="FILE", help="save the raw console log")
     parser.add_argument(
@@ -69,14 +100,25 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.machine is not None and args.loader != "qemu-pvh":
         parser.error("--machine applies to --loader qemu-pvh only (Xen runs on 'pc')")
     if args.xen is not None and args.loader == "qemu-pvh":
-        parser.error("--xen applies to --loader xen-pv and xen-pvh only")
+        parser.error("--xen applies to the xen-* and xl-* loaders only")
+    xl = args.loader in _XL_LOADERS
+    if args.exit_ok is not None and xl:
+        parser.error(
+            "--exit-ok: a domU cannot reach QEMU's isa-debug-exit device; under xl "
+            "loaders the verdict comes from the shutdown reason (poweroff = ok)"
+        )
+    if args.memory is not None and not xl:
+        parser.error("--memory applies to the xl-* loaders only")
+    if args.memory is not None and args.memory < 1:
+        parser.error("--memory must be at least 1 MiB")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
-    if args.expect is not None:
-        try:
-            re.compile(args.expect)
-        except re.error as error:
-            parser.error(f"--expect: bad regex: {error}")
+    for flag, regex in (("--expect", args.expect), ("--exit-on", args.exit_on)):
+        if regex is not None:
+            try:
+                re.compile(regex)
+            except re.error as error:
+                parser.error(f"{flag}: bad regex: {error}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -105,6 +147,9 @@ def _boot(args: argparse.Namespace, on_progress: Callable[[str], None] | None = 
         timeout=args.timeout,
         log=args.log,
         xen=args.xen,
+        exit_on=args.exit_on,
+        exit_ok=args.exit_ok,
+        memory=args.memory,
         on_progress=on_progress,
     )
 
@@ -134,6 +179,12 @@ def _render(result: BootResult) -> None:
         out.print(_key_value_table("guest report", result.report.items()))
     elif result.guest_lines:
         out.print(_lines_table("guest output", result.guest_lines[-40:]))
+    if result.xenstore:
+        out.print(_key_value_table("xenstore (what libxl gave the domU)", result.xenstore.items()))
+    if result.timings:
+        out.print(_key_value_table("timings (s since QEMU started)", _timing_rows(result)))
+    if result.xl_messages and result.verdict != "ok":
+        out.print(_lines_table("xl create", result.xl_messages))
     if result.xen_build:
         out.print(_lines_table("Xen dom0 build", result.xen_build))
     if result.xen_errors:
@@ -156,12 +207,24 @@ def _facts(result: BootResult) -> list[tuple[str, str]]:
         ("wall time", f"{result.wall_time:.2f} s"),
         ("guest lines", str(len(result.guest_lines))),
     ]
+    if result.shutdown_reason is not None:
+        rows.append(("shutdown reason", result.shutdown_reason))
+    if result.domain_memory_mib is not None:
+        rows.append(("domU memory", f"{result.domain_memory_mib} MiB (xl list)"))
     if result.debug_exit is not None:
         rows.append(("isa-debug-exit", f"{result.debug_exit:#x}"))
     if result.expect is not None:
         rows.append(
             ("expect", f"{result.expect!r}: {'matched' if result.expect_matched else 'no match'}")
         )
+    return rows
+
+
+def _timing_rows(result: BootResult) -> list[tuple[str, str]]:
+    rows = [(stage.replace("_", " "), f"{value:.2f}") for stage, value in result.timings.items()]
+    started, ended = result.timings.get("started"), result.timings.get("ended")
+    if started is not None and ended is not None:
+        rows.append(("guest ran", f"{ended - started:.2f}"))
     return rows
 
 

@@ -49,7 +49,9 @@ from ..structs.harness import (
 )
 
 QEMU = "qemu-system-x86_64"
-LOADERS = ("qemu-pvh", "xen-pv", "xen-pvh")
+# xl-*: a domU started by `xl create` in a Debian Linux dom0 (see xlboot.py)
+XL_LOADERS = ("xl-pv", "xl-pvh", "xl-pvshim")
+LOADERS = ("qemu-pvh", "xen-pv", "xen-pvh", *XL_LOADERS)
 MACHINES = ("q35", "pc", "microvm")
 DEFAULT_MACHINE = "q35"
 DEFAULT_TIMEOUT = 30.0
@@ -62,13 +64,8 @@ QEMU_PVH_MEMORY_MIB = 128
 XEN_HOST_MEMORY_MIB = 1024
 DOM0_MEM_MIB = 256
 # noreboot: a panic halts instead of rebooting after 5 s, so the harness sees it at once.
-XEN_CMDLINE = (
-    "console=com1",
-    "loglvl=all",
-    "guest_loglvl=all",
-    f"dom0_mem={DOM0_MEM_MIB}M",
-    "noreboot",
-)
+XEN_LOG_CMDLINE = ("console=com1", "loglvl=all", "guest_loglvl=all", "noreboot")
+XEN_CMDLINE = (*XEN_LOG_CMDLINE, f"dom0_mem={DOM0_MEM_MIB}M")
 XEN_PVH_CMDLINE = ("dom0=pvh", "dom0-iommu=none")
 
 POLL_INTERVAL = 0.02
@@ -101,6 +98,14 @@ class End(enum.StrEnum):
     QEMU_RESET = "qemu-reset"
     QEMU_EXIT = "qemu-exit"
     TIMEOUT = "timeout"
+    EXIT_ON = "exit-on"  # the guest printed --exit-on's regex
+    # xl loaders: how the domU ended, as xl reported it
+    DOMU_POWEROFF = "domu-poweroff"
+    DOMU_REBOOT = "domu-reboot"
+    DOMU_CRASH = "domu-crash"
+    DOMU_SHUTDOWN = "domu-shutdown"  # another shutdown reason (suspend, watchdog...)
+    XL_REFUSED = "xl-refused"  # xl create failed before the domain ran
+    RIG_FAILED = "rig-failed"  # Xen or dom0 died, or dom0 never came up
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,10 @@ class BootOptions:
     # a module for the kernel: QEMU's -initrd (hvm_start_info module 0), or dom0's
     # initrd (Xen's second multiboot module)
     initrd: Path | None = None
+    exit_on: str | None = None  # regex: end the boot as soon as the guest printed it (ok)
+    # the isa-debug-exit value meaning success (qemu-pvh, xen-pv, xen-pvh)
+    exit_ok: int = DEBUG_EXIT_OK
+    memory: int | None = None  # domU memory in MiB (xl loaders; default xlcfg's)
 
     def __post_init__(self) -> None:
         if self.loader not in LOADERS:
@@ -124,10 +133,16 @@ class BootOptions:
             raise ValueError(f"machine must be one of {', '.join(MACHINES)}")
         if self.timeout <= 0:
             raise ValueError("timeout must be positive")
+        if self.uses_xl and self.exit_ok != DEBUG_EXIT_OK:
+            raise ValueError("exit_ok: a domU cannot reach QEMU's isa-debug-exit device")
 
     @property
     def uses_xen(self) -> bool:
         return self.loader.startswith("xen-")
+
+    @property
+    def uses_xl(self) -> bool:
+        return self.loader in XL_LOADERS
 
 
 @dataclass
@@ -153,6 +168,13 @@ class BootResult:
     qemu_pid: int
     command: list[str] = field(default_factory=list)
     initrd: str | None = None  # the module passed, as given
+    # xl loaders: seconds from QEMU's start to each stage (dom0_up, toolstack_up,
+    # created, started, first_output, ended)
+    timings: dict[str, float] = field(default_factory=dict)
+    xenstore: dict[str, str] = field(default_factory=dict)  # what libxl gave the domU
+    shutdown_reason: str | None = None  # poweroff, reboot, crash... as xl reported it
+    domain_memory_mib: int | None = None  # the domU's memory as `xl list` shows it
+    xl_messages: list[str] = field(default_factory=list)  # what xl create printed
 
     @property
     def ok(self) -> bool:
@@ -163,6 +185,7 @@ class BootResult:
         data["verdict"] = str(self.verdict)
         data["end"] = str(self.end)
         data["wall_time"] = round(self.wall_time, 3)
+        data["timings"] = {stage: round(value, 3) for stage, value in self.timings.items()}
         return data
 
 
@@ -403,8 +426,9 @@ STAGE_STARTED = {  # QEMU runs, and nothing has come out of its console yet
 class ConsoleParser:
     """Sorts console lines into guest output and Xen messages; spots the end of a run."""
 
-    def __init__(self, xen: bool) -> None:
+    def __init__(self, xen: bool, exit_on: str | None = None) -> None:
         self.xen = xen
+        self.exit_on = None if exit_on is None else re.compile(exit_on)
         self.guest_lines: list[str] = []
         self.xen_lines: list[str] = []
         self.stage = STAGE_STARTING
@@ -441,6 +465,9 @@ class ConsoleParser:
     def _guest(self, line: str) -> None:
         self.guest_lines.append(line)
         self.stage = "guest running"
+        if self.exit_on is not None and self.end is None and self.exit_on.search(line):
+            self.end = End.EXIT_ON
+            self.final = True
 
     def _xen(self, line: str) -> None:
         self.xen_lines.append(line)
@@ -624,10 +651,14 @@ def _end_of(run: _Run, parser: ConsoleParser) -> End:
     return End.QEMU_RESET if run.status == 0 else End.QEMU_EXIT
 
 
-def judge(run: _Run, parser: ConsoleParser, end: End) -> tuple[Verdict, str]:
+def judge(
+    run: _Run, parser: ConsoleParser, end: End, exit_ok: int = DEBUG_EXIT_OK
+) -> tuple[Verdict, str]:
     """The verdict before --expect is applied, with a one-line reason."""
     if end is End.DEBUG_EXIT:
-        return _judge_debug_exit(_debug_exit_value(run.status))
+        return _judge_debug_exit(_debug_exit_value(run.status), exit_ok)
+    if end is End.EXIT_ON and parser.exit_on is not None:
+        return Verdict.OK, f"guest printed {parser.exit_on.pattern!r} (--exit-on)"
     if end in _XEN_ENDS:
         return _XEN_ENDS[end](parser)
     if end is End.TIMEOUT:
@@ -640,8 +671,8 @@ def judge(run: _Run, parser: ConsoleParser, end: End) -> tuple[Verdict, str]:
     return Verdict.LOADER_ERROR, message
 
 
-def _judge_debug_exit(value: int | None) -> tuple[Verdict, str]:
-    if value == DEBUG_EXIT_OK:
+def _judge_debug_exit(value: int | None, exit_ok: int = DEBUG_EXIT_OK) -> tuple[Verdict, str]:
+    if value == exit_ok:
         return Verdict.OK, f"guest wrote {value:#x} (ok) to isa-debug-exit"
     if value == DEBUG_EXIT_FAIL:
         return Verdict.GUEST_FAILED, f"guest wrote {value:#x} (fail) to isa-debug-exit"
@@ -723,6 +754,17 @@ def boot(
         _check_initrd(options.initrd)
     if options.expect is not None:
         re.compile(options.expect)  # a bad regex fails before a slow boot
+    if options.exit_on is not None:
+        re.compile(options.exit_on)
+    if options.uses_xl:
+        from .xlboot import boot_domus, job_from_options
+
+        return boot_domus(
+            [job_from_options(image, options)],
+            log=options.log,
+            on_progress=on_progress,
+            xen=options.xen,
+        )[0]
     if options.log is not None:
         _save_log(None, options.log)  # an unwritable log fails before a slow boot
     qemu = find_qemu()
@@ -730,7 +772,7 @@ def boot(
     with tempfile.TemporaryDirectory(prefix="shimgen-boot-") as scratch:
         log = Path(scratch) / "console.log"
         argv = _argv(qemu, xen, image.resolve(), options, Path(scratch), log)
-        parser = ConsoleParser(xen=options.uses_xen)
+        parser = ConsoleParser(xen=options.uses_xen, exit_on=options.exit_on)
         run = _run_qemu(argv, log, parser, options.timeout, on_progress)
         if options.log is not None:
             _save_log(log, options.log)
@@ -765,7 +807,7 @@ def _result(
     image: Path, options: BootOptions, argv: list[str], run: _Run, parser: ConsoleParser
 ) -> BootResult:
     end = _end_of(run, parser)
-    verdict, reason = judge(run, parser, end)
+    verdict, reason = judge(run, parser, end, options.exit_ok)
     verdict, reason, matched = _apply_expect(verdict, reason, options.expect, parser.guest_lines)
     report, complete = parse_report(parser.guest_lines)
     return BootResult(
