@@ -11,6 +11,9 @@ PYTHON ?= python3
 VENV ?= .venv
 APT_PACKAGES := qemu-system-x86 gcc binutils make libxen-dev gzip time python3-venv python3-pip
 CACHE_PACKAGES := xen-hypervisor-4.17-amd64 xen-utils-4.17 grub-xen-host
+# The xl rig's dom0 (boot --loader xl-*): `python -m shimgen.verify.xlrig` fetches its
+# packages (Debian's linux-image-amd64 kernel, busybox-static, xenstore-utils and the
+# libraries xl needs: the list is shimgen/verify/xlrig.py's) and builds the initramfs once.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
 LINT_PATHS := $(wildcard shimgen structs asm_templates tests bench examples)
@@ -38,15 +41,17 @@ venv: $(BIN)/shimgen
 
 # apt-get download needs package lists; fetch them once if the cache is cold.
 cache: venv
-	@$(BIN)/python -m shimgen.verify.debcache $(CACHE_PACKAGES) || \
-	  { $(SUDO) apt-get update -qq && $(BIN)/python -m shimgen.verify.debcache $(CACHE_PACKAGES); }
+	@{ $(BIN)/python -m shimgen.verify.debcache $(CACHE_PACKAGES) && \
+	   $(BIN)/python -m shimgen.verify.xlrig; } || \
+	  { $(SUDO) apt-get update -qq && $(BIN)/python -m shimgen.verify.debcache $(CACHE_PACKAGES) && \
+	    $(BIN)/python -m shimgen.verify.xlrig; }
 
 # The samples include a header shimgen writes (samples/build/shimgen.h): the venv first.
 samples: venv
 	$(MAKE) -s -C samples SHIMGEN=$(abspath $(BIN))/shimgen
 
 # The main job: make the PV-only sample universal, check it as Xen would, boot it
-# as Xen PV, as Xen PVH and under QEMU's PVH loader.
+# as Xen PV, as Xen PVH and under QEMU's PVH loader, then as a domU (xl create) both ways.
 DEMO_IN := samples/build/pv-hello
 DEMO_OUT := build/demo/pv-hello.universal
 DEMO_CMDLINE := hello from shimgen
@@ -58,6 +63,8 @@ demo: setup
 	$(BIN)/shimgen boot $(DEMO_OUT) --loader xen-pv --cmdline "$(DEMO_CMDLINE)"
 	$(BIN)/shimgen boot $(DEMO_OUT) --loader xen-pvh --cmdline "$(DEMO_CMDLINE)"
 	$(BIN)/shimgen boot $(DEMO_OUT) --loader qemu-pvh --cmdline "$(DEMO_CMDLINE)"
+	$(BIN)/shimgen boot $(DEMO_OUT) --loader xl-pv --cmdline "$(DEMO_CMDLINE)" --timeout 60
+	$(BIN)/shimgen boot $(DEMO_OUT) --loader xl-pvh --cmdline "$(DEMO_CMDLINE)" --timeout 60
 
 # --shimgen-require-boot: a boot test whose QEMU or Xen is missing fails, never skips.
 test: setup

@@ -22,6 +22,7 @@ _COMMAND_MODULES = {
     "patch_cmd": ("patch",),
     "emulate_cmd": ("emulate",),
     "boot_cmd": ("boot",),
+    "xlcfg_cmd": ("xlcfg",),
     "diff_cmd": ("diff",),
 }
 

@@ -185,7 +185,10 @@ def _show(report: Any) -> None:
         out.print(_verdict_panel(verdict))
     if report.hypercalls.uses:
         out.print(_hypercalls_table(report.hypercalls))
-    types = ", ".join(f'type = "{t}"' for t in verdicts.xl_types) or "none"
+    types = ", ".join(f'type = "{t}"' for t in verdicts.xl_types)
+    if verdicts.pv.ok:  # Xen's pv-shim runs a PV kernel in a PVH container
+        types += ', type = "pvh" + pvshim = 1'
+    types = types or "none"
     out.print(f"[bold]xl configs this image runs with:[/] {types}")
     if shim_error:
         out.print(f"[red]shim metadata unreadable[/]: {_esc(shim_error)}")

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import MissingTool
 from ..structs.xen_abi import ShutdownReason
 from . import boot as rig
 from .boot import (
@@ -42,6 +43,7 @@ from .boot import (
     find_xen,
     parse_report,
 )
+from .debcache import cache_dir
 from .xlcfg import DEFAULT_MEMORY_MIB, PRESERVE, XlConfig, render
 from .xlrig import DOM0_CMDLINE, MARK, PV_SHIM, Cpio, Dom0Files, dom0_files
 
@@ -259,6 +261,13 @@ class RigParser(ConsoleParser):
             self.final = True
 
     def _marker(self, body: str) -> None:
+        # A guest's last console line, unterminated, runs into dom0's next marker.
+        body, joined, following = body.partition(f" {MARK} ")
+        if joined:
+            if body.partition(" ")[2] != "con:":  # not just an empty unterminated line
+                self._marker(body)
+            self._marker(following)
+            return
         job, _, rest = body.partition(" ")
         key, _, value = rest.partition(" ")
         if job == "-":
@@ -440,9 +449,15 @@ def _memory_mib(list_line: str | None) -> int | None:
     return int(fields[2]) if len(fields) >= 6 and fields[2].isdigit() else None
 
 
-def _timings(parser: RigParser, record: JobRecord, output: list[tuple[float, str]]):
+# Lines Xen's pv-shim prints on the guest's console ring before the guest runs.
+_PVSHIM_LINE = re.compile(r"^\(XEN\) ")
+
+
+def _timings(job: DomuJob, parser: RigParser, record: JobRecord, output: list[tuple[float, str]]):
     times = dict(parser.rig_times)
     times.update(record.times)
+    if job.pvshim:  # the first output is the guest's own, not the shim's boot messages
+        output = [(when, text) for when, text in output if not _PVSHIM_LINE.match(text)]
     if output:
         times["first_output"] = output[0][0]
         # dom0 polls for xl's "Waiting for domain" line; a guest that printed first
@@ -489,7 +504,7 @@ def _job_result(
         qemu_pid=run.pid,
         command=argv,
         initrd=None if job.initrd is None else str(job.initrd),
-        timings=_timings(parser, record, output),
+        timings=_timings(job, parser, record, output),
         xenstore=dict(record.xenstore),
         shutdown_reason=None if shutdown is None else shutdown.name.lower(),
         domain_memory_mib=_memory_mib(record.list_line),
@@ -522,8 +537,14 @@ def boot_domus(
     if log is not None:
         _save_log(None, log)
     qemu = find_qemu()
-    xen_binary = find_xen(xen)
-    files = dom0_files()
+    try:
+        xen_binary = find_xen(xen)
+        files = dom0_files()
+    except MissingTool as error:
+        raise MissingTool(
+            f"the xl rig cannot start: {error} (cache: {cache_dir()}; `make cache` fetches "
+            "everything it needs)"
+        ) from None
     timeout = RIG_START_BUDGET + sum(job.timeout + JOB_OVERHEAD for job in jobs)
     with tempfile.TemporaryDirectory(prefix="shimgen-xl-") as scratch:
         initrd = Path(scratch) / "dom0.cpio"

@@ -490,3 +490,22 @@ for job in $(cat /jobs/order); do run_job $job; done
 mark - all-done
 poweroff -f
 """
+
+
+def main() -> int:
+    """`python -m shimgen.verify.xlrig`: fetch the rig's packages and build its dom0 (make)."""
+    import sys
+
+    from ..errors import ShimgenError
+
+    try:
+        files = dom0_files()
+    except ShimgenError as error:
+        print(f"shimgen: error: {error}", file=sys.stderr)
+        return int(error.exit_code)
+    print(f"xl rig dom0: {files.kernel}, {files.initramfs}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""Real domU boots: `xl create` in a Debian Linux dom0 of Xen 4.17 inside QEMU.
+
+One rig run (one QEMU, one dom0) boots the whole matrix, `xl create` after `xl
+create`: every patched sample as xl-pv and/or xl-pvh as its handoff claims, with a
+module and a command line; an unpatched PV sample under Xen's pv-shim; an image xl
+refuses; a guest that hangs; a guest ended by --exit-on.
+
+PV domUs cannot print through console_io (a release Xen refuses it to a domU), so
+until the samples use the console ring they are judged by their shutdown reason
+(poweroff = the sample's checks passed). PVH domUs report through port 0xe9, and
+their report is checked against what xenstore holds for them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from shimgen.structs import xen_abi as abi
+
+from shimgen.cli import main
+from shimgen.errors import ExitCode
+from shimgen.verify.boot import End, Verdict
+from shimgen.verify.xlboot import DomuJob, boot_domus
+from shimgen.write.patch import patch_file
+
+pytestmark = [pytest.mark.xen, pytest.mark.slow]
+
+# A quote and a backslash travel through the xl config's string escapes.
+CMDLINE = 'domU "quoted" k=v \\ [ok]'
+HANG_LIMIT = 5.0
+
+
+@pytest.fixture(scope="module")
+def images(samples_build: Path, tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("xl")
+    made = {
+        "start-info": (samples_build / "pv-hello", {}),
+        "highhalf": (samples_build / "pv-highhalf", {}),
+        "single-entry": (samples_build / "pv-hello", {"single_entry": True}),
+        "hvm-start-info": (
+            samples_build / "hvm64-hello",
+            {"handoff": "hvm-start-info", "entry64": "_start"},
+        ),
+        "pvh-passthrough": (samples_build / "pvh-hello", {"handoff": "pvh-passthrough"}),
+    }
+    out = {}
+    for name, (source, options) in made.items():
+        out[name] = folder / name
+        patch_file(source, out[name], **options)
+    out["unpatched-pv"] = samples_build / "pv-hello"
+    out["unpatched-pvh"] = samples_build / "pvh-hello"
+    return out
+
+
+# (case, image, loader): each patched sample as each xl type its handoff claims
+BOOTS = [
+    ("start-info", "xl-pv"),
+    ("start-info", "xl-pvh"),
+    ("highhalf", "xl-pvh"),
+    ("single-entry", "xl-pv"),
+    ("single-entry", "xl-pvh"),
+    ("hvm-start-info", "xl-pv"),
+    ("hvm-start-info", "xl-pvh"),
+    ("pvh-passthrough", "xl-pvh"),
+    ("unpatched-pv", "xl-pvshim"),
+]
+
+
+@pytest.fixture(scope="module")
+def matrix(images, boot_module, tmp_path_factory):
+    module, _ = boot_module
+    jobs = [
+        DomuJob(images[name], loader, cmdline=CMDLINE, initrd=module, timeout=60)
+        for name, loader in BOOTS
+    ]
+    jobs += [
+        DomuJob(images["unpatched-pvh"], "xl-pv", timeout=60),  # xl refuses it
+        DomuJob(images["start-info"], "xl-pvh", cmdline="sample=hang", timeout=HANG_LIMIT),
+        DomuJob(
+            images["start-info"], "xl-pvh", cmdline="x", exit_on=r"mode_name=xen-pv\w", timeout=60
+        ),
+    ]
+    log = tmp_path_factory.mktemp("xl-log") / "serial.log"
+    results = boot_domus(jobs, log=log)
+    by_case = {(name, loader): r for (name, loader), r in zip(BOOTS, results, strict=False)}
+    by_case["refused"], by_case["hang"], by_case["exit-on"] = results[len(BOOTS) :]
+    return by_case, log
+
+
+@pytest.mark.parametrize(("name", "loader"), BOOTS)
+def test_sample_boots_as_a_domu(matrix, name: str, loader: str) -> None:
+    results, log = matrix
+    result = results[(name, loader)]
+    assert result.ok, (result.reason, result.guest_lines[-5:], result.xl_messages, str(log))
+    assert result.shutdown_reason == "poweroff"
+    assert result.domain_memory_mib == 32
+    # libxl gave the domain its rings, whatever the guest does with them
+    for key in ("store/ring-ref", "store/port", "console/ring-ref", "console/port"):
+        assert result.xenstore[key].isdigit(), result.xenstore
+    stages = list(result.timings.values())
+    assert stages == sorted(stages) and {"started", "ended"} <= result.timings.keys()
+
+
+@pytest.mark.parametrize(("name", "loader"), [case for case in BOOTS if case[1] == "xl-pvh"])
+def test_pvh_domu_reports_what_xen_gave_it(matrix, boot_module, name: str, loader: str) -> None:
+    results, _ = matrix
+    result = results[(name, loader)]
+    report = result.report
+    _, module_fnv = boot_module
+    assert int(report["mode"]) == abi.BootMode.XEN_PVH
+    assert report["cmdline"] == CMDLINE
+    assert report["result"] == "ok"
+    if "store_mfn" in report:  # the start-info handoff: the shim's synthesized start_info
+        assert int(report["store_mfn"], 16) == int(result.xenstore["store/ring-ref"])
+        assert int(report["store_evtchn"]) == int(result.xenstore["store/port"])
+        assert int(report["console_mfn"], 16) == int(result.xenstore["console/ring-ref"])
+        assert int(report["console_evtchn"]) == int(result.xenstore["console/port"])
+    if "module_fnv" in report:  # the module (xl's ramdisk) arrived whole
+        assert int(report["module_fnv"], 16) == module_fnv
+
+
+def test_xl_refusal_is_xl_s_own_message(matrix) -> None:
+    results, _ = matrix
+    refused = results["refused"]
+    assert refused.verdict is Verdict.XEN_ERROR and refused.end is End.XL_REFUSED
+    assert "no loader found" in refused.reason
+    assert any("libxl: error" in line for line in refused.xl_messages)
+
+
+def test_hanging_guest_ends_at_its_timeout_with_its_output(matrix) -> None:
+    results, _ = matrix
+    hang = results["hang"]
+    assert hang.verdict is Verdict.TIMEOUT and hang.end is End.TIMEOUT
+    assert hang.report.get("action") == "hang"  # what it printed before it hung
+    ran = hang.timings["ended"] - hang.timings["started"]
+    assert ran >= HANG_LIMIT
+
+
+def test_exit_on_ends_the_guest_as_soon_as_it_matches(matrix) -> None:
+    results, _ = matrix
+    result = results["exit-on"]
+    assert result.verdict is Verdict.OK and result.end is End.EXIT_ON
+    assert "result" not in result.report  # it ended before the report's end
+
+
+# --- the command line: errors ---------------------------------------------------------
+
+
+def test_boot_cli_xl_refusal_exits_1(images, capsys) -> None:
+    status = main(["boot", str(images["unpatched-pvh"]), "--loader", "xl-pv", "--json"])
+    out = capsys.readouterr().out
+    assert status == ExitCode.FAILED
+    assert '"verdict": "xen-error"' in out and "no loader found" in out
+
+
+@pytest.mark.parametrize("missing", ["qemu", "package"])
+def test_boot_cli_rig_cannot_start_exits_4(images, tmp_path, monkeypatch, capsys, missing):
+    if missing == "qemu":
+        monkeypatch.setenv("PATH", str(tmp_path))  # no qemu-system-x86_64 there
+        expected = "qemu-system-x86"
+    else:
+        # an empty cache and no apt-get: the rig's packages cannot be fetched
+        monkeypatch.setenv("SHIMGEN_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setenv("PATH", os.pathsep.join(_path_without("apt-get", tmp_path)))
+        expected = "cache"
+    status = main(["boot", str(images["start-info"]), "--loader", "xl-pvh"])
+    err = capsys.readouterr().err
+    assert status == ExitCode.MISSING_TOOL, err
+    assert expected in err and err.startswith("shimgen: error:")
+
+
+def _path_without(tool: str, scratch: Path) -> list[str]:
+    """PATH with every folder holding `tool` replaced by a folder of symlinks to the rest."""
+    import shutil
+
+    folders = []
+    for folder in os.environ["PATH"].split(os.pathsep):
+        if not (Path(folder) / tool).exists():
+            folders.append(folder)
+            continue
+        copy = scratch / f"bin{len(folders)}"
+        copy.mkdir()
+        for entry in Path(folder).iterdir():
+            if entry.name != tool:
+                (copy / entry.name).symlink_to(entry)
+        folders.append(str(copy))
+    assert shutil.which(tool, path=os.pathsep.join(folders)) is None
+    return folders
