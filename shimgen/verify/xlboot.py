@@ -293,6 +293,8 @@ class RigParser(ConsoleParser):
     def _job_marker(self, number: int, record: JobRecord, key: str, value: str) -> None:
         now = self.now()
         if key == "con:":
+            # xenconsoled logs the ring as the guest wrote it, "\r\n" line ends included
+            value = value.rstrip("\r")
             record.console.append((now, value))
             self._check_exit_on(number, value)
         elif key == "create":
@@ -456,8 +458,12 @@ _PVSHIM_LINE = re.compile(r"^\(XEN\) ")
 def _timings(job: DomuJob, parser: RigParser, record: JobRecord, output: list[tuple[float, str]]):
     times = dict(parser.rig_times)
     times.update(record.times)
-    if job.pvshim:  # the first output is the guest's own, not the shim's boot messages
-        output = [(when, text) for when, text in output if not _PVSHIM_LINE.match(text)]
+    # The first output is the guest's own: not a blank line, nor pv-shim's boot messages.
+    output = [
+        (when, text)
+        for when, text in output
+        if text.strip() and not (job.pvshim and _PVSHIM_LINE.match(text))
+    ]
     if output:
         times["first_output"] = output[0][0]
         # dom0 polls for xl's "Waiting for domain" line; a guest that printed first
