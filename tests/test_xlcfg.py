@@ -45,6 +45,11 @@ def test_render_pvshim_and_preserve() -> None:
     assert "cmdline" not in settings and "ramdisk" not in settings
 
 
+def test_maxmem_follows_memory() -> None:
+    settings = _settings(render(XlConfig(kernel=Path("/k"), memory=16, maxmem=64)))
+    assert (settings["memory"], settings["maxmem"]) == ("16", "64")
+
+
 def test_strings_escape_quotes_and_backslashes() -> None:
     settings = _settings(render(XlConfig(kernel=Path("/k"), cmdline='say "hi" \\o/')))
     assert settings["cmdline"] == '"say \\"hi\\" \\\\o/"'
@@ -56,6 +61,7 @@ def test_strings_escape_quotes_and_backslashes() -> None:
         {"type": "hvm"},
         {"type": "pv", "pvshim": True},
         {"memory": 0},
+        {"memory": 64, "maxmem": 32},
     ],
 )
 def test_bad_configs_are_refused(kwargs) -> None:

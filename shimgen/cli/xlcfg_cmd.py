@@ -27,6 +27,9 @@ def register(commands: Any) -> None:
         "--pvshim", action="store_true", help="type pvh with pvshim = 1 (needs a PV-capable image)"
     )
     parser.add_argument("--memory", type=int, default=None, metavar="MIB", help="memory (32)")
+    parser.add_argument(
+        "--maxmem", type=int, default=None, metavar="MIB", help="memory it may balloon up to"
+    )
     parser.add_argument("--cmdline", default="", metavar="S", help="kernel command line")
     parser.add_argument("--ramdisk", type=Path, metavar="FILE", help="a module for the kernel")
     parser.add_argument("--name", default=None, metavar="NAME", help="domain name (the image's)")
@@ -54,6 +57,7 @@ def run_xlcfg(args: argparse.Namespace) -> int:
         type="pvh" if args.pvshim else needed,
         pvshim=args.pvshim,
         memory=args.memory if args.memory is not None else DEFAULT_MEMORY_MIB,
+        maxmem=args.maxmem,
         cmdline=args.cmdline,
         ramdisk=None if args.ramdisk is None else args.ramdisk.resolve(),
         name=args.name or args.image.name,

@@ -85,6 +85,7 @@ class DomuJob:
     cmdline: str = ""
     initrd: Path | None = None  # the xl config's ramdisk
     memory: int = DEFAULT_MEMORY_MIB
+    maxmem: int | None = None  # MiB, above memory
     timeout: float = rig.DEFAULT_TIMEOUT  # seconds the guest may run
     expect: str | None = None
     exit_on: str | None = None  # regex (also read by grep -E in dom0)
@@ -107,6 +108,7 @@ class DomuJob:
             type=xl_type,
             pvshim=pvshim,
             memory=self.memory,
+            maxmem=self.maxmem,
             cmdline=self.cmdline,
             ramdisk=None if self.initrd is None else folder / "ramdisk",
             name=domain_name(self.image, number),
@@ -164,7 +166,8 @@ def rig_argv(
 ) -> list[str]:
     pvshim = any(job.pvshim for job in jobs)
     xen_cmdline = (*XEN_LOG_CMDLINE, *RIG_XEN_CMDLINE, *(PVSHIM_XEN_CMDLINE if pvshim else ()))
-    memory = RIG_DOM0_MEM_MIB + max(job.memory for job in jobs) + RIG_XEN_RESERVE_MIB
+    largest = max(max(job.memory, job.maxmem or 0) for job in jobs)
+    memory = RIG_DOM0_MEM_MIB + largest + RIG_XEN_RESERVE_MIB
     # Multiboot modules: dom0's kernel with its command line, then its initramfs.
     module = _escape_commas(f"{files.kernel} {DOM0_CMDLINE}") + "," + _escape_commas(str(initrd))
     options = BootOptions(loader="xen-pv")

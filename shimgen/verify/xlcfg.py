@@ -24,6 +24,7 @@ class XlConfig:
     kernel: Path
     type: str = "pvh"  # "pv" or "pvh"
     memory: int = DEFAULT_MEMORY_MIB  # MiB
+    maxmem: int | None = None  # MiB the domain may balloon up to (above memory)
     cmdline: str = ""
     ramdisk: Path | None = None
     # run a PV kernel inside a PVH container through Xen's pv-shim (type must be "pvh")
@@ -40,6 +41,8 @@ class XlConfig:
             raise UsageError("pvshim runs a PV kernel in a PVH container: it needs type pvh")
         if self.memory < 1:
             raise UsageError("memory must be at least 1 MiB")
+        if self.maxmem is not None and self.maxmem < self.memory:
+            raise UsageError("maxmem must not be below memory")
 
 
 def render(config: XlConfig) -> str:
@@ -49,6 +52,7 @@ def render(config: XlConfig) -> str:
         f"type = {_string(config.type)}",
         f"kernel = {_string(str(config.kernel))}",
         f"memory = {config.memory}",
+        *([f"maxmem = {config.maxmem}"] if config.maxmem is not None else []),
         f"vcpus = {config.vcpus}",
     ]
     if config.pvshim:

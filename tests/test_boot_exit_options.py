@@ -1,0 +1,46 @@
+"""`boot --exit-on` and `--exit-ok` under QEMU's PVH loader (fast: no Xen)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shimgen.cli import main
+from shimgen.errors import ExitCode
+from shimgen.verify.boot import DEBUG_EXIT_FAIL, BootOptions, End, Verdict, boot
+
+pytestmark = [pytest.mark.qemu]
+
+
+def test_exit_on_ends_a_hanging_guest_with_ok(samples_build: Path) -> None:
+    options = BootOptions(
+        loader="qemu-pvh", cmdline="sample=hang", exit_on=r"action=han[g]", timeout=30
+    )
+    result = boot(samples_build / "pvh-hello", options)
+    assert result.verdict is Verdict.OK and result.end is End.EXIT_ON
+    assert result.wall_time < options.timeout
+
+
+def test_without_exit_on_the_same_guest_times_out(samples_build: Path) -> None:
+    options = BootOptions(loader="qemu-pvh", cmdline="sample=hang", timeout=2)
+    result = boot(samples_build / "pvh-hello", options)
+    assert result.verdict is Verdict.TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("exit_ok", "verdict"), [(None, Verdict.GUEST_FAILED), (DEBUG_EXIT_FAIL, Verdict.OK)]
+)
+def test_exit_ok_names_the_success_value(samples_build: Path, exit_ok, verdict) -> None:
+    extra = {} if exit_ok is None else {"exit_ok": exit_ok}
+    options = BootOptions(loader="qemu-pvh", cmdline="sample=fail", **extra)
+    result = boot(samples_build / "pvh-hello", options)
+    assert result.debug_exit == DEBUG_EXIT_FAIL
+    assert result.verdict is verdict
+
+
+def test_exit_ok_is_refused_for_a_domu(samples_build: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["boot", str(samples_build / "pvh-hello"), "--loader", "xl-pvh", "--exit-ok", "1"])
+    assert exited.value.code == ExitCode.USAGE
+    assert "isa-debug-exit" in capsys.readouterr().err
