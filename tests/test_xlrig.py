@@ -239,8 +239,13 @@ def test_exit_on_in_the_last_job_ends_the_run() -> None:
 
 def test_an_unterminated_console_line_does_not_eat_a_marker() -> None:
     parser = RigParser(RECORDED_JOBS[:1])
-    for line in ("@xlrig 1 create", "@xlrig 1 con: last words @xlrig 1 done"):
+    lines = (
+        "@xlrig 1 create",
+        "@xlrig 1 con: last words @xlrig 1 ended",
+        "@xlrig 1 con: \r@xlrig 1 done",
+    )
+    for line in lines:
         parser.feed(line)
     record = parser.records[1]
-    assert record.done
+    assert record.done and "ended" in record.times
     assert [text for _, text in record.console] == ["last words"]

@@ -265,11 +265,12 @@ class RigParser(ConsoleParser):
 
     def _marker(self, body: str) -> None:
         # A guest's last console line, unterminated, runs into dom0's next marker.
-        body, joined, following = body.partition(f" {MARK} ")
-        if joined:
-            if body.partition(" ")[2] != "con:":  # not just an empty unterminated line
-                self._marker(body)
-            self._marker(following)
+        joined = body.find(f"{MARK} ")
+        if joined > 0:
+            head = body[:joined].rstrip(" \r")
+            if head.partition(" ")[2] != "con:":  # not just an empty unterminated line
+                self._marker(head)
+            self._marker(body[joined + len(MARK) + 1 :])
             return
         job, _, rest = body.partition(" ")
         key, _, value = rest.partition(" ")
@@ -296,8 +297,8 @@ class RigParser(ConsoleParser):
     def _job_marker(self, number: int, record: JobRecord, key: str, value: str) -> None:
         now = self.now()
         if key == "con:":
-            # xenconsoled logs the ring as the guest wrote it, "\r\n" line ends included
-            value = value.rstrip("\r")
+            # xenconsoled logs the ring as the guest wrote it, carriage returns included
+            value = value.strip("\r")
             record.console.append((now, value))
             self._check_exit_on(number, value)
         elif key == "create":

@@ -450,7 +450,13 @@ mark - toolstack-up
 # so "xl list" can still show it.
 run_job() {
   job=$1; dir=/jobs/$job; name=$(cat $dir/name)
-  tail -F @CONSOLE_LOG_DIR@/guest-$name.log 2>/dev/null | sed "s/^/@xlrig $job con: /" &
+  # xenconsoled writes the guest's console ring to this log. Made a FIFO, the lines
+  # reach us as they are written (tail -f would poll once a second); the reader's end
+  # comes when xenconsoled closes it, after the domain is gone.
+  console=@CONSOLE_LOG_DIR@/guest-$name.log
+  mkfifo $console
+  (cat $console | tee /tmp/console-$job.log | sed "s/^/@xlrig $job con: /") &
+  reader=$!
   mark $job create
   xl create -F $dir/xl.cfg >/tmp/xl-$job.log 2>&1 &
   xl=$!
@@ -471,7 +477,7 @@ run_job() {
     xl list $name 2>&1 | sed -n "2s/^/@xlrig $job list: /p"
     if [ -f $dir/exit_on ]; then
       while kill -0 $xl 2>/dev/null; do
-        if grep -Eq -f $dir/exit_on @CONSOLE_LOG_DIR@/guest-$name.log 2>/dev/null; then
+        if grep -Eq -f $dir/exit_on /tmp/console-$job.log; then
           mark $job exit-on; xl destroy $name; break
         fi
         usleep 50000
@@ -484,10 +490,14 @@ run_job() {
   wait $xl
   mark $job xl-status $?
   sed "s/^/@xlrig $job xl: /" /tmp/xl-$job.log
-  # xenconsoled may still be copying the ring's last bytes.
-  usleep 200000
-  killall tail 2>/dev/null
   xl destroy $name >/dev/null 2>&1
+  # Opening the FIFO read-write never blocks: it ends the reader's wait for a writer
+  # when xenconsoled never opened the log (xl refused the guest).
+  exec 3<>$console; exec 3>&-
+  waited=0
+  while kill -0 $reader 2>/dev/null && [ $waited -lt 40 ]; do
+    usleep 50000; waited=$((waited + 1))
+  done
   mark $job done
 }
 
