@@ -81,7 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help=(
             "a module for the kernel: QEMU's -initrd (hvm_start_info module 0), or dom0's "
-            "initrd under Xen (start_info mod_start/mod_len for PV)"
+            "initrd under Xen (start_info mod_start/mod_len for PV), or the domU's "
+            "ramdisk under xl loaders"
         ),
     )
     parser.add_argument(
