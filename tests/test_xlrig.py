@@ -249,3 +249,16 @@ def test_an_unterminated_console_line_does_not_eat_a_marker() -> None:
     record = parser.records[1]
     assert record.done and "ended" in record.times
     assert [text for _, text in record.console] == ["last words"]
+
+
+def test_a_debug_port_line_inside_a_dom0_line_is_split_out() -> None:
+    parser = RigParser(RECORDED_JOBS[:1])
+    lines = (
+        "@xlrig 1 create",
+        "@xlrig 1 con: key=1(d1) shimgen-sample: other=2",
+        "@xlrig 1 started domid=1",
+    )
+    for line in lines:
+        parser.feed(line)
+    assert [text for _, text in parser.records[1].console] == ["key=1"]
+    assert [text for _, text in parser.guest_output(1)][-1] == "shimgen-sample: other=2"

@@ -188,6 +188,9 @@ def rig_argv(
 # --- reading the rig's console ------------------------------------------------------
 
 _DEBUG_PORT_LINE = re.compile(r"^\(d(\d+)\) ?(.*)$")
+# Xen prints a guest's whole debug-port line at once, possibly in the middle of a line
+# dom0 is writing.
+_DEBUG_PORT_INSIDE = re.compile(r"\(d\d+\) ")
 _XEN_DOMAIN = re.compile(r"\bd(\d+)(?:v\d+)?\b")
 _REASON = re.compile(r"has shut down, reason code (\d+)")
 _DOMID = re.compile(r"domid=(\d+)")
@@ -237,6 +240,11 @@ class RigParser(ConsoleParser):
         return time.monotonic() - self.start
 
     def feed(self, line: str) -> None:
+        inside = _DEBUG_PORT_INSIDE.search(line, 1)
+        if inside is not None and not line.startswith("(XEN)"):
+            self.feed(line[: inside.start()])
+            self.feed(line[inside.start() :])
+            return
         port = _DEBUG_PORT_LINE.match(line)
         if port is not None:
             domid, text = int(port[1]), port[2]

@@ -461,9 +461,11 @@ run_job() {
   xl create -F $dir/xl.cfg >/tmp/xl-$job.log 2>&1 &
   xl=$!
   domid=
-  while kill -0 $xl 2>/dev/null; do
+  while :; do
+    running=$(kill -0 $xl 2>/dev/null && echo yes)
     domid=$(sed -n 's/^Waiting for domain .* (domid \([0-9]*\)) to die.*/\1/p' /tmp/xl-$job.log)
-    [ -n "$domid" ] && break
+    # a guest that ends at once lets xl exit before a poll sees the line: read it last
+    [ -n "$domid" ] || [ -z "$running" ] && break
     usleep 20000
   done
   if [ -n "$domid" ]; then
