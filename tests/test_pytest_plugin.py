@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import shimgen
+from shimgen.cachedir import cache_dir
 
 pytest_plugins = ["pytester"]
 
@@ -23,10 +24,16 @@ NOT_BOOTS = ("-k", "not test_boots")
 GUEST_OS = 6  # the Xen note type (structs' XenNote.GUEST_OS), here to find its bytes
 
 
+# The cache this run uses, read before pytester points HOME at its own folder (the
+# default cache, ~/.cache/shimgen, would move with it and lack Xen).
+CACHE = cache_dir()
+
+
 @pytest.fixture
 def project(pytester: pytest.Pytester, samples_build: Path, monkeypatch) -> pytest.Pytester:
     """A fresh project: the example test and the pv-hello sample as its kernel."""
     monkeypatch.delenv("CI", raising=False)  # CI refuses to create snapshots
+    monkeypatch.setenv("SHIMGEN_CACHE", str(CACHE))
     monkeypatch.delenv("KERNEL", raising=False)
     shutil.copy(EXAMPLE, pytester.path / EXAMPLE.name)
     shutil.copy(samples_build / "pv-hello", pytester.path / "kernel.elf")
