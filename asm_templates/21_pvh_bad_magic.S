@@ -6,7 +6,7 @@
  *   the shim loaded at its p_paddr, reached by a jump when hvm_start_info's magic is
  *   wrong. report_and_halt: esi (rsi) = a NUL-terminated message, CPL 0, in 32-bit
  *   or in 64-bit mode: every byte from report_and_halt on decodes to the same
- *   instructions in both modes (tests/test_boot_safety.py checks that with capstone), so
+ *   instructions in both modes (tests/shim/test_boot_safety.py checks that with capstone), so
  *   the 64-bit error paths jump here too.
  * Clobbered: eax, edx, esi, flags (DF cleared).
  * Exit state guaranteed: none; the kernel is never entered. The message goes to the

@@ -19,7 +19,7 @@
  *                64-bit: with REX.W, test %rax,%rax -> ZF = 1 (rax is 0)
  *   0f 84 rel32  jz pv_checked: the same instruction in both modes, taken in 64-bit
  *   e9 rel32     jmp pvh_checked: the same in both modes, reached in 32-bit only
- * (tests/test_single_entry.py decodes these bytes in both modes with capstone.)
+ * (tests/plan/test_single_entry.py decodes these bytes in both modes with capstone.)
  */
 	.code64
 single_entry:

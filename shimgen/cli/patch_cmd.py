@@ -8,7 +8,7 @@ from typing import Any
 from .render import console, print_json
 
 # plan.HANDOFFS, spelled out so that --help does not import the planner
-# (tests/test_plan.py checks they are the same)
+# (tests/plan/test_plan.py checks they are the same)
 HANDOFFS = ("start-info", "hvm-start-info", "pvh-passthrough")
 
 

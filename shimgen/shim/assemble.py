@@ -3,7 +3,7 @@
 Templates (``asm_templates/*.S``) hold ``{NAME}`` placeholders; every value comes
 from shimgen/shim/values.py (struct offsets and Xen ABI numbers from structs/,
 addresses from the plan) and is rendered in hex. Keystone 0.9.2 has traps
-(tests/test_assemble.py shows them), guarded here:
+(tests/shim/test_assemble.py shows them), guarded here:
 
 * AT&T syntax is an option, and with any option set Keystone reads bare numbers as
   hex: the rendered source is checked to hold no decimal literal at all;

@@ -5,7 +5,7 @@ numbers and struct offsets (structs/), the shim's messages and loop bounds, and 
 layouts of its reserved pages (:func:`scratch_layout`, :func:`built_hvm_layout`).
 :func:`template_values` adds the addresses the plan decides (:class:`Placement`):
 the ones every shim takes, and those of a handoff's own reserved pages (each
-handoff's ``page_values``). tests/test_assemble.py checks that every value given
+handoff's ``page_values``). tests/shim/test_assemble.py checks that every value given
 here is used by a template and every placeholder of a template is given here.
 """
 

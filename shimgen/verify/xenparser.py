@@ -10,7 +10,7 @@ how the toolstack loads a PVH guest.
 the cache, never installed) and returns the notes it prints.
 
 What libxenguest 4.17 does that a plain reading of the ELF note rules would not
-predict (measured; tests/test_xen_oracle.py pins each one):
+predict (measured; tests/read/test_xen_oracle.py pins each one):
 
 - Loaders are tried in order multiboot-binary, HVM-generic, Linux bzImage,
   ELF-generic; the first whose probe passes parses the image, with no fallback.
@@ -37,7 +37,7 @@ predict (measured; tests/test_xen_oracle.py pins each one):
   ELF32; and table entries e_phentsize/e_shentsize apart, overlapping when smaller.
 - In an HVM container the guest type is hvm-3.0-x86_32 whatever e_machine says; in
   a PV one an e_machine other than EM_386 and EM_X86_64 is "unknown image type".
-  (tests/test_xen_differential.py found or pins each.)
+  (tests/read/test_xen_differential.py found or pins each.)
 """
 
 from __future__ import annotations

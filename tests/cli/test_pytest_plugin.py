@@ -18,7 +18,7 @@ from shimgen.cachedir import cache_dir
 
 pytest_plugins = ["pytester"]
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "test_my_kernel.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "test_my_kernel.py"
 SNAPSHOT = Path("__snapshots__") / "test_my_kernel" / "test_patched_image_is_unchanged.json"
 NOT_BOOTS = ("-k", "not test_boots")
 GUEST_OS = 6  # the Xen note type (structs' XenNote.GUEST_OS), here to find its bytes

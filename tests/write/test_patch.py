@@ -18,7 +18,7 @@ from shimgen.errors import ExitCode
 from shimgen.read.check import evaluate
 from shimgen.read.image import read_image
 from shimgen.read.shim_view import shim_meta
-from shimgen.write.patch import original_bytes, patch_file
+from shimgen.write.patch import original_bytes, patch_bytes, patch_file
 
 SAMPLES = ["pv-hello", "pv-highhalf"]
 
@@ -80,7 +80,9 @@ def section_kernel(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
-def test_patched_sample_boots_both_ways(samples_build: Path, tmp_path: Path, sample: str) -> None:
+def test_patched_sample_is_bootable_both_ways_for_libelf(
+    samples_build: Path, tmp_path: Path, sample: str
+) -> None:
     source = samples_build / sample
     before = hashlib.sha256(source.read_bytes()).hexdigest()
     out = tmp_path / "u.elf"
@@ -121,21 +123,14 @@ def test_segments_and_notes_layout(samples_build: Path, tmp_path: Path, sample: 
     assert image.entry == plan.pv_entry
 
 
-def test_deterministic_and_refuses_double_patch(
-    samples_build: Path, tmp_path: Path, capsys
-) -> None:
-    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    src = str(samples_build / "pv-hello")
-    assert main(["patch", src, "-o", str(a)]) == 0
-    assert main(["patch", src, "-o", str(b)]) == 0
-    assert a.read_bytes() == b.read_bytes()
-    capsys.readouterr()
-    assert main(["patch", str(a), "-o", str(c)]) == ExitCode.REFUSED
-    assert "already patched" in capsys.readouterr().err
-    assert not c.exists()
-    assert main(["patch", str(a), "-o", str(c), "--force"]) == 0
-    assert c.read_bytes() == a.read_bytes()  # re-patched from the original, not stacked
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]  # no temp files
+def test_force_repatches_from_the_original(samples_build: Path, tmp_path: Path) -> None:
+    """Refusing a patched input without --force is tests/write/test_output_safety.py's;
+    byte-identical output across runs is tests/write/test_determinism.py's."""
+    once, again = tmp_path / "once", tmp_path / "again"
+    assert main(["patch", str(samples_build / "pv-hello"), "-o", str(once)]) == 0
+    assert main(["patch", str(once), "-o", str(again), "--force"]) == 0
+    assert again.read_bytes() == once.read_bytes()  # re-patched from the original, not stacked
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "once"]  # no temp files
 
 
 def test_original_is_recoverable(samples_build: Path, tmp_path: Path) -> None:
@@ -148,16 +143,19 @@ def test_original_is_recoverable(samples_build: Path, tmp_path: Path) -> None:
     assert original_bytes(data, meta) == source.read_bytes()
 
 
-def test_dry_run_writes_nothing(samples_build: Path, tmp_path: Path, capsys) -> None:
+def test_dry_run_shows_the_plan_and_its_size_and_writes_nothing(
+    samples_build: Path, tmp_path: Path, capsys
+) -> None:
+    source = samples_build / "pv-hello"
     out = tmp_path / "never"
-    assert (
-        main(["patch", str(samples_build / "pv-hello"), "-o", str(out), "--dry-run", "--json"]) == 0
-    )
+    result = patch_file(source, out, dry_run=True)
+    assert result.size == len(patch_bytes(source.read_bytes(), str(source)).data)
+    assert main(["patch", str(source), "-o", str(out), "--dry-run", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert not out.exists()
     assert {n["name"] for n in plan["notes"]} >= {"ENTRY", "PHYS32_ENTRY", "shimgen"}
-    assert main(["patch", str(samples_build / "pv-hello"), "-o", str(out), "--dry-run"]) == 0
+    assert main(["patch", str(source), "-o", str(out), "--dry-run"]) == 0
     assert "PHYS32_ENTRY" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_section_only_notes_are_carried_over(section_kernel: Path, tmp_path: Path) -> None:

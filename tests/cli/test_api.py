@@ -21,7 +21,7 @@ from shimgen import api
 from shimgen.cli import main
 from shimgen.errors import BadInput, MissingTool, UsageError
 
-REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 HEAVY = ("keystone", "unicorn", "capstone", "rich", "construct", "lief")
 
 

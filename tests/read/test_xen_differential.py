@@ -9,7 +9,7 @@ libxenguest (the C helper, the parser `xl create` runs), in a PV and in an HVM
 
 PVH-capable on Xen's side means accepted through the Xen notes: libxenguest's
 firmware loader also takes any ELF32 in which it finds no PVH entry (hvmloader's
-path), which is not the PVH boot protocol (see tests/test_xen_oracle.py).
+path), which is not the PVH boot protocol (see tests/read/test_xen_oracle.py).
 
 Every difference must match an entry of KNOWN_DIFFERENCES, which says why shimgen
 answers otherwise; an unexplained one fails the test and names the mutant.

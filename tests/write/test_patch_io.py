@@ -190,12 +190,6 @@ def test_a_pipe_is_read_not_mapped(
     assert (tmp_path / "out").read_bytes() == expected
 
 
-def test_dry_run_reports_the_size_and_writes_nothing(samples_build: Path, tmp_path: Path) -> None:
-    result = patch_file(samples_build / "pv-hello", tmp_path / "out", dry_run=True)
-    assert result.size == len(_reference(samples_build / "pv-hello"))
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_build_output_is_the_parts_joined(samples_build: Path) -> None:
     plan = patch_bytes((samples_build / "pv-highhalf").read_bytes(), "pv-highhalf").plan
     parts = patch_module.layout_output(plan)

@@ -116,7 +116,7 @@ def test_strtoull_matches_c():
 
 def test_number_size_is_descsz_not_what_the_file_holds():
     """libelf's elf_note_numeric switches on descsz: a huge descsz whose payload the
-    end of the file cuts to 4 bytes reads as 0 (found by tests/test_xen_differential.py)."""
+    end of the file cuts to 4 bytes reads as 0 (found by tests/read/test_xen_differential.py)."""
     blob = bytearray(note(b"Xen", XenNote.PHYS32_ENTRY, (0x100000).to_bytes(4, "little")))
     blob[4:8] = (0xFFFFFFF8).to_bytes(4, "little")  # descsz
     records, findings = decoded(bytes(blob))

@@ -1,6 +1,6 @@
 """The xl config generator and `shimgen xlcfg`: what `boot --loader xl-*` hands to xl.
 
-Every domU boot in tests/test_xl_boot.py also runs these configs through xl itself."""
+Every domU boot in tests/verify/test_xl_boot.py also runs these configs through xl itself."""
 
 from __future__ import annotations
 

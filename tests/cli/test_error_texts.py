@@ -26,7 +26,7 @@ from shimgen.verify.boot import (
     judge,
 )
 
-LOGS = Path(__file__).parent / "data" / "logs"
+LOGS = Path(__file__).parent.parent / "data" / "logs"
 
 
 def shimgen(*args: str) -> subprocess.CompletedProcess[str]:

@@ -94,13 +94,65 @@ def test_missing_placeholder_is_reported() -> None:
         asm.render({}, START_INFO.templates)
 
 
-def test_struct_offsets_come_from_structs() -> None:
-    from shimgen.structs import hvm_start_info, start_info
+# The template values that name a field of a boot structure, and that field as Xen's
+# public headers spell it: compiled with gcc, so a value bound to the wrong field fails.
+FIELD_VALUES = {
+    "SI_MAGIC": "offsetof(start_info_t, magic)",
+    "SI_NR_PAGES": "offsetof(start_info_t, nr_pages)",
+    "SI_SHARED_INFO": "offsetof(start_info_t, shared_info)",
+    "SI_FLAGS": "offsetof(start_info_t, flags)",
+    "SI_STORE_MFN": "offsetof(start_info_t, store_mfn)",
+    "SI_STORE_EVTCHN": "offsetof(start_info_t, store_evtchn)",
+    "SI_CONSOLE_MFN": "offsetof(start_info_t, console.domU.mfn)",
+    "SI_CONSOLE_EVTCHN": "offsetof(start_info_t, console.domU.evtchn)",
+    "SI_PT_BASE": "offsetof(start_info_t, pt_base)",
+    "SI_NR_PT_FRAMES": "offsetof(start_info_t, nr_pt_frames)",
+    "SI_MOD_START": "offsetof(start_info_t, mod_start)",
+    "SI_MOD_LEN": "offsetof(start_info_t, mod_len)",
+    "SI_CMDLINE": "offsetof(start_info_t, cmd_line)",
+    "HVM_MAGIC": "offsetof(struct hvm_start_info, magic)",
+    "HVM_VERSION": "offsetof(struct hvm_start_info, version)",
+    "HVM_FLAGS": "offsetof(struct hvm_start_info, flags)",
+    "HVM_NR_MODULES": "offsetof(struct hvm_start_info, nr_modules)",
+    "HVM_MODLIST": "offsetof(struct hvm_start_info, modlist_paddr)",
+    "HVM_CMDLINE": "offsetof(struct hvm_start_info, cmdline_paddr)",
+    "HVM_MEMMAP": "offsetof(struct hvm_start_info, memmap_paddr)",
+    "HVM_MEMMAP_ENTRIES": "offsetof(struct hvm_start_info, memmap_entries)",
+    "HVM_START_MAGIC": "XEN_HVM_START_MAGIC_VALUE",
+    "MOD_PADDR": "offsetof(struct hvm_modlist_entry, paddr)",
+    "MOD_SIZE": "offsetof(struct hvm_modlist_entry, size)",
+    "MOD_ENTRY_SIZE": "sizeof(struct hvm_modlist_entry)",
+    "ENTRY_ADDR": "offsetof(struct hvm_memmap_table_entry, addr)",
+    "ENTRY_SIZE": "offsetof(struct hvm_memmap_table_entry, size)",
+    "ENTRY_TYPE": "offsetof(struct hvm_memmap_table_entry, type)",
+    "MEMMAP_STRIDE": "sizeof(struct hvm_memmap_table_entry)",
+}
+FIELD_PROBE = """
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <xen/xen.h>
+#include <xen/arch-x86/hvm/start_info.h>
+int main(void) {
+%s
+    return 0;
+}
+"""
 
+
+def test_template_values_name_the_fields_xen_headers_name(tmp_path: Path) -> None:
+    if shutil.which("gcc") is None or not Path("/usr/include/xen/xen.h").exists():
+        pytest.fail("gcc and libxen-dev are needed: apt-get install gcc libxen-dev")
+    lines = "\n".join(
+        f'    printf("{name} %lu\\n", (unsigned long)({expr}));'
+        for name, expr in FIELD_VALUES.items()
+    )
+    (tmp_path / "probe.c").write_text(FIELD_PROBE % lines)
+    subprocess.run(["gcc", "-o", str(tmp_path / "probe"), str(tmp_path / "probe.c")], check=True)
+    out = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True, check=True)
+    got = {name: int(value) for name, value in (line.split() for line in out.stdout.splitlines())}
     fixed = values.fixed_values()
-    assert fixed["SI_CMDLINE"] == start_info(64).offset_of("cmd_line")
-    assert fixed["SI_CONSOLE_EVTCHN"] == start_info(64).offset_of("console.domU.evtchn")
-    assert fixed["HVM_MEMMAP"] == hvm_start_info(1).offset_of("memmap_paddr")
+    assert {name: fixed[name] for name in FIELD_VALUES} == got
 
 
 def test_code_size_independent_of_layout(plan) -> None:

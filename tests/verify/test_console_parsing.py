@@ -24,7 +24,7 @@ from shimgen.verify.boot import (
     parse_report,
 )
 
-LOGS = Path(__file__).parent / "data" / "logs"
+LOGS = Path(__file__).parent.parent / "data" / "logs"
 
 
 def parse(name: str, xen: bool = True) -> ConsoleParser:

@@ -4,7 +4,7 @@ The goldens are snapshots of shimgen's own pytest plugin (shimgen/pytest_plugin.
 the mechanism users get): `inspect --json` of the patched samples without the
 volatile fields (Report.stable_json) in __snapshots__/test_inspect_shim/. After a
 reviewed shim change, rewrite them with:
-    pytest tests/test_inspect_shim.py --shimgen-update
+    pytest tests/read/test_inspect_shim.py --shimgen-update
 """
 
 from __future__ import annotations

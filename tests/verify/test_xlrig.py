@@ -23,7 +23,7 @@ from shimgen.verify.xlrig import (
     vmlinux_from_bzimage,
 )
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 
 
 def _busybox() -> Path:

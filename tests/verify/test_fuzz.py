@@ -26,7 +26,7 @@ from shimgen.read.image import image_from_bytes
 SCALE = float(os.environ.get("SHIMGEN_FUZZ_SCALE", "1"))
 IN_PROCESS_EXAMPLES = int(1500 * SCALE)
 CLI_EXAMPLES = int(20 * SCALE)
-REGRESSIONS = Path(__file__).parent / "regressions"
+REGRESSIONS = Path(__file__).parent.parent / "regressions"
 
 
 def _hostile_params() -> list[str]:

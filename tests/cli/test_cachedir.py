@@ -15,7 +15,7 @@ from shimgen.cachedir import cache_dir
 from shimgen.errors import ExitCode, MissingTool
 from shimgen.verify import debcache
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cache_dir_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
