@@ -22,7 +22,7 @@ from shimgen.structs import xen_abi as abi
 from shimgen.cli import main
 from shimgen.errors import ExitCode
 from shimgen.verify.boot import End, Verdict
-from shimgen.verify.xlboot import DomuJob, boot_domus
+from shimgen.verify.xlboot import DomuJob, boot_domus, domain_name
 from shimgen.write.patch import patch_file
 
 pytestmark = [pytest.mark.xen, pytest.mark.slow]
@@ -114,21 +114,27 @@ EXPECTED_MODE = {"xl-pv": abi.BootMode.XEN_PV, "xl-pvh": abi.BootMode.XEN_PVH}
 
 
 @pytest.mark.parametrize(("name", "loader"), [case for case in BOOTS if case[1] in EXPECTED_MODE])
-def test_domu_reports_what_xen_gave_it(matrix, boot_module, name: str, loader: str) -> None:
+def test_domu_reports_what_xen_gave_it(matrix, images, boot_module, name: str, loader: str) -> None:
     results, _ = matrix
     result = results[(name, loader)]
     report = result.report
     _, module_fnv = boot_module
     assert int(report["mode"]) == EXPECTED_MODE[loader]
     assert report["cmdline"] == CMDLINE
-    assert report["result"] == "ok"
-    if "store_mfn" in report:  # the start-info handoff: the shim's synthesized start_info
-        assert int(report["store_mfn"], 16) == int(result.xenstore["store/ring-ref"])
-        assert int(report["store_evtchn"]) == int(result.xenstore["store/port"])
-        assert int(report["console_mfn"], 16) == int(result.xenstore["console/ring-ref"])
-        assert int(report["console_evtchn"]) == int(result.xenstore["console/port"])
-    if "module_fnv" in report:  # the module (xl's ramdisk) arrived whole
-        assert int(report["module_fnv"], 16) == module_fnv
+    assert report["result"] == "ok" and "error" not in report
+    # every sample reports the frames and ports it found (PV: start_info; PVH: the
+    # shim's start_info or HVM params), and they are what libxl wrote in xenstore
+    assert int(report["store_mfn"], 16) == int(result.xenstore["store/ring-ref"])
+    assert int(report["store_evtchn"]) == int(result.xenstore["store/port"])
+    assert int(report["console_mfn"], 16) == int(result.xenstore["console/ring-ref"])
+    assert int(report["console_evtchn"]) == int(result.xenstore["console/port"])
+    # its report went through the console ring (PVH: also port 0xe9), and it read its
+    # own name over the xenstore ring (samples/lib/domu.h)
+    assert report["console"] == ("ring" if loader == "xl-pv" else "ring+debugcon")
+    assert int(report["store_ring"], 16) and int(report["console_ring"], 16)
+    number = BOOTS.index((name, loader)) + 1  # the rig's job number
+    assert report["xenstore_name"] == domain_name(images[name], number)
+    assert int(report["module_fnv"], 16) == module_fnv  # xl's ramdisk arrived whole
 
 
 def test_xl_refusal_is_xl_s_own_message(matrix) -> None:
