@@ -23,27 +23,30 @@ from pathlib import Path
 
 from ..errors import MissingTool
 from ..structs.xen_abi import ShutdownReason
-from . import boot as rig
-from .boot import (
-    XEN_LOG_CMDLINE,
-    BootOptions,
-    BootResult,
+from .boot import DEFAULT_TIMEOUT, BootOptions, BootResult, save_log
+from .console import (
+    XEN_ERROR_LINE,
     ConsoleParser,
     End,
-    ProgressCallback,
+    QemuRun,
     Verdict,
-    _apply_expect,
-    _chardev_path,
-    _common_qemu_args,
-    _escape_commas,
-    _run_qemu,
-    _save_log,
-    check_image,
-    find_qemu,
-    find_xen,
+    apply_expect,
     parse_report,
 )
 from .debcache import cache_dir
+from .qemu import (
+    XEN_HOST_MEMORY_MIB,
+    XEN_LOG_CMDLINE,
+    ProgressCallback,
+    chardev_path,
+    check_image,
+    check_initrd,
+    common_qemu_args,
+    escape_commas,
+    find_qemu,
+    find_xen,
+    run_qemu,
+)
 from .xlcfg import DEFAULT_MEMORY_MIB, PRESERVE, XlConfig, render
 from .xlrig import DOM0_CMDLINE, MARK, PV_SHIM, Cpio, Dom0Files, dom0_files
 
@@ -86,7 +89,7 @@ class DomuJob:
     initrd: Path | None = None  # the xl config's ramdisk
     memory: int = DEFAULT_MEMORY_MIB
     maxmem: int | None = None  # MiB, above memory
-    timeout: float = rig.DEFAULT_TIMEOUT  # seconds the guest may run
+    timeout: float = DEFAULT_TIMEOUT  # seconds the guest may run
     expect: str | None = None
     exit_on: str | None = None  # regex (also read by grep -E in dom0)
 
@@ -169,19 +172,19 @@ def rig_argv(
     largest = max(max(job.memory, job.maxmem or 0) for job in jobs)
     memory = RIG_DOM0_MEM_MIB + largest + RIG_XEN_RESERVE_MIB
     # Multiboot modules: dom0's kernel with its command line, then its initramfs.
-    module = _escape_commas(f"{files.kernel} {DOM0_CMDLINE}") + "," + _escape_commas(str(initrd))
+    module = escape_commas(f"{files.kernel} {DOM0_CMDLINE}") + "," + escape_commas(str(initrd))
     options = BootOptions(loader="xen-pv")
     return [
         qemu,
         "-machine", "pc",
         "-accel", "tcg",
         "-cpu", PVSHIM_CPU if pvshim else DEFAULT_CPU,
-        "-m", str(max(rig.XEN_HOST_MEMORY_MIB, memory)),
+        "-m", str(max(XEN_HOST_MEMORY_MIB, memory)),
         "-kernel", str(xen),
         "-append", " ".join(xen_cmdline),
         "-initrd", module,
-        "-serial", f"file:{_chardev_path(log)}",
-        *_common_qemu_args(options),
+        "-serial", f"file:{chardev_path(log)}",
+        *common_qemu_args(options),
     ]  # fmt: skip
 
 
@@ -376,7 +379,7 @@ class RigParser(ConsoleParser):
         return [
             line.strip()
             for _, line in self.xen_timed
-            if rig._XEN_ERROR.search(line)
+            if XEN_ERROR_LINE.search(line)
             and any(int(m[1]) == domid for m in _XEN_DOMAIN.finditer(line))
         ]
 
@@ -490,14 +493,14 @@ def _job_result(
     number: int,
     job: DomuJob,
     parser: RigParser,
-    run: rig._Run,
+    run: QemuRun,
     argv: list[str],
 ) -> BootResult:
     record = parser.records[number]
     output = parser.guest_output(number)
     lines = [text for _, text in output]
     verdict, reason, end = judge_job(job, record, parser, run.timed_out)
-    verdict, reason, matched = _apply_expect(verdict, reason, job.expect, lines)
+    verdict, reason, matched = apply_expect(verdict, reason, job.expect, lines)
     report, complete = parse_report(lines)
     shutdown = _shutdown_reason(record)
     return BootResult(
@@ -551,9 +554,9 @@ def boot_domus(
     for job in jobs:
         check_image(job.image)
         if job.initrd is not None:
-            rig._check_initrd(job.initrd)
+            check_initrd(job.initrd)
     if log is not None:
-        _save_log(None, log)
+        save_log(None, log)
     qemu = find_qemu()
     try:
         xen_binary = find_xen(xen)
@@ -570,9 +573,9 @@ def boot_domus(
         serial = Path(scratch) / "console.log"
         argv = rig_argv(qemu, xen_binary, files, initrd, jobs, serial)
         parser = RigParser(jobs)
-        run = _run_qemu(argv, serial, parser, timeout, on_progress)
+        run = run_qemu(argv, serial, parser, timeout, on_progress)
         if log is not None:
-            _save_log(serial, log)
+            save_log(serial, log)
     return [_job_result(number, job, parser, run, argv) for number, job in enumerate(jobs, 1)]
 
 

@@ -14,16 +14,15 @@ import pytest
 from shimgen.errors import ExitCode
 from shimgen.read.check import NOT_A_PV_KERNEL, NOT_GENERIC, evaluate
 from shimgen.read.image import image_from_bytes, read_image
-from shimgen.verify.boot import (
-    BootOptions,
+from shimgen.verify.boot import BootOptions, boot
+from shimgen.verify.console import (
     ConsoleParser,
     End,
     LogTail,
+    QemuRun,
     Verdict,
-    _plain_lead,
-    _Run,
-    boot,
     judge,
+    plain_lead,
 )
 
 LOGS = Path(__file__).parent.parent / "data" / "logs"
@@ -54,8 +53,8 @@ def test_a_named_other_loader_gets_no_plain_line() -> None:
 
 def test_xen_panic_on_a_pvh_only_kernel_leads_with_a_plain_line() -> None:
     panic = f"ELF: {NOT_GENERIC} (Not '' and '')"
-    assert _plain_lead(panic) == f"{NOT_A_PV_KERNEL}. "
-    assert _plain_lead(f"ELF: {NOT_GENERIC} (Not 'foo' and '')") == ""
+    assert plain_lead(panic) == f"{NOT_A_PV_KERNEL}. "
+    assert plain_lead(f"ELF: {NOT_GENERIC} (Not 'foo' and '')") == ""
 
 
 def test_elf32_refusal_suggests_the_conversion(samples_build: Path, tmp_path: Path) -> None:
@@ -88,7 +87,7 @@ def test_a_timeout_after_qemu_started_names_that_stage() -> None:
     for xen, stage in ((False, "no output from the guest yet"), (True, "no output from Xen yet")):
         parser = ConsoleParser(xen=xen)
         parser.qemu_started()
-        run = _Run(status=None, timed_out=True, wall_time=5.0, pid=1, stderr=[], timeout=5)
+        run = QemuRun(status=None, timed_out=True, wall_time=5.0, pid=1, stderr=[], timeout=5)
         verdict, reason = judge(run, parser, End.TIMEOUT)
         assert verdict is Verdict.TIMEOUT
         assert f"QEMU started, {stage}" in reason and "starting QEMU" not in reason
@@ -99,7 +98,7 @@ def test_xens_refusal_of_a_pvh_only_dom0_leads_with_a_plain_line() -> None:
     parser = ConsoleParser(xen=True)
     for line in LogTail(LOGS / "xen-pv-refused.log").flush():
         parser.feed(line)
-    verdict, reason = judge(_Run(None, False, 1.0, 1, [], 5), parser, End.XEN_PANIC)
+    verdict, reason = judge(QemuRun(None, False, 1.0, 1, [], 5), parser, End.XEN_PANIC)
     assert verdict is Verdict.XEN_ERROR
     assert reason.startswith(f"{NOT_A_PV_KERNEL}. Xen panic: ")
     assert NOT_GENERIC in reason

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from shimgen.structs.harness import DEBUG_EXIT_FAIL
 
 from shimgen.cli import main
 from shimgen.errors import ExitCode
-from shimgen.verify.boot import DEBUG_EXIT_FAIL, BootOptions, End, Verdict, boot
+from shimgen.verify.boot import BootOptions, End, Verdict, boot
 
 pytestmark = [pytest.mark.qemu]
 

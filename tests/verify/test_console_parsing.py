@@ -11,15 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from shimgen.structs.harness import DEBUG_EXIT_OK
 
-from shimgen.verify.boot import (
-    DEBUG_EXIT_OK,
+from shimgen.verify.console import (
     ConsoleParser,
     End,
     LogTail,
+    QemuRun,
     Verdict,
-    _end_of,
-    _Run,
+    end_of,
     judge,
     parse_report,
 )
@@ -34,12 +34,12 @@ def parse(name: str, xen: bool = True) -> ConsoleParser:
     return parser
 
 
-def run(status: int | None = None, timed_out: bool = False) -> _Run:
-    return _Run(status=status, timed_out=timed_out, wall_time=1.0, pid=1, stderr=[], timeout=5)
+def run(status: int | None = None, timed_out: bool = False) -> QemuRun:
+    return QemuRun(status=status, timed_out=timed_out, wall_time=1.0, pid=1, stderr=[], timeout=5)
 
 
-def verdict_of(parser: ConsoleParser, qemu: _Run) -> tuple[End, Verdict, str]:
-    end = _end_of(qemu, parser)
+def verdict_of(parser: ConsoleParser, qemu: QemuRun) -> tuple[End, Verdict, str]:
+    end = end_of(qemu, parser)
     verdict, reason = judge(qemu, parser, end)
     return end, verdict, reason
 

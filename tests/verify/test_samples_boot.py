@@ -12,20 +12,12 @@ from pathlib import Path
 
 import pytest
 from shimgen.structs import HVM_START_MAGIC, START_INFO_MAGIC, StartInfoFlags
+from shimgen.structs.harness import DEBUG_EXIT_FAIL, DEBUG_EXIT_OK
 
 from shimgen.cli import main
 from shimgen.errors import ExitCode
-from shimgen.verify.boot import (
-    DEBUG_EXIT_FAIL,
-    DEBUG_EXIT_OK,
-    DOM0_MEM_MIB,
-    QEMU_PVH_MEMORY_MIB,
-    BootOptions,
-    BootResult,
-    End,
-    Verdict,
-    boot,
-)
+from shimgen.verify.boot import BootOptions, BootResult, End, Verdict, boot
+from shimgen.verify.qemu import DOM0_MEM_MIB, QEMU_PVH_MEMORY_MIB
 
 MIB = 1 << 20
 PAGE = 4096

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shimgen.errors import MissingTool
-from shimgen.verify.boot import End, Verdict, _Run
+from shimgen.verify.console import End, QemuRun, Verdict
 from shimgen.verify.xlboot import DomuJob, RigParser, _job_result, domain_name, jobs_archive
 from shimgen.verify.xlrig import (
     CPIO_ALIGN,
@@ -161,7 +161,7 @@ def _replay(jobs=RECORDED_JOBS, name: str = "xlrig-matrix.log", drop: int = 0):
     lines = (DATA / name).read_text().splitlines()
     for line in lines[: len(lines) - drop]:
         parser.feed(line)
-    run = _Run(status=None, timed_out=drop > 0, wall_time=1.0, pid=0, stderr=[], timeout=9.0)
+    run = QemuRun(status=None, timed_out=drop > 0, wall_time=1.0, pid=0, stderr=[], timeout=9.0)
     return parser, [_job_result(n, job, parser, run, []) for n, job in enumerate(jobs, 1)]
 
 
