@@ -3,8 +3,12 @@
  * a filled page, as Xen gives a PV guest).
  *
  * Entry state assumed: long mode, CPL 0, Xen found (r12 = its base leaf).
- * Clobbered: eax, ebx, ecx, edx, flags.
- * Exit state guaranteed: Xen has filled the page at HCALL_PAGE_PHYS with stubs.
+ * Clobbered: eax, ebx, ecx, edx, flags; with the PV ABI layer (PV_ABI 1, patch
+ *   --pv-abi) also what pv_abi_install clobbers (34_pv_abi.S).
+ * Exit state guaranteed: Xen has filled the page at HCALL_PAGE_PHYS with stubs;
+ *   with the PV ABI layer, the slots it takes over lead into the shim instead.
+ *   Without it (PV_ABI 0) the .if block assembles to nothing: the shim's bytes are
+ *   those of a shim that never had it.
  */
 	.code64
 /* leaf base+2 names the MSR; writing a page's physical address fills it */
@@ -16,4 +20,7 @@ install_hypercall_page:
 	mov	%rax, %rdx
 	shr	$0x20, %rdx
 	wrmsr
+.if {PV_ABI}
+	jmp	pv_abi_install			/* it returns to our caller */
+.endif
 	ret

@@ -136,6 +136,7 @@ def patch(
     replace_pvh_entry: bool = False,
     in_place: bool = False,
     digest: bool = True,
+    pv_abi: bool | None = None,
 ) -> PatchResult:
     """Patch the kernel at ``path`` into a universal image at ``out`` (``shimgen patch``).
 
@@ -149,6 +150,8 @@ def patch(
     ``in_place`` (without ``out``) patches ``path`` itself, the same bytes, so that a
     crash leaves the original or the patched image. ``digest=False`` records no
     sha256 of the input (the metadata says so).
+    pv_abi: the PV ABI layer (docs/pv-abi.md) in (True) or out (False); None puts it
+    in for a start-info kernel that calls hypercalls Xen refuses under PVH.
     Raises BadInput, Refused (exit 6: cannot be patched as asked), OutputError.
     """
     if (out is None) != in_place:
@@ -172,6 +175,7 @@ def patch(
                 "single_entry": single_entry,
                 "replace_pvh_entry": replace_pvh_entry,
                 "digest": digest,
+                "pv_abi": pv_abi,
             },
         )
     finally:
@@ -520,6 +524,7 @@ def emulate(
     info_at: int | None = None,
     cmdline_unterminated: bool = False,
     wrong_mode: bool = False,
+    run_kernel: bool = False,
     trace: bool = False,
 ) -> EmulateResult:
     """Run a patched image's shim in Unicorn from the start state Xen (or, with
@@ -529,7 +534,8 @@ def emulate(
     fields written over the loader's), info_at (its physical address),
     cmdline_unterminated, wrong_mode (each entry in the other CPU mode),
     other_hypervisor (another hypervisor's cpuid leaves first). ``.reached_kernel``
-    is True when the kernel's entry was reached. Raises Refused for PV on an image
+    is True when the kernel's entry was reached. run_kernel: go on past the kernel's
+    entry up to its hlt (outcome "kernel-halted"). Raises Refused for PV on an image
     without a PV entry, UsageError for an unknown field or mode.
     """
     from .read.image import read_image
@@ -551,6 +557,7 @@ def emulate(
         info_at=info_at,
         cmdline_unterminated=cmdline_unterminated,
         wrong_mode=wrong_mode,
+        run_kernel=run_kernel,
     )
     return run_emulate(read_image(path), state, trace=trace)
 

@@ -100,6 +100,8 @@ PVH_RESTRICTED_HYPERCALLS = {
     Hypercall.MMUEXT_OP: "its page-table operations (pin, unpin, new base pointers) are PV only",
     Hypercall.GRANT_TABLE_OP: "setup_table's frames are not in an HVM/PVH guest's memory map",
     Hypercall.PHYSDEV_OP: "set_iopl and other PV sub-operations are refused under HVM/PVH",
+    # arch_vm_assist_valid_mask in xen/arch/x86/include/asm/domain.h: HVM_VM_ASSIST_MASK
+    Hypercall.VM_ASSIST: "an HVM/PVH guest may ask only runstate_update_flag",
 }
 
 
@@ -261,7 +263,67 @@ class BootMode(enum.IntEnum):
 BOOT_MODE_SYMBOL = "shimgen_boot_mode"
 BOOT_MODE_TYPE = U32  # the shim stores the mode with a 32-bit move
 
-# Errors returned in rax by hypercalls the emulator does not implement, or for a
-# domain it does not know (xen/include/public/errno.h).
+# --- the PV-only hypercalls' arguments (64-bit PV) ---------------------------------
+
+# vm_assist (xen.h): commands, types, and the types Xen accepts from a 64-bit PV
+# guest (PV64_VM_ASSIST_MASK in Xen's xen/arch/x86/include/asm/domain.h, 4.17); an
+# HVM/PVH guest may ask runstate_update_flag only (HVM_VM_ASSIST_MASK there).
+VMASST_CMD_ENABLE = 0
+VMASST_CMD_DISABLE = 1
+
+
+class VmAssist(enum.IntEnum):
+    """VMASST_TYPE_* (xen.h): the lower-case member name is the name there."""
+
+    TYPE_4GB_SEGMENTS = 0
+    TYPE_4GB_SEGMENTS_NOTIFY = 1
+    TYPE_WRITABLE_PAGETABLES = 2
+    TYPE_PAE_EXTENDED_CR3 = 3
+    TYPE_ARCHITECTURAL_IOPL = 4
+    TYPE_RUNSTATE_UPDATE_FLAG = 5
+    TYPE_M2P_STRICT = 32
+
+
+VMASST_PV64_VALID = sum(1 << assist for assist in VmAssist)
+VMASST_TYPE_LIMIT = 64  # Xen tests the type against a 64-bit mask (BITS_PER_LONG)
+
+# set_segment_base (xen/include/public/arch-x86/xen-x86_64.h)
+SEGBASE_FS = 0
+SEGBASE_GS_USER = 1
+SEGBASE_GS_KERNEL = 2
+SEGBASE_GS_USER_SEL = 3
+
+# --- errno values of hypercall results, negated in rax (xen/include/public/errno.h) --
+
+EPERM = 1
+ESRCH = 3  # the emulator's answer for a domain it does not know
+EINVAL = 22
 ENOSYS = 38
-ESRCH = 3
+
+# --- x86: the registers the PV ABI's handlers set (Intel SDM vol. 3, AMD APM vol. 2)
+
+CR0_TS = 1 << 3  # task switched: the next FPU/SSE instruction raises #NM
+MSR_FS_BASE = 0xC0000100
+MSR_GS_BASE = 0xC0000101
+MSR_SHADOW_GS_BASE = 0xC0000102  # KernelGSbase: what swapgs exchanges with GS base
+VIRTUAL_ADDRESS_BITS = 48  # 4-level paging: canonical addresses sign-extend bit 47
+# Debug registers (SDM vol. 3, 18.2): DR0-DR3 hold addresses; DR6 status and DR7
+# control have reserved bits that read as 1 or must be 0 (the upper 32 bits are 0).
+
+
+class DebugReg(enum.IntEnum):
+    """The debug registers set_debugreg and get_debugreg take (their reg argument)."""
+
+    DR0 = 0
+    DR1 = 1
+    DR2 = 2
+    DR3 = 3  # the last address register
+    DR6 = 6  # status
+    DR7 = 7  # control
+
+
+DR6_WRITABLE = 0xFFFFEFFF  # bit 12 and bits 32-63 are 0
+DR6_ONES = 0xFFFF0FF0  # bits 4-11 and 16-31 read as 1
+DR7_WRITABLE = 0xFFFF27FF  # bits 11, 12, 14, 15 and 32-63 are 0
+DR7_ONES = 1 << 10
+DR7_RW_LOW_BITS = 0x11110000  # the low bit of each R/W field (16 + 4i); 10b = I/O

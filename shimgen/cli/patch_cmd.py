@@ -80,6 +80,25 @@ def register(commands: Any) -> None:
             "kernel's own PVH entry (and auto refuses such a kernel: it needs no shim)"
         ),
     )
+    layer = parser.add_mutually_exclusive_group()
+    layer.add_argument(
+        "--pv-abi",
+        dest="pv_abi",
+        action="store_const",
+        const=True,
+        help=(
+            "start-info: put in the PV ABI layer, which answers PV-only hypercalls in the "
+            "shim under PVH (docs/pv-abi.md); default: in when the kernel calls any "
+            "hypercall Xen refuses under PVH"
+        ),
+    )
+    layer.add_argument(
+        "--no-pv-abi",
+        dest="pv_abi",
+        action="store_const",
+        const=False,
+        help="leave the PV ABI layer out",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     parser.add_argument(
         "--force",
@@ -113,6 +132,7 @@ def run_patch(args: argparse.Namespace) -> int:
         replace_pvh_entry=args.replace_pvh_entry,
         in_place=args.in_place,
         digest=not args.no_digest,
+        pv_abi=args.pv_abi,
     )
     args.output = result.output or args.output
     facts = result.to_json()
@@ -163,6 +183,7 @@ def _show(plan: Any, facts: dict[str, Any], args: argparse.Namespace) -> None:
             "shimgen_boot_mode",
             "-" if plan.boot_mode_symbol is None else f"{plan.boot_mode_symbol:#x}",
         ),
+        ("PV ABI layer", ("in: " if plan.pv_abi.on else "out: ") + plan.pv_abi.reason),
     ]
     for name, offset in plan.offsets.items():
         rows.append((f"  {name}", f"+{offset:#x} -> {plan.shim_vaddr + offset:#x}"))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..errors import Refused
 from ..read.check import Verdicts, evaluate
 from ..read.image import Image
+from ..shim import pv_abi as pv_abi_layer
 from ..shim import values
 from ..shim.assemble import Shim, assemble
 from ..structs import XenNote
@@ -63,18 +64,19 @@ class HandoffSpec:
     takes_32bit: bool = False  # its kernel entry may be 32-bit code (EM_386)
     replaces: tuple[XenNote, ...] = SHIM_REPLACED  # input notes the shim's own supersede
 
-    def template_set(self, single_entry: bool = False) -> tuple[str, ...]:
-        """The templates of one shim, in order."""
-        if not single_entry:
-            return self.templates
-        first_data = next(
-            n for n, name in enumerate(self.templates) if name[0] == DATA_TEMPLATE_PREFIX
-        )
-        return (
-            *self.templates[:first_data],
-            SINGLE_ENTRY_TEMPLATE,
-            *self.templates[first_data:],
-        )
+    def template_set(self, single_entry: bool = False, pv_abi: bool = False) -> tuple[str, ...]:
+        """The templates of one shim, in order: the PV ABI layer's code right after
+        the hypercall page's set-up (which jumps into it), its data last."""
+        names = list(self.templates)
+        if pv_abi:
+            if pv_abi_layer.INSTALL_AFTER not in names:
+                raise Refused(f"handoff {self.name} has no hypercall page set-up for --pv-abi")
+            names.insert(names.index(pv_abi_layer.INSTALL_AFTER) + 1, pv_abi_layer.TEMPLATE)
+            names.append(pv_abi_layer.DATA_TEMPLATE)
+        if single_entry:
+            first_data = next(n for n, name in enumerate(names) if name[0] == DATA_TEMPLATE_PREFIX)
+            names.insert(first_data, SINGLE_ENTRY_TEMPLATE)
+        return tuple(names)
 
     def exported_labels(self, single_entry: bool = False) -> tuple[str, ...]:
         return (*self.labels, SINGLE_ENTRY_LABEL) if single_entry else self.labels
@@ -82,7 +84,7 @@ class HandoffSpec:
     def assemble(self, place: values.Placement, single_entry: bool = False) -> Shim:
         return assemble(
             values.template_values(place, self.page_values),
-            self.template_set(single_entry),
+            self.template_set(single_entry, place.pv_abi),
             self.exported_labels(single_entry),
         )
 

@@ -33,6 +33,7 @@ class Draft:
     boot_mode: int | None  # the kernel's shimgen_boot_mode (virtual)
     kernel_hcall: int | None  # the kernel's HYPERCALL_PAGE (virtual)
     pv_virt_base: int
+    pv_abi: bool = False  # the PV ABI layer goes in (start-info, the kernel's own page)
     shim_vaddr: int = 0
     shim_paddr: int = 0
     offsets: dict[str, int] = field(default_factory=dict)
@@ -85,6 +86,7 @@ class Draft:
             hypercall_virt=self.hcall_virt(),
             hypercall_phys=self.hcall_phys(),
             pv_virt_base=self.pv_virt_base,
+            pv_abi=self.pv_abi,
         )
 
     def assemble(self) -> Shim:

@@ -62,6 +62,8 @@ def plan_arguments(options: dict[str, Any], handoff: str = "start-info") -> dict
         "gzip_input": "gzip" in str(options.get("input", "")).split(","),
         "replace_pvh_entry": bool(options.get("replace_pvh_entry", False)),
         "digest": options.get(DIGEST_OPTION) != NO_DIGEST,
+        # a list (the hypercalls answered) means in, False out, absent the default
+        "pv_abi": None if options.get("pv_abi") is None else bool(options["pv_abi"]),
     }
 
 

@@ -15,8 +15,10 @@ from typing import Any
 from ..errors import Refused
 from ..read.check import Verdicts, evaluate
 from ..read.container import normalize
+from ..read.hypercalls import scan_hypercalls
 from ..read.image import Image
 from ..shim import pagetables as pt
+from ..shim import pv_abi as pv_abi_layer
 from ..shim.assemble import Shim
 from ..structs import XenNote
 from . import facts
@@ -73,6 +75,7 @@ class Plan:
     # An already universal kernel's own PHYS32_ENTRY, kept (explicit handoff without
     # --replace-pvh-entry): PVH boots enter the kernel directly, PV ones the shim.
     kept_pvh_entry: int | None = None
+    pv_abi: PvAbiChoice = field(default_factory=lambda: PvAbiChoice(False, ""))
 
     @property
     def spec(self) -> HandoffSpec:
@@ -161,6 +164,7 @@ class Plan:
             ],
             "dropped_note_segments": list(self.dropped_note_segments),
             "kept_pvh_entry": self.kept_pvh_entry,
+            "pv_abi": self.pv_abi.to_json(),
             "options": self.options,
             "warnings": self.warnings,
         }
@@ -178,6 +182,7 @@ def make_plan(
     sha256: Callable[[], bytes] | None = None,
     replace_pvh_entry: bool = False,
     digest: bool = True,
+    pv_abi: bool | None = None,
 ) -> Plan:
     """Everything the patch writes, decided from the image and the options.
 
@@ -188,7 +193,8 @@ def make_plan(
     returns the sha256 of ``image.data`` instead of the planner hashing it: it is called
     once, last, so that a caller hashing a large input in the background overlaps it
     with the planning. Without ``digest`` no sha256 is taken: the metadata records
-    zeros and says so (options "digest": "none").
+    zeros and says so (options "digest": "none"). ``pv_abi``: the PV ABI layer in (True), out (False), or in
+    when the kernel calls hypercalls Xen refuses under PVH (None; :func:`choose_pv_abi`).
     """
     input_facts = original or original_facts(image, hashed=digest and sha256 is None)
     compressed = image.compressed or gzip_input
@@ -207,6 +213,8 @@ def make_plan(
     dropped = superseded_note_segments(image, spec.replaces)
     warnings = note_warnings(image, dropped, spec, kept_pvh)
     draft = _draft(image, spec, single_entry, kernel_entry, (delta, verdicts), warnings)
+    layer = choose_pv_abi(image, spec, draft.kernel_hcall, pv_abi)
+    draft.pv_abi = layer.on
     if single_entry:
         require_single_entry(draft, delta)
     forms = (["gzip"] if compressed else []) + ([converted.form] if converted.form else [])
@@ -215,6 +223,7 @@ def make_plan(
     )
     if replace_pvh_entry:
         options["replace_pvh_entry"] = True
+    options |= layer.option()
 
     stub = partial(meta_stub, input_facts, draft, options)
     entries = (0, kept_pvh or 0)  # placeholders of the final notes' size
@@ -240,6 +249,7 @@ def make_plan(
         single_entry=single_entry,
         dropped_note_segments=dropped,
         kept_pvh_entry=kept_pvh,
+        pv_abi=layer,
     )
     if sha256 is not None and digest:
         input_facts = input_facts | {"sha256": sha256()}
@@ -248,6 +258,60 @@ def make_plan(
     require_note_room(image, len(plan.notes))
     check_tables(draft, shim, tables)
     return plan
+
+
+@dataclass(frozen=True)
+class PvAbiChoice:
+    """Whether the PV ABI layer goes in, and why (``patch --dry-run`` shows it)."""
+
+    on: bool
+    reason: str
+    default: bool = False  # what the layer would be without --pv-abi/--no-pv-abi
+
+    def option(self) -> dict[str, Any]:
+        """The metadata option: the hypercalls the layer answers when it is in; False
+        when --no-pv-abi left out a layer the kernel would get by default; nothing
+        otherwise (a kernel without PV-only calls keeps its shim byte for byte)."""
+        if self.on:
+            return {pv_abi_layer.OPTION: pv_abi_layer.answered()}
+        return {pv_abi_layer.OPTION: False} if self.default else {}
+
+    def to_json(self) -> dict[str, Any]:
+        answers = pv_abi_layer.answered() if self.on else []
+        return {"on": self.on, "reason": self.reason, "answers": answers}
+
+
+def choose_pv_abi(
+    image: Image, spec: HandoffSpec, kernel_hcall: int | None, asked: bool | None
+) -> PvAbiChoice:
+    """The PV ABI layer sits in the start-info shim's PVH path and takes over slots of
+    the kernel's own hypercall page: in by default when the kernel calls hypercalls
+    Xen refuses under PVH (the scan of read/hypercalls.py), as ``asked`` otherwise."""
+    possible = pv_abi_layer.INSTALL_AFTER in spec.templates and kernel_hcall is not None
+    refused = []
+    if possible:
+        refused = [u.name for u in scan_hypercalls(image).uses if u.under_pvh == "pv-only"]
+    default = bool(refused)
+    if asked is False:
+        return PvAbiChoice(False, "left out (--no-pv-abi)", default)
+    if not possible:
+        if asked:
+            has_setup = pv_abi_layer.INSTALL_AFTER in spec.templates
+            why = (
+                "the kernel has no HYPERCALL_PAGE note"
+                if has_setup
+                else (f"handoff {spec.name}'s shim sets up no hypercall page")
+            )
+            raise Refused(
+                f"{image.path}: --pv-abi takes over slots of the kernel's own hypercall page "
+                f"in the start-info shim's PVH path, and {why}"
+            )
+        return PvAbiChoice(False, "not applicable: no kernel hypercall page in a start-info shim")
+    if asked:
+        return PvAbiChoice(True, "forced (--pv-abi)", default)
+    if refused:
+        return PvAbiChoice(True, "the kernel calls PV-only hypercalls: " + ", ".join(refused), True)
+    return PvAbiChoice(False, "the kernel calls no PV-only hypercall through its page")
 
 
 def _assemble_in_place(

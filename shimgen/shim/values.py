@@ -30,6 +30,7 @@ from ..structs import (
 )
 from ..structs import xen_abi as abi
 from ..structs.clayout import U64
+from . import pv_abi
 from .assemble import placeholders
 
 PAGE = abi.PAGE_SIZE
@@ -37,6 +38,7 @@ MASK64 = (1 << 64) - 1
 IDENTITY_MAP_SIZE = 1 << 32  # every address a PVH loader can hand in ebx or a paddr field
 OPCODE_JMP_FAR = 0xEA  # jmp ptr16:32, the one far-jump form Keystone cannot mangle
 OPCODE_REX_W = 0x48  # the mode guards' byte: REX.W in 64-bit mode, dec %eax in 32-bit
+OPCODE_MOV_EAX_IMM32 = 0xB8  # the PV ABI stub's first byte: mov $N, %eax (N patched in)
 BAD_MAGIC_MESSAGE = b"shimgen: bad boot magic, not entering the kernel; halted\n"
 WRONG_MODE_MESSAGE = (
     b"shimgen: entry reached in the wrong CPU mode, not entering the kernel; halted\n"
@@ -115,6 +117,7 @@ def fixed_values() -> dict[str, int | str]:
         **_start_info_offsets(),
         **_hvm_start_info_offsets(),
         **_built_hvm_values(),
+        **_pv_abi_values(),
     }
 
 
@@ -253,6 +256,43 @@ def _built_hvm_values() -> dict[str, int | str]:
     }
 
 
+def _pv_abi_values() -> dict[str, int | str]:
+    """The PV ABI layer (34_pv_abi.S, 93_pv_abi_data.S; shim/pv_abi.py)."""
+    return {
+        "PV_ABI_TABLE_LEN": len(pv_abi.handler_table()),
+        "PV_ABI_HANDLERS": ", ".join(pv_abi.handler_table()),
+        "PV_ABI_HANDLER_SIZE": 2,  # each a .word (93_pv_abi_data.S): movzwl's scale
+        "PV_ABI_SLOTS": _hex_bytes(bytes(pv_abi.SLOTS)),
+        "PV_ABI_END": pv_abi.END,
+        "PV_ABI_NAME_BYTES": _hex_bytes(pv_abi.name_records()),
+        "MSG_PV_ABI_UNHANDLED_BYTES": _hex_bytes(pv_abi.UNHANDLED_PREFIX),
+        "OPCODE_MOV_EAX_IMM32": OPCODE_MOV_EAX_IMM32,
+        "HYPERCALL_STUB_SIZE": abi.HYPERCALL_STUB_SIZE,
+        "HC_IRET": abi.Hypercall.IRET,
+        "NEG_ENOSYS": -abi.ENOSYS,
+        "NEG_EINVAL": -abi.EINVAL,
+        "NEG_EPERM": -abi.EPERM,
+        "VMASST_CMD_ENABLE": abi.VMASST_CMD_ENABLE,
+        "VMASST_CMD_DISABLE": abi.VMASST_CMD_DISABLE,
+        "VMASST_PV64_VALID": abi.VMASST_PV64_VALID,
+        "VMASST_TYPE_LIMIT": abi.VMASST_TYPE_LIMIT,
+        "SEGBASE_FS": abi.SEGBASE_FS,
+        "SEGBASE_GS_USER": abi.SEGBASE_GS_USER,
+        "SEGBASE_GS_KERNEL": abi.SEGBASE_GS_KERNEL,
+        "MSR_FS_BASE": abi.MSR_FS_BASE,
+        "MSR_GS_BASE": abi.MSR_GS_BASE,
+        "MSR_SHADOW_GS_BASE": abi.MSR_SHADOW_GS_BASE,
+        "CANONICAL_SHIFT": 64 - abi.VIRTUAL_ADDRESS_BITS,
+        "CR0_TS": abi.CR0_TS,
+        **{reg.name: reg.value for reg in abi.DebugReg},
+        "DR6_WRITABLE": abi.DR6_WRITABLE,
+        "DR6_ONES": abi.DR6_ONES,
+        "DR7_WRITABLE": abi.DR7_WRITABLE,
+        "DR7_ONES": abi.DR7_ONES,
+        "DR7_RW_LOW_BITS": abi.DR7_RW_LOW_BITS,
+    }
+
+
 # --- values the plan decides ----------------------------------------------------------
 
 
@@ -271,6 +311,7 @@ class Placement:
     hypercall_virt: int  # the hypercall page the shim calls through (0: none)
     hypercall_phys: int
     pv_virt_base: int  # what the PV path subtracts for a pseudo-physical address
+    pv_abi: bool = False  # the PV ABI layer is in (33_hypercall_page.S installs it)
 
     def virt(self, name: str) -> int:
         return (self.shim_vaddr + self.offsets[name]) & MASK64
@@ -314,6 +355,7 @@ def shim_values(place: Placement) -> dict[str, int]:
         "HCALL_MEMORY_OP": hcall + abi.Hypercall.MEMORY_OP * stub,
         "HCALL_HVM_OP": hcall + abi.Hypercall.HVM_OP * stub,
         "PV_VIRT_BASE": place.pv_virt_base,
+        "PV_ABI": int(place.pv_abi),
     }
 
 

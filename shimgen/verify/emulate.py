@@ -94,6 +94,9 @@ FAKE_PARAMS = {
 }
 SPECIAL_PAGES = 8  # libxl's HVM special pages (xenstore, console...): owned, not RAM
 OP_WRMSR = b"\x0f\x30"
+# MSRs Unicorn's own wrmsr sets (the mode switch, the PV ABI's set_segment_base);
+# any other is the emulated Xen's to answer
+NATIVE_MSRS = frozenset({abi.MSR_EFER, abi.MSR_FS_BASE, abi.MSR_GS_BASE, abi.MSR_SHADOW_GS_BASE})
 OP_VMCALL = (b"\x0f\x01\xc1", b"\x0f\x01\xd9")  # Intel vmcall, AMD vmmcall
 OP_HLT = 0xF4
 OP_SPIN = b"\xeb\xfe"  # jmp to itself: how a PV guest (no hlt at CPL 3) stops for good
@@ -133,6 +136,7 @@ class StartState:
     # special pages (what a domain without populate-on-demand owns)
     reservation: int | None = None
     watch: dict[str, int] = field(default_factory=dict)  # name -> address: count at first run
+    run_kernel: bool = False  # go on past the kernel's entry, up to its hlt
 
 
 @dataclass
@@ -140,15 +144,18 @@ class Result:
     mode: str
     xen: bool
     hvm_version: int
-    outcome: str  # "kernel-entry" | "halted" | "budget" | "fault: ..."
-    instructions: int
+    # "kernel-entry" | "halted" | "budget" | "fault: ..."; with run_kernel, a kernel
+    # that reaches its hlt: "kernel-halted"
+    outcome: str
+    instructions: int  # all of them (with run_kernel, the kernel's too)
     kernel_entry: int
-    registers: dict[str, int]
+    registers: dict[str, int]  # at the end (the kernel's entry unless run_kernel)
     start_info: dict[str, Any] | None
     start_info_raw: bytes = field(repr=False, default=b"")
     handoff: str = "start-info"
     hvm_start_info: dict[str, Any] | None = None  # with "cmdline", "modules", "memmap"
     boot_mode_var: int | None = None  # the kernel's shimgen_boot_mode at its entry
+    kernel_instructions: int = 0  # run_kernel: from the kernel's entry to its hlt
     debug_output: bytes = b""
     hypercalls: list[str] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)
@@ -158,7 +165,7 @@ class Result:
 
     @property
     def reached_kernel(self) -> bool:
-        return self.outcome == "kernel-entry"
+        return self.outcome in ("kernel-entry", "kernel-halted")
 
     def to_json(self) -> dict[str, Any]:
         """Every field; start_info_raw left out (start_info is its decoding)."""
@@ -190,6 +197,8 @@ class Machine:
         self.last_byte = 0
         self.watch = {address: name for name, address in state.watch.items()}
         self.reached: dict[str, int] = {}
+        self.entry_registers: dict[str, int] | None = None  # at the kernel's entry
+        self.entry_count = 0  # instructions run before it
         self.open_bus: list[int] = []  # pages past RAM the shim read
         self.past_ram: set[int] = set()  # pages past RAM mapped (read or loader-written)
         # where the kernel is entered: its 64-bit entry in long mode, or (passthrough)
@@ -419,10 +428,17 @@ class Machine:
     # --- run -----------------------------------------------------------------------
 
     def _code(self, uc: Any, address: int, size: int, _user: Any) -> None:
-        if address == self.kernel_entry and self._long_mode() != self.passthrough:
-            self.outcome = "kernel-entry"
-            uc.emu_stop()
-            return
+        if (
+            self.entry_registers is None
+            and address == self.kernel_entry
+            and self._long_mode() != self.passthrough
+        ):
+            self.entry_registers = self.registers()
+            self.entry_count = self.count
+            if not self.state.run_kernel:
+                self.outcome = "kernel-entry"
+                uc.emu_stop()
+                return
         name = self.watch.get(address)
         if name is not None and name not in self.reached:
             self.reached[name] = self.count
@@ -434,7 +450,7 @@ class Machine:
         if head[:2] == OP_SPIN:
             self.outcome = "halted"
             uc.emu_stop()
-        elif head[:2] == OP_WRMSR and (self._reg("ecx") & 0xFFFFFFFF) != abi.MSR_EFER:
+        elif head[:2] == OP_WRMSR and (self._reg("ecx") & 0xFFFFFFFF) not in NATIVE_MSRS:
             self._wrmsr()
             self._set("rip", address + len(OP_WRMSR))
         elif head in OP_VMCALL:
@@ -463,7 +479,10 @@ class Machine:
             self.outcome = f"fault: {error}"
             return
         if self.outcome != "kernel-entry" and self.last_byte == OP_HLT:
-            self.outcome = "halted"
+            self.outcome = "halted" if self.entry_registers is None else "kernel-halted"
+
+    def registers(self) -> dict[str, int]:
+        return {name: self._reg(name) for name in REGISTERS}
 
 
 # --- start states ----------------------------------------------------------------------
@@ -684,6 +703,9 @@ REGISTERS = (
     "cr0",
     "cr3",
     "cr4",
+    *(f"r{n}" for n in range(8, 16)),
+    "fs_base",
+    "gs_base",
 )
 
 
@@ -691,24 +713,26 @@ def emulate(image: Image, state: StartState, trace: bool = False) -> Result:
     machine = Machine(image, state, trace)
     start = _start_pv(machine) if state.mode == "pv" else _start_pvh(machine)
     machine.run(start)
-    registers = {name: machine._reg(name) for name in REGISTERS}
+    registers = machine.registers()
     decoded, raw, hvm = None, b"", None
     handoff = machine.meta.handoff
-    if machine.outcome == "kernel-entry" and handoff == "start-info":
+    entry = machine.entry_registers  # the boot structure is read from these
+    if entry is not None and handoff == "start-info":
         record = start_info(64)
-        raw = machine.vread(registers["rsi"], record.size)
+        raw = machine.vread(entry["rsi"], record.size)
         decoded = _plain(record.parse(raw))
-    elif machine.outcome == "kernel-entry":
+    elif entry is not None:
         # physical (PV: pseudo-physical, which is where the emulator's RAM holds it)
-        pointer = registers["rbx"] if machine.passthrough else registers["rsi"]
+        pointer = entry["rbx"] if machine.passthrough else entry["rsi"]
         hvm = decode_hvm_start_info(machine.read, pointer)
-    boot_mode_var = _boot_mode_var(machine) if machine.outcome == "kernel-entry" else None
+    boot_mode_var = _boot_mode_var(machine) if entry is not None else None
     return Result(
         mode=state.mode,
         xen=state.xen,
         hvm_version=state.hvm_version,
         outcome=machine.outcome,
         instructions=machine.count,
+        kernel_instructions=machine.count - machine.entry_count if entry is not None else 0,
         kernel_entry=machine.kernel_entry,
         registers=registers,
         start_info=decoded,

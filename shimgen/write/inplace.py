@@ -101,11 +101,12 @@ def patch_in_place(
     single_entry: bool = False,
     replace_pvh_entry: bool = False,
     digest: bool = True,
+    pv_abi: bool | None = None,
     early: EarlyDigest | None = None,
 ) -> PatchResult:
     """Patch the file ``source`` itself: see the module's docstring and patch_file."""
     source = Path(source)
-    options = _options(handoff, entry, entry64, single_entry, replace_pvh_entry, digest)
+    options = _options(handoff, entry, entry64, single_entry, replace_pvh_entry, digest, pv_abi)
     with InputFile(source, writable=not dry_run) as held, ExitStack() as stack:
         _require_plain_file(held, source)
         if not dry_run:

@@ -262,6 +262,7 @@ def _options(
     single_entry: bool,
     replace_pvh_entry: bool = False,
     digest: bool = True,
+    pv_abi: bool | None = None,
 ) -> dict[str, Any]:
     return {
         "handoff": handoff,
@@ -270,6 +271,7 @@ def _options(
         "single_entry": single_entry,
         "replace_pvh_entry": replace_pvh_entry,
         "digest": digest,
+        "pv_abi": pv_abi,
     }
 
 
@@ -306,6 +308,7 @@ def patch_bytes(
     single_entry: bool = False,
     replace_pvh_entry: bool = False,
     digest: bool = True,
+    pv_abi: bool | None = None,
 ) -> PatchResult:
     """Patch an image held in memory; see plan.make_plan for the options."""
     image, meta = _read_image(data, name, force)
@@ -314,7 +317,7 @@ def patch_bytes(
         image = image_from_bytes(original_bytes(image.data, meta), name)
         if meta.has_digest:
             sha256 = _known(meta.original_sha256)  # checked by original_bytes
-    options = _options(handoff, entry, entry64, single_entry, replace_pvh_entry, digest)
+    options = _options(handoff, entry, entry64, single_entry, replace_pvh_entry, digest, pv_abi)
     plan = _plan(image, meta, sha256, options)
     output = build_output(plan)
     return PatchResult(plan=plan, size=len(output), repatched=meta is not None, data=output)
@@ -456,6 +459,7 @@ def patch_file(
     single_entry: bool = False,
     replace_pvh_entry: bool = False,
     digest: bool = True,
+    pv_abi: bool | None = None,
     early: EarlyDigest | None = None,
 ) -> PatchResult:
     """Patch the file ``source`` into ``output``: see patch_bytes and the module's
@@ -464,7 +468,7 @@ def patch_file(
     checked against its recorded sha256). ``early``: the input's digest, already
     under way (used when it is the one needed; its owner closes it)."""
     source, output = Path(source), Path(output)
-    options = _options(handoff, entry, entry64, single_entry, replace_pvh_entry, digest)
+    options = _options(handoff, entry, entry64, single_entry, replace_pvh_entry, digest, pv_abi)
     with InputFile(source) as held, ExitStack() as stack:  # the stack ends first
         check_output(output, held.fingerprint)
         image, meta = _read_image(held.data, str(source), force)

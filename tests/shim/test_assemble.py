@@ -291,44 +291,55 @@ SETS = [
 ]
 
 
-def _layout_for(handoff: str, single: bool, value: int) -> dict[str, int | str]:
+def _layout_for(
+    handoff: str, single: bool, value: int, pv_abi: bool = False
+) -> dict[str, int | str]:
     """The fixed values, and every address the set asks for set to value; the
     displacements between reserved pages (not addresses: the same in every layout)
-    as the plan makes them."""
-    text = asm.template_text(HANDOFF_SPECS[handoff].template_set(single))
+    as the plan makes them; the PV ABI layer's switch as asked."""
+    text = asm.template_text(HANDOFF_SPECS[handoff].template_set(single, pv_abi))
     wanted = values.layout_keys(text)
     displacements = values.scratch_from_start_info(values.PAGE)
     fixed = {k: v for k, v in displacements.items() if k in wanted}
-    return values.fixed_values() | dict.fromkeys(wanted, value) | fixed
+    switch = {"PV_ABI": int(pv_abi)} if "PV_ABI" in wanted else {}
+    return values.fixed_values() | dict.fromkeys(wanted, value) | fixed | switch
 
 
-def _assemble(handoff: str, single: bool, value: int) -> asm.Shim:
+def _assemble(handoff: str, single: bool, value: int, pv_abi: bool = False) -> asm.Shim:
     spec = HANDOFF_SPECS[handoff]
-    layout = _layout_for(handoff, single, value)
-    return asm.assemble(layout, spec.template_set(single), spec.exported_labels(single))
+    layout = _layout_for(handoff, single, value, pv_abi)
+    return asm.assemble(layout, spec.template_set(single, pv_abi), spec.exported_labels(single))
 
 
 def test_every_template_belongs_to_a_set() -> None:
     used = {name for spec in HANDOFF_SPECS.values() for name in spec.templates}
-    assert used | {SINGLE_ENTRY_TEMPLATE} == set(asm.template_names())
+    layer = set(START_INFO.template_set(pv_abi=True)) - set(START_INFO.templates)
+    assert used | layer | {SINGLE_ENTRY_TEMPLATE} == set(asm.template_names())
 
 
-@pytest.mark.parametrize(("handoff", "single"), SETS)
-def test_each_set_matches_gnu_as(handoff: str, single: bool, tmp_path: Path) -> None:
+# start-info with the PV ABI layer too (the only set that takes it)
+LAYER_SETS = [(handoff, single, False) for handoff, single in SETS] + [
+    ("start-info", single, True) for single in (False, True)
+]
+
+
+@pytest.mark.parametrize(("handoff", "single", "pv_abi"), LAYER_SETS)
+def test_each_set_matches_gnu_as(handoff: str, single: bool, pv_abi: bool, tmp_path: Path) -> None:
     spec = HANDOFF_SPECS[handoff]
-    layout = _layout_for(handoff, single, 0x12345000)
-    source = asm.render(layout, spec.template_set(single)) + asm.label_table(
+    layout = _layout_for(handoff, single, 0x12345000, pv_abi)
+    source = asm.render(layout, spec.template_set(single, pv_abi)) + asm.label_table(
         spec.exported_labels(single)
     )
     assert asm.keystone_assemble(source) == _gnu_as(source, tmp_path)
 
 
-@pytest.mark.parametrize(("handoff", "single"), SETS)
-def test_each_set_size_independent_of_layout(handoff: str, single: bool) -> None:
-    small = _assemble(handoff, single, 0)
-    large = _assemble(handoff, single, 0x7FFFF000)
+@pytest.mark.parametrize(("handoff", "single", "pv_abi"), LAYER_SETS)
+def test_each_set_size_independent_of_layout(handoff: str, single: bool, pv_abi: bool) -> None:
+    small = _assemble(handoff, single, 0, pv_abi)
+    large = _assemble(handoff, single, 0x7FFFF000, pv_abi)
     assert len(small.code) == len(large.code) and small.labels == large.labels
-    print(f"{handoff}{' single' if single else ''}: {len(small.code)} bytes")
+    name = f"{handoff}{' single' if single else ''}{' pv-abi' if pv_abi else ''}"
+    print(f"{name}: {len(small.code)} bytes")
 
 
 def test_each_set_reports_missing_values() -> None:

@@ -1,0 +1,66 @@
+"""The PV ABI layer of the start-info shim (asm_templates/34_pv_abi.S and
+93_pv_abi_data.S; docs/pv-abi.md): which slots of the kernel's hypercall page it
+takes over, which of those hypercalls it answers, and the template values that say
+so. One list here, :data:`HANDLERS`, decides both what the shim's dispatch table
+holds and what the metadata note records (``inspect`` and ``check`` read it there).
+"""
+
+from __future__ import annotations
+
+from ..structs import xen_abi as abi
+
+Hypercall = abi.Hypercall
+
+TEMPLATE = "34_pv_abi.S"  # right after INSTALL_AFTER, whose install jumps into it
+DATA_TEMPLATE = "93_pv_abi_data.S"  # after the handoff's own data
+INSTALL_AFTER = "33_hypercall_page.S"
+OPTION = "pv_abi"  # the metadata option: the names of the hypercalls answered
+
+# Each hypercall the shim answers, and its handler's label in 34_pv_abi.S.
+HANDLERS: dict[Hypercall, str] = {
+    Hypercall.STACK_SWITCH: "pv_stack_switch",
+    Hypercall.FPU_TASKSWITCH: "pv_fpu_taskswitch",
+    Hypercall.SET_DEBUGREG: "pv_set_debugreg",
+    Hypercall.GET_DEBUGREG: "pv_get_debugreg",
+    Hypercall.VM_ASSIST: "pv_vm_assist",
+    Hypercall.SET_SEGMENT_BASE: "pv_set_segment_base",
+}
+# Slots taken over: every hypercall Xen refuses to PVH, and the two whose PV
+# operations Xen refuses under PVH that the layer answers in PV's way (mmuext_op's
+# page-table operations, vm_assist's PV assists). grant_table_op and physdev_op
+# keep Xen's stub: what a PV kernel asks of them mostly works under PVH.
+TAKEN_OVER = frozenset({Hypercall.MMUEXT_OP, Hypercall.VM_ASSIST})
+SLOTS = tuple(sorted(abi.PV_ONLY_HYPERCALLS | TAKEN_OVER))
+END = 0xFF  # ends the slot list and the name records (no hypercall has this number)
+UNHANDLED_PREFIX = b"shimgen: pv-abi: unhandled hypercall "
+
+assert set(HANDLERS) <= set(SLOTS) and max(SLOTS) < END
+
+
+def name(number: int) -> str:
+    return Hypercall(number).name.lower()
+
+
+def answered() -> list[str]:
+    """What the metadata option records: the hypercalls the layer answers, sorted."""
+    return sorted(name(number) for number in HANDLERS)
+
+
+def unhandled_line(number: int) -> bytes:
+    """What the shim prints on the debug port for a hypercall it does not answer."""
+    return UNHANDLED_PREFIX + f"{number} ({name(number)})\n".encode()
+
+
+def name_records() -> bytes:
+    """The unhandled path's table (93_pv_abi_data.S): for each slot taken over, its
+    number, then the end of its line ("N (name)\n"), then a NUL."""
+    return b"".join(bytes([n]) + unhandled_line(n)[len(UNHANDLED_PREFIX) :] + b"\0" for n in SLOTS)
+
+
+def handler_table() -> list[str]:
+    """Assembler expressions of the dispatch table (93_pv_abi_data.S), by hypercall
+    number: the handler's offset from shim_start, 0 where there is none."""
+    return [
+        f"{HANDLERS[Hypercall(n)]} - shim_start" if n in HANDLERS else "0x0"
+        for n in range(max(SLOTS) + 1)
+    ]

@@ -1,0 +1,317 @@
+"""The PV ABI layer of the start-info shim (issue 11, phase 1): the hypercall slots it
+takes over in the kernel's page, its handlers, and the patch options that turn it on.
+
+The kernels are tests/imagegen.py's PV64 image (its HYPERCALL_PAGE is the text's
+second page) with code the test writes at the entry: each call below is encoded
+here, byte by byte, so what a test expects comes from the test, not from shimgen.
+The emulated PVH boot runs the shim, then the kernel past its entry up to its hlt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imagegen
+import pytest
+from shimgen.structs import xen_abi as abi
+
+from shimgen import api
+
+TEXT_VIRT = imagegen.PV64_VIRT_BASE + imagegen.PHYS_BASE
+PAGE_VIRT = TEXT_VIRT + 0x1000  # imagegen's HYPERCALL_PAGE note
+STUB = 32  # xen.h: one 32-byte stub per hypercall
+UNHANDLED = "shimgen: pv-abi: unhandled hypercall {} ({})\n"
+
+# x86-64 encodings (Intel SDM vol. 2): movabs $imm64 into an argument register, and
+# mov %rax into the registers that keep each result
+MOVABS = {
+    "rdi": b"\x48\xbf",
+    "rsi": b"\x48\xbe",
+    "rdx": b"\x48\xba",
+    "rcx": b"\x48\xb9",
+    "r8": b"\x49\xb8",
+    "r10": b"\x49\xba",
+    "r11": b"\x49\xbb",
+}
+KEEP_RAX = {
+    "rbx": b"\x48\x89\xc3",
+    "rbp": b"\x48\x89\xc5",
+    "r12": b"\x49\x89\xc4",
+    "r13": b"\x49\x89\xc5",
+    "r14": b"\x49\x89\xc6",
+    "r15": b"\x49\x89\xc7",
+}
+HLT = b"\xf4"
+SWAPGS = b"\x0f\x01\xf8"
+# what the kernel puts in every register a hypercall must give back unchanged
+MARKERS = {
+    "rdi": 0x1111,
+    "rsi": 0x2222,
+    "rdx": 0x3333,
+    "r10": 0x4444,
+    "r8": 0x5555,
+    "rcx": 0x6666,
+    "r11": 0x7777,
+}
+
+
+def call_slot(site: int, slot: int) -> bytes:
+    target = PAGE_VIRT + slot * STUB
+    return b"\xe8" + (target - (site + 5)).to_bytes(4, "little", signed=True)
+
+
+Step = tuple[int, dict[str, int]] | bytes  # a call (slot, registers), or raw code
+
+
+def kernel(steps: list[Step]) -> bytes:
+    """The code at the entry: for each call (slot, registers), load the registers
+    (the MARKERS in the rest), call the slot, keep rax in the next of KEEP_RAX; raw
+    code as it is; then hlt."""
+    code = bytearray()
+    keep = iter(KEEP_RAX.values())
+    for step in steps:
+        if isinstance(step, bytes):
+            code += step
+            continue
+        slot, registers = step
+        for name, value in (MARKERS | registers).items():
+            code += MOVABS[name] + (value & (1 << 64) - 1).to_bytes(8, "little")
+        code += call_slot(TEXT_VIRT + len(code), slot)
+        code += next(keep, b"")  # past the last keeper: rax is not kept
+    return bytes(code + HLT)
+
+
+def write_kernel(path: Path, calls: list[Step]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = bytearray(imagegen.write_elf(imagegen.PV64))
+    code = kernel(calls)
+    data[imagegen.TEXT_OFFSET : imagegen.TEXT_OFFSET + len(code)] = code
+    path.write_bytes(bytes(data))
+    return path
+
+
+def patched(tmp_path: Path, calls: list[Step], **options: object) -> Path:
+    source = write_kernel(tmp_path / "kernel.elf", calls)
+    out = tmp_path / "kernel.universal"
+    api.patch(source, out, **options)  # type: ignore[arg-type]
+    return out
+
+
+def run(image: Path, mode: str = "pvh", **options: object) -> api.EmulateResult:
+    result = api.emulate(image, mode, run_kernel=True, **options)  # type: ignore[arg-type]
+    assert result.outcome == "kernel-halted", result.outcome
+    return result
+
+
+def results(result: api.EmulateResult, count: int) -> list[int]:
+    """The kernel's hypercall results, signed, in call order."""
+    kept = [result.registers[name] for name in list(KEEP_RAX)[:count]]
+    return [value - (1 << 64) if value >> 63 else value for value in kept]
+
+
+SET_TRAP_TABLE = abi.Hypercall.SET_TRAP_TABLE
+VM_ASSIST = abi.Hypercall.VM_ASSIST
+WRITABLE_PAGETABLES = abi.VmAssist.TYPE_WRITABLE_PAGETABLES
+
+
+def test_unhandled_call_returns_enosys_and_names_itself_then_vm_assist_answers(
+    tmp_path: Path,
+) -> None:
+    last = {"rdi": abi.VMASST_CMD_ENABLE, "rsi": WRITABLE_PAGETABLES}
+    image = patched(tmp_path, [(SET_TRAP_TABLE, {"rdi": 0}), (VM_ASSIST, last)])
+    result = run(image)
+    assert results(result, 2) == [-abi.ENOSYS, 0]
+    assert result.debug_output.decode() == UNHANDLED.format(0, "set_trap_table")
+    # neither call reached the (emulated) hypervisor: the shim answered both
+    assert not [line for line in result.hypercalls if line.startswith(("SET_TRAP", "VM_ASSIST"))]
+    # every register the kernel loaded comes back: argument registers, rcx, r11
+    for name, value in (MARKERS | last).items():
+        assert result.registers[name] == value, name
+
+
+def test_under_pv_the_kernel_calls_xen_and_the_shim_stays_out(tmp_path: Path) -> None:
+    image = patched(tmp_path, [(SET_TRAP_TABLE, {"rdi": 0}), (VM_ASSIST, {"rdi": 0, "rsi": 2})])
+    result = run(image, "pv")
+    assert result.debug_output == b""
+    went = [line.split("(")[0] for line in result.hypercalls]
+    assert went == ["SET_TRAP_TABLE", "VM_ASSIST"]  # Xen's own stubs (vmcall here)
+
+
+def test_instruction_counts_are_deterministic(tmp_path: Path) -> None:
+    image = patched(tmp_path, [(SET_TRAP_TABLE, {"rdi": 0}), (VM_ASSIST, {"rdi": 0, "rsi": 2})])
+    first, second = run(image), run(image)
+    assert first.instructions == second.instructions
+    assert first.reached == second.reached
+
+
+def signed(value: int) -> int:
+    return value - (1 << 64) if value >> 63 else value
+
+
+def answers(tmp_path: Path, calls: list[Step]) -> api.EmulateResult:
+    """The PVH run of a kernel making calls the shim answers (no line printed); the
+    layer forced in, as a kernel calling only these would not get it by default."""
+    result = run(patched(tmp_path, calls, pv_abi=True))
+    assert result.debug_output == b""
+    return result
+
+
+VMASST = abi.VmAssist
+
+
+@pytest.mark.parametrize(
+    ("cmd", "assist", "expected"),
+    [
+        (abi.VMASST_CMD_ENABLE, VMASST.TYPE_WRITABLE_PAGETABLES, 0),
+        (abi.VMASST_CMD_DISABLE, VMASST.TYPE_WRITABLE_PAGETABLES, 0),
+        (abi.VMASST_CMD_ENABLE, VMASST.TYPE_M2P_STRICT, 0),  # bit 32 of Xen's mask
+        (abi.VMASST_CMD_ENABLE, VMASST.TYPE_RUNSTATE_UPDATE_FLAG, 0),
+        (abi.VMASST_CMD_ENABLE, 6, -abi.EINVAL),  # not a PV64 assist
+        (abi.VMASST_CMD_ENABLE, 64, -abi.EINVAL),  # past Xen's 64-bit mask
+        (abi.VMASST_CMD_ENABLE, (1 << 32) + 2, 0),  # the type is an unsigned int
+        (2, VMASST.TYPE_WRITABLE_PAGETABLES, -abi.ENOSYS),  # no such command
+    ],
+)
+def test_vm_assist(tmp_path: Path, cmd: int, assist: int, expected: int) -> None:
+    result = answers(tmp_path, [(VM_ASSIST, {"rdi": cmd, "rsi": assist})])
+    assert results(result, 1) == [expected]
+
+
+FPU_TASKSWITCH = abi.Hypercall.FPU_TASKSWITCH
+
+
+def test_fpu_taskswitch_sets_and_clears_cr0_ts(tmp_path: Path) -> None:
+    set_ts = answers(tmp_path / "set", [(FPU_TASKSWITCH, {"rdi": 1})])
+    assert results(set_ts, 1) == [0] and set_ts.registers["cr0"] & abi.CR0_TS
+    cleared = answers(
+        tmp_path / "clear", [(FPU_TASKSWITCH, {"rdi": 1}), (FPU_TASKSWITCH, {"rdi": 0})]
+    )
+    assert results(cleared, 2) == [0, 0] and not cleared.registers["cr0"] & abi.CR0_TS
+
+
+SET_SEGMENT_BASE = abi.Hypercall.SET_SEGMENT_BASE
+FS, USER_GS, KERNEL_GS = 0x7F0000001000, 0x7F0000002000, 0xFFFF800000003000
+
+
+def test_set_segment_base_writes_fs_and_both_gs_bases(tmp_path: Path) -> None:
+    result = answers(
+        tmp_path,
+        [
+            (SET_SEGMENT_BASE, {"rdi": abi.SEGBASE_FS, "rsi": FS}),
+            (SET_SEGMENT_BASE, {"rdi": abi.SEGBASE_GS_KERNEL, "rsi": KERNEL_GS}),
+            (SET_SEGMENT_BASE, {"rdi": abi.SEGBASE_GS_USER, "rsi": USER_GS}),
+        ],
+    )
+    assert results(result, 3) == [0, 0, 0]
+    assert (result.registers["fs_base"], result.registers["gs_base"]) == (FS, KERNEL_GS)
+    swapped = answers(
+        tmp_path / "swapgs",
+        [
+            (SET_SEGMENT_BASE, {"rdi": abi.SEGBASE_GS_KERNEL, "rsi": KERNEL_GS}),
+            (SET_SEGMENT_BASE, {"rdi": abi.SEGBASE_GS_USER, "rsi": USER_GS}),
+            SWAPGS,  # what the kernel does on its way to user mode
+        ],
+    )
+    assert swapped.registers["gs_base"] == USER_GS
+
+
+@pytest.mark.parametrize(
+    ("which", "base"),
+    [
+        (abi.SEGBASE_FS, 0x0000800000000000),  # not canonical
+        (abi.SEGBASE_GS_USER_SEL, 0x2B),  # a selector: not handled yet
+        (4, 0),  # no such SEGBASE_
+    ],
+)
+def test_set_segment_base_refuses_with_einval(tmp_path: Path, which: int, base: int) -> None:
+    result = answers(tmp_path, [(SET_SEGMENT_BASE, {"rdi": which, "rsi": base})])
+    assert results(result, 1) == [-abi.EINVAL]
+    assert result.registers["fs_base"] == 0
+
+
+def test_stack_switch_is_recorded_and_answered(tmp_path: Path) -> None:
+    result = answers(
+        tmp_path, [(abi.Hypercall.STACK_SWITCH, {"rdi": 0xE02B, "rsi": 0xFFFF800000010000})]
+    )
+    assert results(result, 1) == [0]
+
+
+SET_DEBUGREG, GET_DEBUGREG = abi.Hypercall.SET_DEBUGREG, abi.Hypercall.GET_DEBUGREG
+DR = abi.DebugReg
+
+
+@pytest.mark.parametrize("reg", [DR.DR0, DR.DR1, DR.DR2, DR.DR3])
+def test_address_debug_registers_round_trip(tmp_path: Path, reg: int) -> None:
+    address = 0xFFFFFFFF80101234 + reg
+    result = answers(
+        tmp_path,
+        [(SET_DEBUGREG, {"rdi": reg, "rsi": address}), (GET_DEBUGREG, {"rdi": reg})],
+    )
+    assert results(result, 2) == [0, signed(address)]
+
+
+def test_status_and_control_registers_keep_their_reserved_bits(tmp_path: Path) -> None:
+    result = answers(
+        tmp_path,
+        [
+            (SET_DEBUGREG, {"rdi": DR.DR6, "rsi": 0}),
+            (GET_DEBUGREG, {"rdi": DR.DR6}),
+            (SET_DEBUGREG, {"rdi": DR.DR7, "rsi": 0}),
+            (GET_DEBUGREG, {"rdi": DR.DR7}),
+        ],
+    )
+    assert results(result, 4) == [0, abi.DR6_ONES, 0, abi.DR7_ONES]
+
+
+@pytest.mark.parametrize(
+    ("call", "registers", "expected"),
+    [
+        (SET_DEBUGREG, {"rdi": DR.DR0, "rsi": 0x0000800000000000}, -abi.EPERM),  # not canonical
+        (SET_DEBUGREG, {"rdi": DR.DR7, "rsi": (0b10 << 16) | 1}, -abi.EPERM),  # I/O breakpoint
+        (SET_DEBUGREG, {"rdi": 4, "rsi": 0}, -abi.EINVAL),
+        (SET_DEBUGREG, {"rdi": 8, "rsi": 0}, -abi.EINVAL),
+        (GET_DEBUGREG, {"rdi": 5}, -abi.EINVAL),
+        (GET_DEBUGREG, {"rdi": 8}, -abi.EINVAL),
+    ],
+)
+def test_debug_registers_refuse_what_xen_refuses(
+    tmp_path: Path, call: int, registers: dict[str, int], expected: int
+) -> None:
+    result = answers(tmp_path, [(call, registers)])
+    assert results(result, 1) == [expected]
+
+
+HANDLED = {
+    abi.Hypercall.VM_ASSIST,
+    FPU_TASKSWITCH,
+    SET_SEGMENT_BASE,
+    abi.Hypercall.STACK_SWITCH,
+    SET_DEBUGREG,
+    GET_DEBUGREG,
+}
+IRET = abi.Hypercall.IRET
+UNANSWERED = sorted((abi.PV_ONLY_HYPERCALLS | {abi.Hypercall.MMUEXT_OP}) - HANDLED - {IRET})
+
+
+def test_every_other_slot_taken_over_returns_enosys_and_names_itself(tmp_path: Path) -> None:
+    result = run(patched(tmp_path, [(slot, {}) for slot in UNANSWERED]))
+    lines = "".join(UNHANDLED.format(int(n), abi.Hypercall(n).name.lower()) for n in UNANSWERED)
+    assert result.debug_output.decode() == lines
+    assert results(result, len(KEEP_RAX)) == [-abi.ENOSYS] * len(KEEP_RAX)
+
+
+def test_slots_xen_serves_under_pvh_keep_xen_stubs(tmp_path: Path) -> None:
+    served = [abi.Hypercall.XEN_VERSION, abi.Hypercall.GRANT_TABLE_OP, abi.Hypercall.PHYSDEV_OP]
+    result = run(patched(tmp_path, [(SET_TRAP_TABLE, {})] + [(slot, {}) for slot in served]))
+    went = [line.split("(")[0] for line in result.hypercalls if "(" in line]
+    assert [name for name in went if name in {s.name for s in served}] == [s.name for s in served]
+
+
+def test_an_unhandled_iret_halts_after_its_line(tmp_path: Path) -> None:
+    """iret is jumped to with a PV frame on the stack: there is nothing to return to."""
+    zero_rbp = b"\x31\xed"  # xor %ebp, %ebp: where the iret's result would go
+    result = run(patched(tmp_path, [zero_rbp, (SET_TRAP_TABLE, {}), (IRET, {})]))
+    assert result.debug_output.decode() == UNHANDLED.format(0, "set_trap_table") + (
+        UNHANDLED.format(int(IRET), "iret")
+    )
+    assert results(result, 2) == [-abi.ENOSYS, 0]  # the code after the iret never ran
