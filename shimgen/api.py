@@ -295,14 +295,17 @@ def inspect(path: PathLike, *, disassemble: bool = True) -> Report:
 
 
 def _kernel_hypercalls(image: Image, meta: Any) -> HypercallScan:
-    """The kernel's calls into its hypercall page; a patched image's shim code, which
-    makes calls of its own, is left out."""
+    """The kernel's calls into its hypercall page, each marked when the image's PV
+    ABI layer answers it (the metadata option ``pv_abi`` names what it answers); a
+    patched image's shim code, which makes calls of its own, is left out."""
     from .read.hypercalls import scan_hypercalls
 
-    skip = None
+    skip, answers = None, frozenset[str]()
     if meta is not None:
         skip = (meta.shim_vaddr, meta.shim_vaddr + meta.shim_code_size)
-    return scan_hypercalls(image, skip)
+        answered = meta.options.get("pv_abi")
+        answers = frozenset(answered) if isinstance(answered, list) else frozenset()
+    return scan_hypercalls(image, skip, answers)
 
 
 # --- check ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ The emulated PVH boot runs the shim, then the kernel past its entry up to its hl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import imagegen
@@ -315,3 +316,130 @@ def test_an_unhandled_iret_halts_after_its_line(tmp_path: Path) -> None:
         UNHANDLED.format(int(IRET), "iret")
     )
     assert results(result, 2) == [-abi.ENOSYS, 0]  # the code after the iret never ran
+
+
+# --- patch: the layer's switch, recorded --------------------------------------------
+
+CALLS_SET_TRAP_TABLE: list[Step] = [(SET_TRAP_TABLE, {"rdi": 0})]
+
+
+def test_plan_says_why_the_layer_is_in_and_records_what_it_answers(tmp_path: Path) -> None:
+    source = write_kernel(tmp_path / "kernel.elf", CALLS_SET_TRAP_TABLE)
+    plan = api.patch(source, tmp_path / "out", dry_run=True).to_json()
+    answered = sorted(h.name.lower() for h in HANDLED)
+    assert plan["pv_abi"] == {
+        "on": True,
+        "reason": "the kernel calls PV-only hypercalls: set_trap_table",
+        "answers": answered,
+    }
+    assert plan["options"]["pv_abi"] == answered
+
+
+def test_no_pv_abi_leaves_it_out_and_says_so_in_the_metadata(tmp_path: Path) -> None:
+    source = write_kernel(tmp_path / "kernel.elf", CALLS_SET_TRAP_TABLE)
+    out = tmp_path / "out"
+    plan = api.patch(source, out, pv_abi=False).to_json()
+    assert plan["pv_abi"]["on"] is False and plan["options"]["pv_abi"] is False
+    assert api.inspect(out).shim.meta.options["pv_abi"] is False
+    result = run(out)  # Xen's (emulated) stub answers, the shim prints nothing
+    assert result.debug_output == b"" and results(result, 1) == [-abi.ENOSYS]
+    assert any(line.startswith("SET_TRAP_TABLE(") for line in result.hypercalls)
+
+
+def test_a_kernel_without_pv_only_calls_gets_the_same_bytes_as_before(tmp_path: Path) -> None:
+    """No layer, no option: the shim is the one a kernel got before the layer existed
+    (the samples' goldens in tests/__snapshots__ hold them too)."""
+    source = write_kernel(tmp_path / "kernel.elf", [(abi.Hypercall.XEN_VERSION, {})])
+    default, without = tmp_path / "default", tmp_path / "without"
+    plan = api.patch(source, default).to_json()
+    api.patch(source, without, pv_abi=False)
+    assert plan["pv_abi"]["on"] is False and "pv_abi" not in plan["options"]
+    assert default.read_bytes() == without.read_bytes()
+    assert b"pv-abi" not in default.read_bytes()
+
+
+def test_pv_abi_forced_where_it_cannot_go_is_refused(tmp_path: Path, samples_build: Path) -> None:
+    hvm64 = samples_build / "hvm64-hello"
+    with pytest.raises(api.Refused, match="hvm-start-info's shim sets up no hypercall page"):
+        api.patch(hvm64, tmp_path / "out", entry64="_start", pv_abi=True)
+    no_page = tmp_path / "no-page.elf"  # imagegen's PV64 notes without HYPERCALL_PAGE
+    notes = tuple(n for n in imagegen.pv64_notes() if n.type != imagegen.XEN_HYPERCALL_PAGE)
+    no_page.write_bytes(
+        imagegen.write_elf(imagegen.Spec(note_segments=imagegen._in_pt_note(*notes)))
+    )
+    with pytest.raises(api.Refused, match="the kernel has no HYPERCALL_PAGE note"):
+        api.patch(no_page, tmp_path / "out", pv_abi=True)
+
+
+def test_re_patching_keeps_the_choice(tmp_path: Path) -> None:
+    source = write_kernel(tmp_path / "kernel.elf", CALLS_SET_TRAP_TABLE)
+    once = tmp_path / "once"
+    api.patch(source, once, pv_abi=False)
+    from shimgen.plan.metadata import plan_arguments
+
+    assert plan_arguments(api.inspect(once).shim.meta.options)["pv_abi"] is False
+
+
+# --- inspect and check: what the image's shim answers --------------------------------
+
+
+def test_inspect_marks_the_calls_the_shim_answers(tmp_path: Path) -> None:
+    source = write_kernel(
+        tmp_path / "kernel.elf", [(SET_TRAP_TABLE, {}), (FPU_TASKSWITCH, {}), (IRET, {})]
+    )
+    before = {
+        u["name"]: u["shim_answers"] for u in api.inspect(source).to_json()["hypercalls"]["calls"]
+    }
+    assert before == {"set_trap_table": False, "fpu_taskswitch": False, "iret": False}
+    out = tmp_path / "out"
+    api.patch(source, out)
+    calls = api.inspect(out).to_json()["hypercalls"]["calls"]
+    assert {u["name"]: u["shim_answers"] for u in calls} == {
+        "set_trap_table": False,
+        "fpu_taskswitch": True,
+        "iret": False,
+    }
+
+
+def test_check_blames_only_the_calls_nobody_answers(tmp_path: Path) -> None:
+    source = write_kernel(tmp_path / "kernel.elf", [(SET_TRAP_TABLE, {}), (FPU_TASKSWITCH, {})])
+    out = tmp_path / "out"
+    api.patch(source, out)
+    warning = api.check(out, "pvh").pvh_hypercalls
+    assert "the shim's PV ABI layer answers fpu_taskswitch" in warning
+    assert "nothing answers set_trap_table, so the kernel fails as PVH" in warning
+
+
+def test_check_stops_saying_it_fails_when_every_pv_only_call_is_answered(tmp_path: Path) -> None:
+    source = write_kernel(tmp_path / "kernel.elf", [(FPU_TASKSWITCH, {}), (SET_DEBUGREG, {})])
+    out = tmp_path / "out"
+    api.patch(source, out)
+    warning = api.check(out, "pvh").pvh_hypercalls
+    assert "fails as PVH" not in warning
+    assert "answers fpu_taskswitch, set_debugreg" in warning
+    without = tmp_path / "without"
+    api.patch(source, without, pv_abi=False)
+    assert "the shim does not answer them, so the kernel fails as PVH" in (
+        api.check(without, "pvh").pvh_hypercalls
+    )
+
+
+# --- a real PV kernel under real Xen ------------------------------------------------
+
+BOOT_SECONDS = 180  # Xen in QEMU TCG takes about 2 s idle; the machine is shared
+
+
+@pytest.mark.xen
+def test_patched_mini_os_names_its_first_pv_only_call_as_a_pvh_dom0(
+    mini_os: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Mini-OS's PV build (../shared/thirdparty) as a Xen PVH dom0. Without the layer
+    Xen answers its first PV-only hypercall, set_trap_table, -ENOSYS and the kernel
+    dies later without a word; through the layer the debug port names each call the
+    shim does not answer yet, and console_io still reaches Xen through its own stub."""
+    out = tmp_path / "mini-os.universal"
+    assert api.patch(mini_os("pv"), out).plan.pv_abi.on
+    result = api.boot(out, "xen-pvh", timeout=BOOT_SECONDS)
+    lines = [line.strip() for line in result.guest_lines]
+    assert "Bootstrapping..." in lines, result.to_json()  # console_io, Xen's stub
+    assert UNHANDLED.format(0, "set_trap_table").strip() in lines, result.to_json()

@@ -318,7 +318,9 @@ def _hypercalls_table(scan: Any) -> Any:
     colours = {"xen": "green", "pv-only": "red", "restricted": "yellow"}
     for use in scan.uses:
         under = f"[{colours[use.under_pvh]}]{use.under_pvh}[/]"
-        if use.note:
+        if use.shim_answers:
+            under = f"[green]answered by the shim's PV ABI layer[/] (Xen: {use.under_pvh})"
+        elif use.note:
             under += f": {use.note}"
         table.add_row(str(use.number), use.name, str(len(use.sites)), under)
     return table

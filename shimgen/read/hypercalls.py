@@ -36,6 +36,7 @@ class HypercallUse:
 
     number: int
     sites: list[int] = field(default_factory=list)  # virtual addresses of the calls
+    shim_answers: bool = False  # a patched image's PV ABI layer answers it under PVH
 
     @property
     def name(self) -> str:
@@ -63,6 +64,7 @@ class HypercallUse:
             "name": self.name,
             "under_pvh": self.under_pvh,
             "note": self.note,
+            "shim_answers": self.shim_answers,
             "sites": self.sites,
         }
 
@@ -79,7 +81,8 @@ class HypercallScan:
 
     def pvh_warning(self, shim_handoff: str | None) -> str | None:
         """One line for ``check``: what the PV-only calls mean for a PVH boot, given
-        the handoff of the image's shim (None: not patched)."""
+        the handoff of the image's shim (None: not patched) and what its PV ABI layer
+        answers (``shim_answers`` of each use)."""
         refused = [use.name for use in self.pv_only if use.under_pvh == "pv-only"]
         restricted = [use.name for use in self.pv_only if use.under_pvh == "restricted"]
         if not refused and not restricted:
@@ -88,8 +91,18 @@ class HypercallScan:
         text = f"the kernel calls hypercalls Xen refuses under PVH: {named}"
         if restricted:
             text += f" (and, with fewer sub-operations under PVH: {', '.join(restricted)})"
+        answered = [use.name for use in self.pv_only if use.shim_answers]
+        if answered:
+            text += f"; the shim's PV ABI layer answers {', '.join(answered)}"
+        unanswered = [name for name in refused if name not in answered]
+        if shim_handoff == "start-info" and unanswered:
+            return text + (
+                f"; nothing answers {', '.join(unanswered)}, so the kernel fails as PVH"
+                if answered
+                else "; the shim does not answer them, so the kernel fails as PVH"
+            )
         if shim_handoff == "start-info" and refused:
-            return text + "; the shim does not answer them, so the kernel fails as PVH"
+            return text + ", so the kernel's PV-only calls are all answered under PVH"
         return text + "; fine only if the kernel makes them when booted as PV"
 
     def to_json(self) -> dict[str, Any]:
@@ -112,11 +125,16 @@ def legacy_virt_base(image: Image) -> int:
     return next((int(n.value) for n in image.legacy_xen_notes if n.type == XenNote.VIRT_BASE), 0)
 
 
-def scan_hypercalls(image: Image, skip: tuple[int, int] | None = None) -> HypercallScan:
+def scan_hypercalls(
+    image: Image,
+    skip: tuple[int, int] | None = None,
+    shim_answers: frozenset[str] = frozenset(),
+) -> HypercallScan:
     """Every direct call or jump into a stub of the hypercall page, by hypercall.
 
     ``skip``: a [start, end) virtual range whose calls are not the kernel's (a
-    patched image's shim makes calls of its own)."""
+    patched image's shim makes calls of its own). ``shim_answers``: the names of
+    the hypercalls a patched image's PV ABI layer answers (its metadata option)."""
     page = hypercall_page(image)
     if page is None:
         return HypercallScan(None, [])
@@ -131,6 +149,8 @@ def scan_hypercalls(image: Image, skip: tuple[int, int] | None = None) -> Hyperc
             slot, rest = divmod(target - page, abi.HYPERCALL_STUB_SIZE)
             if 0 <= target - page < abi.PAGE_SIZE and not rest:
                 found.setdefault(slot, HypercallUse(slot)).sites.append(site)
+    for use in found.values():
+        use.shim_answers = use.name in shim_answers
     return HypercallScan(page, [found[number] for number in sorted(found)])
 
 
