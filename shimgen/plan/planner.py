@@ -193,8 +193,9 @@ def make_plan(
     returns the sha256 of ``image.data`` instead of the planner hashing it: it is called
     once, last, so that a caller hashing a large input in the background overlaps it
     with the planning. Without ``digest`` no sha256 is taken: the metadata records
-    zeros and says so (options "digest": "none"). ``pv_abi``: the PV ABI layer in (True), out (False), or in
-    when the kernel calls hypercalls Xen refuses under PVH (None; :func:`choose_pv_abi`).
+    zeros and says so (options "digest": "none"). ``pv_abi``: the PV ABI layer in
+    (True), out (False), or in when the kernel calls hypercalls Xen refuses under PVH
+    (None; :func:`choose_pv_abi`).
     """
     input_facts = original or original_facts(image, hashed=digest and sha256 is None)
     compressed = image.compressed or gzip_input
