@@ -339,7 +339,10 @@ SHIMS = (
     ("pv-highhalf", []),
     ("hvm64-hello", ["--handoff", "hvm-start-info", "--entry64", "_start"]),
     ("pvh-hello", ["--handoff", "pvh-passthrough"]),
+    ("pv-hello", ["--pv-abi"]),  # the same shim with the PV ABI layer (issue 11)
 )
+PV_ABI_OPTION = "--pv-abi"
+TARGET_PV_ABI_CODE_BYTES = 16 << 10  # issue 11: the PV ABI part of the shim
 TARGET_BEFORE_CMDLINE = 200  # issue 6: emulated instructions on the PVH path
 TARGET_FLOOR_RATIO = 1.2  # issue 14: patch -o of the large image against the Python floor
 TARGET_IN_PLACE_MS = 10  # issue 14: what patch --in-place --no-digest adds for 100 MB
@@ -372,6 +375,7 @@ def shim_counts(workdir: Path) -> list[tuple[str, str]]:
     from shimgen.verify.emulate import emulate
 
     rows = []
+    sizes: dict[str, tuple[int, int]] = {}  # sample -> code, data of its plain shim
     for sample, options in SHIMS:
         out = workdir / f"{sample}.universal"
         argv = [sys.executable, "-m", "shimgen", "patch", SAMPLES / sample, "-o", out]
@@ -384,9 +388,23 @@ def shim_counts(workdir: Path) -> list[tuple[str, str]]:
         plan = json.loads(done.stdout)
         shim, handoff = plan["shim"], plan["handoff"]
         code = shim["labels"]["shim_data"]
-        name = f"{sample} ({handoff})"
+        layer = PV_ABI_OPTION in options
+        name = f"{sample} ({handoff}{', with the PV ABI layer' if layer else ''})"
         target = f" (target < {TARGET_CODE_BYTES})" if handoff == "start-info" else ""
-        rows.append((f"{name}: shim code / data", f"{code} / {shim['code_size'] - code} B{target}"))
+        data = shim["code_size"] - code
+        if layer:  # the layer's own bytes: against the same sample's shim without it
+            base_code, base_data = sizes[sample]
+            rows.append(
+                (
+                    f"{name}: the layer's code / data",
+                    f"{code - base_code} / {data - base_data} B "
+                    f"(target < {TARGET_PV_ABI_CODE_BYTES} of code)",
+                )
+            )
+            target = ""
+        else:
+            sizes.setdefault(sample, (code, data))
+        rows.append((f"{name}: shim code / data", f"{code} / {data} B{target}"))
         rows.append(
             (f"{name}: shim segment filesz / memsz", f"{shim['filesz']} / {shim['memsz']} B")
         )
@@ -399,7 +417,9 @@ def shim_counts(workdir: Path) -> list[tuple[str, str]]:
             figure = f"{result.instructions} instructions"
             if result.mode == "pvh" and "copy_cmdline" in result.reached:
                 before = result.reached["copy_cmdline"]
-                figure += f", {before} before the cmdline copy (target < {TARGET_BEFORE_CMDLINE})"
+                figure += f", {before} before the cmdline copy"
+                # issue 6's target is the plain shim's; the layer rewrites 24 slots first
+                figure += "" if layer else f" (target < {TARGET_BEFORE_CMDLINE})"
             rows.append((f"{name}: {label}", figure))
     return rows
 

@@ -84,6 +84,14 @@ def register(commands: Any) -> None:
             "0x40000100; with --no-xen, KVM or Hyper-V alone"
         ),
     )
+    parser.add_argument(
+        "--run-kernel",
+        action="store_true",
+        help=(
+            "go on past the kernel's entry up to its hlt (the kernel's hypercalls through "
+            "the shim's PV ABI layer run too); registers are the kernel's at the end"
+        ),
+    )
     parser.add_argument("--trace", action="store_true", help="list every instruction run")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run_emulate)
@@ -106,6 +114,7 @@ def run_emulate(args: argparse.Namespace) -> int:
             info_at=args.info_at,
             cmdline_unterminated=args.cmdline_unterminated,
             wrong_mode=args.wrong_mode,
+            run_kernel=args.run_kernel,
             trace=args.trace,
         )
     except UsageError as error:  # argparse checked the rest: a --set field was refused
@@ -140,6 +149,8 @@ def _show(result: Any, args: argparse.Namespace) -> None:
         else ("PVH without Xen" if result.mode == "pvh" else "Xen PV")
     )
     out.print(f"{where}: {result.outcome} after {result.instructions} instructions", markup=False)
+    if result.kernel_instructions:
+        out.print(f"  of which the kernel's: {result.kernel_instructions}", markup=False)
     if result.debug_output:
         out.print(f"guest output: {result.debug_output.decode('latin-1')!r}", markup=False)
     regs = Table(title="registers")
