@@ -16,17 +16,15 @@ register are not seen.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..structs import XenNote
 from ..structs import xen_abi as abi
 from ..structs.elf import SegmentFlags
-from .image import Image
+from .image import Buffer, Image
 
 REL32_OPCODES = {0xE8: "call", 0xE9: "jmp"}
-_REL32 = re.compile(rb"[\xe8\xe9]", re.DOTALL)
 REL32_SIZE = 5  # opcode + rel32
 
 
@@ -142,8 +140,8 @@ def scan_hypercalls(
     for segment in image.loadable_segments:
         if not segment.flags & SegmentFlags.X or not segment.filesz:
             continue
-        code = image.data[segment.offset : segment.offset + segment.filesz]
-        for site, target in _rel32_targets(bytes(code), segment.vaddr):
+        span = (segment.offset, segment.offset + segment.filesz)
+        for site, target in _rel32_targets(image.data, span, segment.vaddr):
             if skip is not None and skip[0] <= site < skip[1]:
                 continue
             slot, rest = divmod(target - page, abi.HYPERCALL_STUB_SIZE)
@@ -154,14 +152,19 @@ def scan_hypercalls(
     return HypercallScan(page, [found[number] for number in sorted(found)])
 
 
-def _rel32_targets(code: bytes, base: int) -> list[tuple[int, int]]:
-    """(site, target) of every E8/E9 rel32 encoding in code linked at base."""
+def _rel32_targets(data: Buffer, span: tuple[int, int], base: int) -> list[tuple[int, int]]:
+    """(site, target) of every E8/E9 rel32 encoding in data[span] linked at base, by
+    site. The opcodes are found with find (memchr), neither copying the bytes nor
+    visiting each one in Python: patch scans inputs of any size, held mapped."""
+    start, end = span
+    last = end - REL32_SIZE + 1  # an encoding must end inside the span
     out = []
-    for match in _REL32.finditer(code):
-        start = match.start()
-        if start + REL32_SIZE > len(code):
-            break
-        rel = int.from_bytes(code[start + 1 : start + REL32_SIZE], "little", signed=True)
-        site = base + start
-        out.append((site, (site + REL32_SIZE + rel) & ((1 << 64) - 1)))
-    return out
+    for opcode in REL32_OPCODES:
+        needle = bytes([opcode])
+        at = data.find(needle, start, last)
+        while at != -1:
+            rel = int.from_bytes(data[at + 1 : at + REL32_SIZE], "little", signed=True)
+            site = base + at - start
+            out.append((site, (site + REL32_SIZE + rel) & ((1 << 64) - 1)))
+            at = data.find(needle, at + 1, last)
+    return sorted(out)

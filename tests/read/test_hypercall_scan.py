@@ -187,6 +187,7 @@ def test_inspect_lists_the_calls_in_text_and_json(tmp_path: Path, capsys) -> Non
             "name": "set_trap_table",
             "under_pvh": "pv-only",
             "note": "",
+            "shim_answers": False,  # not patched
             "sites": [TEXT_VIRT + 0x100],
         }
     ]
