@@ -140,7 +140,8 @@ def scan_hypercalls(
     for segment in image.loadable_segments:
         if not segment.flags & SegmentFlags.X or not segment.filesz:
             continue
-        span = (segment.offset, segment.offset + segment.filesz)
+        size = len(image.data)  # a hostile header may point past the file
+        span = (min(segment.offset, size), min(segment.offset + segment.filesz, size))
         for site, target in _rel32_targets(image.data, span, segment.vaddr):
             if skip is not None and skip[0] <= site < skip[1]:
                 continue
