@@ -106,21 +106,6 @@ def require_executable(image: Image, vaddr: int, what: str, hint: str) -> int:
     return vaddr
 
 
-def hypercall_page(image: Image) -> int | None:
-    """The kernel's HYPERCALL_PAGE (virtual), the last note of the type."""
-    for note in reversed(image.xen_notes):
-        if note.type == XenNote.HYPERCALL_PAGE and isinstance(note.value, int):
-            value = note.value
-            if note.source.startswith("__xen_guest"):
-                value = (value << abi.PAGE_SHIFT) + legacy_virt_base(image)
-            return value
-    return None
-
-
-def legacy_virt_base(image: Image) -> int:
-    return next((int(n.value) for n in image.legacy_xen_notes if n.type == XenNote.VIRT_BASE), 0)
-
-
 def boot_mode_symbol(image: Image, warnings: list[str]) -> int | None:
     """The kernel's shimgen_boot_mode (virtual), when it is loaded."""
     boot_mode = image.symbols.get(abi.BOOT_MODE_SYMBOL)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import Refused
+from ..read.hypercalls import legacy_virt_base
 from ..read.image import MAX_NOTES_PER_CONTAINER, Image
 from ..structs import ELF_NOTE_HEADER, NOTE_ALIGN, XEN_NOTE_NAME, Payload, XenNote, round_up
 from ..structs.elf import Machine
-from .facts import legacy_virt_base
 from .handoffs import PV_IMPOSSIBLE, PV_NEEDS, SHIM_REPLACED, HandoffSpec
 from .layout import Draft
 

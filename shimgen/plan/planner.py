@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import Refused
 from ..read.check import Verdicts, evaluate
 from ..read.container import normalize
-from ..read.hypercalls import scan_hypercalls
+from ..read.hypercalls import hypercall_page, scan_hypercalls
 from ..read.image import Image
 from ..shim import pagetables as pt
 from ..shim import pv_abi as pv_abi_layer
@@ -357,7 +357,7 @@ def _draft(
         single_entry=single_entry,
         kernel_entry=kernel_entry,
         boot_mode=facts.boot_mode_symbol(image, warnings),
-        kernel_hcall=facts.hypercall_page(image) if spec.pv else None,
+        kernel_hcall=hypercall_page(image) if spec.pv else None,
         pv_virt_base=(
             facts.pseudo_physical_base(image, delta, verdicts, spec.name)
             if spec.one_physical_space

@@ -16,6 +16,7 @@ register are not seen.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from .image import Buffer, Image
 
 REL32_OPCODES = {0xE8: "call", 0xE9: "jmp"}
 REL32_SIZE = 5  # opcode + rel32
+SCAN_CHUNK = 1 << 22  # bytes of a mapped input looked at before its pages are let go
 
 
 @dataclass
@@ -142,30 +144,46 @@ def scan_hypercalls(
             continue
         size = len(image.data)  # a hostile header may point past the file
         span = (min(segment.offset, size), min(segment.offset + segment.filesz, size))
-        for site, target in _rel32_targets(image.data, span, segment.vaddr):
+        for site, target in _rel32_targets(image.data, span, segment.vaddr, page):
             if skip is not None and skip[0] <= site < skip[1]:
                 continue
             slot, rest = divmod(target - page, abi.HYPERCALL_STUB_SIZE)
-            if 0 <= target - page < abi.PAGE_SIZE and not rest:
+            if not rest:
                 found.setdefault(slot, HypercallUse(slot)).sites.append(site)
     for use in found.values():
         use.shim_answers = use.name in shim_answers
     return HypercallScan(page, [found[number] for number in sorted(found)])
 
 
-def _rel32_targets(data: Buffer, span: tuple[int, int], base: int) -> list[tuple[int, int]]:
-    """(site, target) of every E8/E9 rel32 encoding in data[span] linked at base, by
-    site. The opcodes are found with find (memchr), neither copying the bytes nor
-    visiting each one in Python: patch scans inputs of any size, held mapped."""
+def _rel32_targets(
+    data: Buffer, span: tuple[int, int], base: int, page: int
+) -> list[tuple[int, int]]:
+    """(site, target) of every E8/E9 rel32 encoding in data[span] linked at base whose
+    target lies in the page at ``page``, by site. The opcodes are found with find
+    (memchr), neither copying the bytes nor visiting each one in Python, and only the
+    hits are kept: patch scans inputs of any size, held mapped. A mapped input's
+    pages are let go chunk by chunk, so the scan does not hold the image in memory."""
     start, end = span
-    last = end - REL32_SIZE + 1  # an encoding must end inside the span
     out = []
-    for opcode in REL32_OPCODES:
-        needle = bytes([opcode])
-        at = data.find(needle, start, last)
-        while at != -1:
-            rel = int.from_bytes(data[at + 1 : at + REL32_SIZE], "little", signed=True)
-            site = base + at - start
-            out.append((site, (site + REL32_SIZE + rel) & ((1 << 64) - 1)))
-            at = data.find(needle, at + 1, last)
+    for chunk in range(start, end, SCAN_CHUNK):
+        last = min(chunk + SCAN_CHUNK, end - REL32_SIZE + 1)  # an encoding ends in the span
+        for opcode in REL32_OPCODES:
+            needle = bytes([opcode])
+            at = data.find(needle, chunk, last)
+            while at != -1:
+                rel = int.from_bytes(data[at + 1 : at + REL32_SIZE], "little", signed=True)
+                site = base + at - start
+                target = (site + REL32_SIZE + rel) & ((1 << 64) - 1)
+                if 0 <= target - page < abi.PAGE_SIZE:
+                    out.append((site, target))
+                at = data.find(needle, at + 1, last)
+        _let_go(data, chunk, min(chunk + SCAN_CHUNK + REL32_SIZE, end))
     return sorted(out)
+
+
+def _let_go(data: Buffer, start: int, end: int) -> None:
+    """Drop a mapped file's pages in [start, end) from this process (they stay in the
+    page cache); nothing for bytes in memory."""
+    if isinstance(data, mmap.mmap):
+        first = start - start % mmap.PAGESIZE
+        data.madvise(mmap.MADV_DONTNEED, first, end - first)
