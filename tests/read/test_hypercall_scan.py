@@ -7,13 +7,11 @@ is the encoding the test itself wrote, not something read back from shimgen.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import imagegen
-import pytest
 from shimgen.structs import xen_abi as abi
+from xenprobe import xen_values
 
 from shimgen.read.hypercalls import scan_hypercalls
 from shimgen.read.image import image_from_bytes
@@ -90,29 +88,10 @@ def test_legacy_hypercall_page_is_a_page_number_from_virt_base() -> None:
     assert [(use.name, use.under_pvh) for use in scan.uses] == [("mmu_update", "pv-only")]
 
 
-HYPERCALL_PROBE = """
-#define __XEN_INTERFACE_VERSION__ 0x00040d00
-#include <stdint.h>
-#include <stdio.h>
-#include <xen/xen.h>
-int main(void) {
-%s
-    return 0;
-}
-"""
-
-
 def test_hypercall_numbers_match_xen_h(tmp_path: Path) -> None:
-    if shutil.which("gcc") is None or not Path("/usr/include/xen/xen.h").exists():
-        pytest.fail("gcc and libxen-dev are needed: apt-get install gcc libxen-dev")
-    lines = "\n".join(
-        f'    printf("{call.name} %d\\n", __HYPERVISOR_{call.name.lower()});'
-        for call in abi.Hypercall
+    got = xen_values(
+        tmp_path, {call.name: f"__HYPERVISOR_{call.name.lower()}" for call in abi.Hypercall}
     )
-    (tmp_path / "probe.c").write_text(HYPERCALL_PROBE % lines)
-    subprocess.run(["gcc", "-o", str(tmp_path / "probe"), str(tmp_path / "probe.c")], check=True)
-    out = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True, check=True)
-    got = {name: int(value) for name, value in (line.split() for line in out.stdout.splitlines())}
     assert got == {call.name: call.value for call in abi.Hypercall}
 
 

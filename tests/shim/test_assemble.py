@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from xenprobe import xen_values
 
 from shimgen.plan import HANDOFF_SPECS, make_plan
 from shimgen.plan.handoffs import SINGLE_ENTRY_TEMPLATE, START_INFO
@@ -127,30 +128,10 @@ FIELD_VALUES = {
     "ENTRY_TYPE": "offsetof(struct hvm_memmap_table_entry, type)",
     "MEMMAP_STRIDE": "sizeof(struct hvm_memmap_table_entry)",
 }
-FIELD_PROBE = """
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <xen/xen.h>
-#include <xen/arch-x86/hvm/start_info.h>
-int main(void) {
-%s
-    return 0;
-}
-"""
 
 
 def test_template_values_name_the_fields_xen_headers_name(tmp_path: Path) -> None:
-    if shutil.which("gcc") is None or not Path("/usr/include/xen/xen.h").exists():
-        pytest.fail("gcc and libxen-dev are needed: apt-get install gcc libxen-dev")
-    lines = "\n".join(
-        f'    printf("{name} %lu\\n", (unsigned long)({expr}));'
-        for name, expr in FIELD_VALUES.items()
-    )
-    (tmp_path / "probe.c").write_text(FIELD_PROBE % lines)
-    subprocess.run(["gcc", "-o", str(tmp_path / "probe"), str(tmp_path / "probe.c")], check=True)
-    out = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True, check=True)
-    got = {name: int(value) for name, value in (line.split() for line in out.stdout.splitlines())}
+    got = xen_values(tmp_path, FIELD_VALUES, ("xen/xen.h", "xen/arch-x86/hvm/start_info.h"))
     fixed = values.fixed_values()
     assert {name: fixed[name] for name in FIELD_VALUES} == got
 
@@ -210,51 +191,45 @@ def test_cpuid_search_macros_leave_the_labels_in_the_text(handoff: str, loop: st
     assert "\txen_cpuid_match " in code and "\txen_cpuid_step " in code
 
 
-XEN_ABI_PROBE = r"""
-/* a current interface version: older ones map sched_op to sched_op_compat (6) */
-#define __XEN_INTERFACE_VERSION__ 0x00040e00
-#include <stdio.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <xen/xen.h>
-#include <xen/memory.h>
-#include <xen/sched.h>
-#include <xen/hvm/hvm_op.h>
-#include <xen/hvm/params.h>
-#define P(name, value) printf("%s %lu\n", name, (unsigned long)(value))
-int main(void) {
-    P("memory_op", __HYPERVISOR_memory_op); P("console_io", __HYPERVISOR_console_io);
-    P("hvm_op", __HYPERVISOR_hvm_op); P("sched_op", __HYPERVISOR_sched_op);
-    P("xen_version", __HYPERVISOR_xen_version);
-    P("XENMEM_memory_map", XENMEM_memory_map); P("XENMEM_add_to_physmap", XENMEM_add_to_physmap);
-    P("XENMAPSPACE_shared_info", XENMAPSPACE_shared_info); P("HVMOP_get_param", HVMOP_get_param);
-    P("STORE_PFN", HVM_PARAM_STORE_PFN); P("STORE_EVTCHN", HVM_PARAM_STORE_EVTCHN);
-    P("CONSOLE_PFN", HVM_PARAM_CONSOLE_PFN); P("CONSOLE_EVTCHN", HVM_PARAM_CONSOLE_EVTCHN);
-    P("DOMID_SELF", DOMID_SELF); P("CONSOLEIO_write", CONSOLEIO_write);
-    P("SCHEDOP_shutdown", SCHEDOP_shutdown); P("SHUTDOWN_crash", SHUTDOWN_crash);
-    P("hp.index", offsetof(struct xen_hvm_param, index));
-    P("hp.value", offsetof(struct xen_hvm_param, value));
-    P("hp.size", sizeof(struct xen_hvm_param));
-    P("ap.space", offsetof(struct xen_add_to_physmap, space));
-    P("ap.idx", offsetof(struct xen_add_to_physmap, idx));
-    P("ap.gpfn", offsetof(struct xen_add_to_physmap, gpfn));
-    P("mm.buffer", offsetof(struct xen_memory_map, buffer));
-    return 0;
+XEN_ABI_EXPRESSIONS = {
+    "memory_op": "__HYPERVISOR_memory_op",
+    "console_io": "__HYPERVISOR_console_io",
+    "hvm_op": "__HYPERVISOR_hvm_op",
+    "sched_op": "__HYPERVISOR_sched_op",
+    "xen_version": "__HYPERVISOR_xen_version",
+    "XENMEM_memory_map": "XENMEM_memory_map",
+    "XENMEM_add_to_physmap": "XENMEM_add_to_physmap",
+    "XENMAPSPACE_shared_info": "XENMAPSPACE_shared_info",
+    "HVMOP_get_param": "HVMOP_get_param",
+    "STORE_PFN": "HVM_PARAM_STORE_PFN",
+    "STORE_EVTCHN": "HVM_PARAM_STORE_EVTCHN",
+    "CONSOLE_PFN": "HVM_PARAM_CONSOLE_PFN",
+    "CONSOLE_EVTCHN": "HVM_PARAM_CONSOLE_EVTCHN",
+    "DOMID_SELF": "DOMID_SELF",
+    "CONSOLEIO_write": "CONSOLEIO_write",
+    "SCHEDOP_shutdown": "SCHEDOP_shutdown",
+    "SHUTDOWN_crash": "SHUTDOWN_crash",
+    "hp.index": "offsetof(struct xen_hvm_param, index)",
+    "hp.value": "offsetof(struct xen_hvm_param, value)",
+    "hp.size": "sizeof(struct xen_hvm_param)",
+    "ap.space": "offsetof(struct xen_add_to_physmap, space)",
+    "ap.idx": "offsetof(struct xen_add_to_physmap, idx)",
+    "ap.gpfn": "offsetof(struct xen_add_to_physmap, gpfn)",
+    "mm.buffer": "offsetof(struct xen_memory_map, buffer)",
 }
-"""
+XEN_ABI_HEADERS = (
+    "xen/xen.h",
+    "xen/memory.h",
+    "xen/sched.h",
+    "xen/hvm/hvm_op.h",
+    "xen/hvm/params.h",
+)
 
 
 def test_xen_abi_matches_xen_headers(tmp_path: Path) -> None:
     from shimgen.structs import xen_abi as abi
 
-    if shutil.which("gcc") is None or not Path("/usr/include/xen/xen.h").exists():
-        pytest.fail("gcc and libxen-dev are needed: apt-get install gcc libxen-dev")
-    (tmp_path / "probe.c").write_text(XEN_ABI_PROBE)
-    subprocess.run(["gcc", "-o", str(tmp_path / "probe"), str(tmp_path / "probe.c")], check=True)
-    out = subprocess.run(
-        [str(tmp_path / "probe")], capture_output=True, text=True, check=True
-    ).stdout
-    got = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()}
+    got = xen_values(tmp_path, XEN_ABI_EXPRESSIONS, XEN_ABI_HEADERS)
     assert got["memory_op"] == abi.Hypercall.MEMORY_OP
     assert got["console_io"] == abi.Hypercall.CONSOLE_IO
     assert got["hvm_op"] == abi.Hypercall.HVM_OP

@@ -9,14 +9,13 @@ The emulated PVH boot runs the shim, then the kernel past its entry up to its hl
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import imagegen
 import pytest
 from shimgen.structs import xen_abi as abi
+from xenprobe import xen_values
 
 from shimgen import api
 
@@ -467,36 +466,27 @@ def test_patched_mini_os_names_its_first_pv_only_calls_under_real_xen(
 
 # --- the numbers the handlers take, against Xen's public headers -----------------------
 
-PV_ABI_PROBE = r"""
-#define __XEN_INTERFACE_VERSION__ 0x00040e00
-#include <stdio.h>
-#include <stdint.h>
-#include <xen/xen.h>
-#include <xen/errno.h>
-#define P(name, value) printf("%s %lu\n", name, (unsigned long)(value))
-int main(void) {
-    P("VMASST_CMD_ENABLE", VMASST_CMD_enable); P("VMASST_CMD_DISABLE", VMASST_CMD_disable);
-ASSISTS
-    P("SEGBASE_FS", SEGBASE_FS); P("SEGBASE_GS_USER", SEGBASE_GS_USER);
-    P("SEGBASE_GS_KERNEL", SEGBASE_GS_KERNEL); P("SEGBASE_GS_USER_SEL", SEGBASE_GS_USER_SEL);
-    P("EPERM", XEN_EPERM); P("ESRCH", XEN_ESRCH); P("EINVAL", XEN_EINVAL); P("ENOSYS", XEN_ENOSYS);
-    return 0;
+PV_ABI_EXPRESSIONS = {
+    "VMASST_CMD_ENABLE": "VMASST_CMD_enable",
+    "VMASST_CMD_DISABLE": "VMASST_CMD_disable",
+    "SEGBASE_FS": "SEGBASE_FS",
+    "SEGBASE_GS_USER": "SEGBASE_GS_USER",
+    "SEGBASE_GS_KERNEL": "SEGBASE_GS_KERNEL",
+    "SEGBASE_GS_USER_SEL": "SEGBASE_GS_USER_SEL",
+    "EPERM": "XEN_EPERM",
+    "ESRCH": "XEN_ESRCH",
+    "EINVAL": "XEN_EINVAL",
+    "ENOSYS": "XEN_ENOSYS",
 }
-"""
 
 
 def test_pv_abi_numbers_match_xen_headers(tmp_path: Path) -> None:
-    if shutil.which("gcc") is None or not Path("/usr/include/xen/xen.h").exists():
-        pytest.fail("gcc and libxen-dev are needed: apt-get install gcc libxen-dev")
     # VmAssist.TYPE_M2P_STRICT is xen.h's VMASST_TYPE_m2p_strict
-    assists = "\n".join(
-        f'    P("{assist.name}", VMASST_TYPE_{assist.name.removeprefix("TYPE_").lower()});'
+    assists = {
+        assist.name: f"VMASST_TYPE_{assist.name.removeprefix('TYPE_').lower()}"
         for assist in abi.VmAssist
-    )
-    (tmp_path / "probe.c").write_text(PV_ABI_PROBE.replace("ASSISTS", assists))
-    subprocess.run(["gcc", "-o", str(tmp_path / "probe"), str(tmp_path / "probe.c")], check=True)
-    out = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True, check=True)
-    got = {name: int(value) for name, value in (line.split() for line in out.stdout.splitlines())}
+    }
+    got = xen_values(tmp_path, PV_ABI_EXPRESSIONS | assists, ("xen/xen.h", "xen/errno.h"))
     names = ("VMASST_CMD_ENABLE", "VMASST_CMD_DISABLE", "SEGBASE_FS", "SEGBASE_GS_USER")
     names += ("SEGBASE_GS_KERNEL", "SEGBASE_GS_USER_SEL", "EPERM", "ESRCH", "EINVAL", "ENOSYS")
     assert got == {name: getattr(abi, name) for name in names} | {
