@@ -87,6 +87,9 @@ class Leaf:
     doc: str
 
 
+MASK64 = (1 << 64) - 1  # an address or U64 value wrapped to 64 bits
+
+
 def round_up(value: int, align: int) -> int:
     """value rounded up to a multiple of align (the one helper every layout uses)."""
     return (value + align - 1) // align * align

@@ -9,9 +9,10 @@ from __future__ import annotations
 from ..errors import Refused
 from ..read.check import Verdicts
 from ..read.image import Image
-from ..shim.values import MASK64, PAGE
+from ..shim.values import PAGE
 from ..structs import XenNote
 from ..structs import xen_abi as abi
+from ..structs.clayout import MASK64
 from ..structs.elf import Machine
 
 

@@ -12,9 +12,10 @@ from ..errors import Refused
 from ..read.image import Image
 from ..shim import pagetables as pt
 from ..shim.assemble import Shim
-from ..shim.values import IDENTITY_MAP_SIZE, MASK64, PAGE, Placement
+from ..shim.values import IDENTITY_MAP_SIZE, PAGE, Placement
 from ..structs import NOTE_ALIGN, round_up
 from ..structs import xen_abi as abi
+from ..structs.clayout import MASK64
 from .handoffs import HandoffSpec
 
 MAX_MAPPED_CHUNKS = 1 << 16  # 2 MiB chunks the shim's page tables may cover: 128 GiB

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..structs import XenNote
 from ..structs import xen_abi as abi
+from ..structs.clayout import MASK64
 from ..structs.elf import (
     LINUX_LOADER_MIN_ENTRY,
     MULTIBOOT_HEADER_MAGIC,
@@ -37,7 +38,7 @@ KNOWN_FEATURES = (
 )
 STRING_FIELD_CHARS = 15  # libelf's parms->loader etc. are char[16], NUL included
 DEFAULT_XEN_CAPS = abi.DEBIAN_XEN_CAPS
-UNSET_ADDR, UNSET_ADDR32 = (1 << 64) - 1, (1 << 32) - 1  # libelf.h
+UNSET_ADDR, UNSET_ADDR32 = MASK64, (1 << 32) - 1  # libelf.h
 # libelf's XEN_PAE_* (libelf.h): how a 32-bit kernel's PAE_MODE was read.
 PAE_NO, PAE_YES, PAE_EXTCR3, PAE_BIMODAL = "no", "yes", "extended-cr3", "bimodal"
 # What each guest type is, for the sentence naming a capability the host lacks.
@@ -257,11 +258,10 @@ def _addr_calc_check(image: Image, parms: _Parms, hvm: bool, details: dict[str, 
     pstart, pend = image.paddr_range or (0, 0)
     if image.paddr_range is None:
         # libelf starts pstart at ~0 and pend at 0 when nothing is loadable.
-        pstart, pend = (1 << 64) - 1, 0
-    mask = (1 << 64) - 1
-    virt_offset = (virt_base - paddr_offset) & mask
-    kstart = (pstart + virt_offset) & mask
-    kend = (pend + virt_offset) & mask
+        pstart, pend = MASK64, 0
+    virt_offset = (virt_base - paddr_offset) & MASK64
+    kstart = (pstart + virt_offset) & MASK64
+    kend = (pend + virt_offset) & MASK64
     if parms.virt_entry is None or hvm:
         entry = parms.phys_entry if (hvm and parms.phys_entry is not None) else image.entry
     else:

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..structs import XenNote
 from ..structs import xen_abi as abi
+from ..structs.clayout import MASK64
 from ..structs.elf import SegmentFlags
 from .image import Buffer, Image
 
@@ -173,7 +174,7 @@ def _rel32_targets(
             while at != -1:
                 rel = int.from_bytes(data[at + 1 : at + REL32_SIZE], "little", signed=True)
                 site = base + at - start
-                target = (site + REL32_SIZE + rel) & ((1 << 64) - 1)
+                target = (site + REL32_SIZE + rel) & MASK64
                 if 0 <= target - page < abi.PAGE_SIZE:
                     out.append((site, target))
                 at = data.find(needle, at + 1, last)

@@ -33,6 +33,7 @@ from ..structs import (
     XenNote,
     round_up,
 )
+from ..structs.clayout import MASK64
 from ..structs.elf import (
     EI_CLASS,
     EI_DATA,
@@ -774,4 +775,4 @@ def _strtoull(text: str) -> int:
             break
         prefix += char
     # C saturates at ULLONG_MAX (ERANGE): never a value wider than 64 bits.
-    return min(int(prefix, base), (1 << 64) - 1) if prefix else 0
+    return min(int(prefix, base), MASK64) if prefix else 0

@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ..structs import round_up
+from ..structs.clayout import MASK64
 from ..structs.xen_abi import (
     ENTRIES_PER_TABLE,
     LARGE_PAGE_SIZE,
@@ -29,7 +30,6 @@ from ..structs.xen_abi import (
 _ENTRY_SIZE = 8
 _TABLE_FLAGS = PTE_PRESENT | PTE_WRITE
 _CANONICAL_MASK = (1 << 48) - 1
-_MASK64 = (1 << 64) - 1
 _INDEX_BITS = ENTRIES_PER_TABLE.bit_length() - 1  # 9
 _INDEX_MASK = ENTRIES_PER_TABLE - 1
 _PML4_SHIFT = 12 + 3 * _INDEX_BITS  # the bits below a PML4 entry's index
@@ -77,7 +77,7 @@ def _chunks(regions: list[Region]) -> dict[int, list[tuple[int, int, int]]]:
         if not pieces and not (start | end) % LARGE_PAGE_SIZE:
             # the first region in whole chunks (the identity map): one piece each
             pieces = {
-                chunk & _MASK64: [(chunk, chunk + LARGE_PAGE_SIZE, delta)]
+                chunk & MASK64: [(chunk, chunk + LARGE_PAGE_SIZE, delta)]
                 for chunk in range(start, end, LARGE_PAGE_SIZE)
             }
             continue
@@ -88,7 +88,7 @@ def _chunks(regions: list[Region]) -> dict[int, list[tuple[int, int, int]]]:
                 end if end < chunk_end else chunk_end,
                 delta,
             )
-            key = chunk & _MASK64
+            key = chunk & MASK64
             found = pieces.get(key)
             if found is None:
                 pieces[key] = [piece]

@@ -29,12 +29,11 @@ from ..structs import (
     start_info,
 )
 from ..structs import xen_abi as abi
-from ..structs.clayout import U64
+from ..structs.clayout import MASK64, U64
 from . import pv_abi
 from .assemble import placeholders
 
 PAGE = abi.PAGE_SIZE
-MASK64 = (1 << 64) - 1
 IDENTITY_MAP_SIZE = 1 << 32  # every address a PVH loader can hand in ebx or a paddr field
 OPCODE_JMP_FAR = 0xEA  # jmp ptr16:32, the one far-jump form Keystone cannot mangle
 OPCODE_REX_W = 0x48  # the mode guards' byte: REX.W in 64-bit mode, dec %eax in 32-bit

@@ -62,6 +62,7 @@ from ..structs import (
     start_info,
 )
 from ..structs import xen_abi as abi
+from ..structs.clayout import MASK64
 
 RAM_SIZE = 128 << 20
 LOW_RAM_END = 0x9FC00  # conventional memory below the EBDA, as a PC BIOS reports
@@ -209,7 +210,7 @@ class Machine:
         )
         self._load_segments()
         self._write_gdt()
-        self.free = round_up(max(s.paddr + s.memsz for s in image.loadable_segments), 0x1000)
+        self.free = round_up(max(s.paddr + s.memsz for s in image.loadable_segments), abi.PAGE_SIZE)
 
     # --- memory -------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ class Machine:
 
     def alloc(self, size: int) -> int:
         address = self.free
-        self.free = round_up(address + size, 0x1000)
+        self.free = round_up(address + size, abi.PAGE_SIZE)
         return address
 
     def write_anywhere(self, paddr: int, data: bytes) -> None:
@@ -454,7 +455,7 @@ class Machine:
             self._wrmsr()
             self._set("rip", address + len(OP_WRMSR))
         elif head in OP_VMCALL:
-            self._set("rax", self._hypercall() & ((1 << 64) - 1))
+            self._set("rax", self._hypercall() & MASK64)
             self._set("rip", address + len(head))
 
     def _long_mode(self) -> bool:
@@ -624,23 +625,24 @@ def _start_pv(machine: Machine) -> int:
     if state.wrong_mode:
         return _start_pv_in_32bit_mode(machine)
     delta = machine.meta.shim_vaddr - machine.meta.shim_paddr
-    mask = (1 << 64) - 1
     info_at = machine.alloc(abi.PAGE_SIZE)
     stack_at = machine.alloc(abi.PAGE_SIZE)
     module_at = machine.alloc(len(MODULE_BYTES))
     machine.uc.mem_write(module_at, MODULE_BYTES)
     regions = [
         pt.Region(
-            (s.vaddr - s.vaddr % 0x1000) & mask,
+            (s.vaddr - s.vaddr % abi.PAGE_SIZE) & MASK64,
             s.paddr - s.vaddr % 0x1000,
-            round_up(s.memsz + s.vaddr % 0x1000, 0x1000),
+            round_up(s.memsz + s.vaddr % abi.PAGE_SIZE, abi.PAGE_SIZE),
         )
         for s in image.loadable_segments
     ]
     regions += [
-        pt.Region((info_at + delta) & mask, info_at, abi.PAGE_SIZE),
-        pt.Region((stack_at + delta) & mask, stack_at, abi.PAGE_SIZE),
-        pt.Region((module_at + delta) & mask, module_at, round_up(len(MODULE_BYTES), 0x1000)),
+        pt.Region((info_at + delta) & MASK64, info_at, abi.PAGE_SIZE),
+        pt.Region((stack_at + delta) & MASK64, stack_at, abi.PAGE_SIZE),
+        pt.Region(
+            (module_at + delta) & MASK64, module_at, round_up(len(MODULE_BYTES), abi.PAGE_SIZE)
+        ),
         pt.Region(0, 0, 0x200000),
     ]  # the loader's own GDT, low memory
     tables_at = machine.free
@@ -656,13 +658,13 @@ def _start_pv(machine: Machine) -> int:
         "store_mfn": 0,
         "store_evtchn": 0,
         "console": {"domU": {"mfn": 0, "evtchn": 0}, "dom0": {"info_off": 0, "info_size": 0}},
-        "pt_base": (tables_at + delta) & mask,
+        "pt_base": (tables_at + delta) & MASK64,
         "nr_pt_frames": tables.frames,
         "mfn_list": 0,
         "mod_start": (
             module_at >> abi.PAGE_SHIFT
             if state.flags & StartInfoFlags.MOD_START_PFN
-            else (module_at + delta) & mask
+            else (module_at + delta) & MASK64
         ),
         "mod_len": len(MODULE_BYTES),
         # cut to the field, NUL-terminated only when shorter: a careless loader could
@@ -676,13 +678,13 @@ def _start_pv(machine: Machine) -> int:
     _set_long_mode(machine, tables.cr3)
     if hcall is not None:
         machine.fill_hypercall_page(machine.phys(hcall))
-    machine._set("rsi", (info_at + delta) & mask)
-    machine._set("rsp", (stack_at + abi.PAGE_SIZE + delta) & mask)
+    machine._set("rsi", (info_at + delta) & MASK64)
+    machine._set("rsp", (stack_at + abi.PAGE_SIZE + delta) & MASK64)
     machine.loader.update(
-        start_info=(info_at + delta) & mask,
-        rsp=(stack_at + abi.PAGE_SIZE + delta) & mask,
+        start_info=(info_at + delta) & MASK64,
+        rsp=(stack_at + abi.PAGE_SIZE + delta) & MASK64,
         module=module_at,
-        module_virt=(module_at + delta) & mask,
+        module_virt=(module_at + delta) & MASK64,
         module_size=len(MODULE_BYTES),
         nr_pages=RAM_SIZE >> abi.PAGE_SHIFT,
     )
