@@ -293,6 +293,37 @@ SEGBASE_GS_USER = 1
 SEGBASE_GS_KERNEL = 2
 SEGBASE_GS_USER_SEL = 3
 
+# --- memory and segments as a 64-bit PV guest sees them --------------------------------
+# xen/include/public/arch-x86/xen-x86_64.h: Xen keeps [HYPERVISOR_VIRT_START,
+# HYPERVISOR_VIRT_END) of every PV guest's address space for itself (PML4 slots 256
+# to 271) and maps the read-only machine-to-phys table (M2P) at its start.
+HYPERVISOR_VIRT_START = 0xFFFF800000000000
+HYPERVISOR_VIRT_END = 0xFFFF880000000000
+MACH2PHYS_VIRT_START = 0xFFFF800000000000
+MACH2PHYS_VIRT_END = 0xFFFF804000000000
+# The shim's own window on physical memory under its PV ABI layer (docs/pv-abi.md):
+# the first DIRECTMAP_SIZE bytes of guest-physical memory, mapped at the address of
+# Xen's own direct map (DIRECTMAP_VIRT_START in Xen's asm/config.h), inside the range
+# a PV kernel leaves to the hypervisor, so no kernel mapping ever collides with it.
+SHIM_DIRECTMAP_VIRT = 0xFFFF830000000000
+SHIM_DIRECTMAP_SIZE = 1 << 32
+# xen/include/public/arch-x86/xen.h: the GDT entries from FIRST_RESERVED_GDT_ENTRY on
+# are Xen's; a PV guest's own GDT (set_gdt) fills at most the pages below.
+FIRST_RESERVED_GDT_PAGE = 14
+FIRST_RESERVED_GDT_BYTE = FIRST_RESERVED_GDT_PAGE * PAGE_SIZE
+FIRST_RESERVED_GDT_ENTRY = FIRST_RESERVED_GDT_BYTE // 8
+# xen-x86_64.h: the flat selectors Xen provides a 64-bit PV guest (RPL 3: the guest
+# kernel runs in ring 3 there); the kernel's and the user's are the same values.
+FLAT_RING3_CS32 = 0xE023
+FLAT_RING3_CS64 = 0xE033
+FLAT_RING3_DS32 = 0xE02B
+FLAT_RING3_DS64 = 0x0000
+FLAT_RING3_SS32 = 0xE02B
+FLAT_RING3_SS64 = 0xE02B
+FLAT_KERNEL_CS64 = FLAT_RING3_CS64
+FLAT_KERNEL_DS64 = FLAT_RING3_DS64
+FLAT_KERNEL_SS64 = FLAT_RING3_SS64
+
 # --- errno values of hypercall results, negated in rax (xen/include/public/errno.h) --
 
 EPERM = 1

@@ -71,8 +71,9 @@ class HandoffSpec:
         if pv_abi:
             if pv_abi_layer.INSTALL_AFTER not in names:
                 raise Refused(f"handoff {self.name} has no hypercall page set-up for --pv-abi")
-            names.insert(names.index(pv_abi_layer.INSTALL_AFTER) + 1, pv_abi_layer.TEMPLATE)
-            names.append(pv_abi_layer.DATA_TEMPLATE)
+            at = names.index(pv_abi_layer.INSTALL_AFTER) + 1
+            names[at:at] = pv_abi_layer.TEMPLATES
+            names.extend(pv_abi_layer.DATA_TEMPLATES)
         if single_entry:
             first_data = next(n for n, name in enumerate(names) if name[0] == DATA_TEMPLATE_PREFIX)
             names.insert(first_data, SINGLE_ENTRY_TEMPLATE)

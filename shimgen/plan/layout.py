@@ -148,12 +148,12 @@ def lay_out(draft: Draft, code_size: int, note_size: int) -> tuple[int, int]:
     image = draft.image
     frames = 1 if draft.spec.page_tables else 0
     if draft.spec.page_tables:
-        require_bounded_tables(image, regions(image, draft.shim_vaddr, draft.shim_paddr, 0))
+        require_bounded_tables(image, draft_regions(draft, 0))
     while True:
         reserved, memsz = reserved_layout(draft, offsets["tables"] + frames * PAGE)
         if not draft.spec.page_tables:
             break
-        needed = pt.count_frames(regions(image, draft.shim_vaddr, draft.shim_paddr, memsz))
+        needed = pt.count_frames(draft_regions(draft, memsz))
         if needed == frames:
             break
         frames = needed
@@ -165,8 +165,17 @@ def lay_out(draft: Draft, code_size: int, note_size: int) -> tuple[int, int]:
 # --- page tables ----------------------------------------------------------------------
 
 
-def regions(image: Image, shim_vaddr: int, shim_paddr: int, memsz: int) -> list[pt.Region]:
-    """What the shim's page tables map: low memory identity, every segment, the shim."""
+def draft_regions(draft: Draft, memsz: int) -> list[pt.Region]:
+    return regions(draft.image, draft.shim_vaddr, draft.shim_paddr, memsz, draft.pv_abi)
+
+
+def regions(
+    image: Image, shim_vaddr: int, shim_paddr: int, memsz: int, direct_map: bool = False
+) -> list[pt.Region]:
+    """What the shim's page tables map: low memory identity, every segment, the shim,
+    and with the PV ABI layer its window on physical memory (SHIM_DIRECTMAP_VIRT in
+    structs/xen_abi.py), which its handlers reach frames through whatever the kernel
+    maps low."""
     mapped = [pt.Region(0, 0, IDENTITY_MAP_SIZE, "identity")]
     for segment in image.loadable_segments:
         start = segment.vaddr - segment.vaddr % PAGE
@@ -174,6 +183,10 @@ def regions(image: Image, shim_vaddr: int, shim_paddr: int, memsz: int) -> list[
         size = round_up(segment.vaddr + segment.memsz, PAGE) - start
         mapped.append(pt.Region(start & MASK64, pstart, size, f"segment {segment.index}"))
     mapped.append(pt.Region(shim_vaddr, shim_paddr, memsz, "shim"))
+    if direct_map:
+        mapped.append(
+            pt.Region(abi.SHIM_DIRECTMAP_VIRT, 0, abi.SHIM_DIRECTMAP_SIZE, "shim direct map")
+        )
     return mapped
 
 
@@ -191,8 +204,7 @@ def require_bounded_tables(image: Image, mapped: list[pt.Region]) -> None:
 def build_tables(draft: Draft, memsz: int) -> pt.PageTables:
     if not draft.spec.page_tables:
         return pt.PageTables(base=draft.phys("tables"), data=b"")
-    mapped = regions(draft.image, draft.shim_vaddr, draft.shim_paddr, memsz)
-    return pt.build(mapped, draft.phys("tables"))
+    return pt.build(draft_regions(draft, memsz), draft.phys("tables"))
 
 
 def check_tables(draft: Draft, shim: Shim, tables: pt.PageTables) -> None:

@@ -11,8 +11,10 @@ from ..structs import xen_abi as abi
 
 Hypercall = abi.Hypercall
 
-TEMPLATE = "34_pv_abi.S"  # right after INSTALL_AFTER, whose install jumps into it
-DATA_TEMPLATE = "93_pv_abi_data.S"  # after the handoff's own data
+# The layer's code, right after INSTALL_AFTER (whose install jumps into the first),
+# one template per piece of docs/pv-abi.md, and its data after the handoff's own.
+TEMPLATES = ("34_pv_abi.S",)
+DATA_TEMPLATES = ("93_pv_abi_data.S",)
 INSTALL_AFTER = "33_hypercall_page.S"
 OPTION = "pv_abi"  # the metadata option: the names of the hypercalls answered
 

@@ -477,6 +477,26 @@ PV_ABI_EXPRESSIONS = {
     "ESRCH": "XEN_ESRCH",
     "EINVAL": "XEN_EINVAL",
     "ENOSYS": "XEN_ENOSYS",
+} | {
+    name: name
+    for name in (
+        "HYPERVISOR_VIRT_START",
+        "HYPERVISOR_VIRT_END",
+        "MACH2PHYS_VIRT_START",
+        "MACH2PHYS_VIRT_END",
+        "FIRST_RESERVED_GDT_PAGE",
+        "FIRST_RESERVED_GDT_BYTE",
+        "FIRST_RESERVED_GDT_ENTRY",
+        "FLAT_RING3_CS32",
+        "FLAT_RING3_CS64",
+        "FLAT_RING3_DS32",
+        "FLAT_RING3_DS64",
+        "FLAT_RING3_SS32",
+        "FLAT_RING3_SS64",
+        "FLAT_KERNEL_CS64",
+        "FLAT_KERNEL_DS64",
+        "FLAT_KERNEL_SS64",
+    )
 }
 
 
@@ -487,8 +507,6 @@ def test_pv_abi_numbers_match_xen_headers(tmp_path: Path) -> None:
         for assist in abi.VmAssist
     }
     got = xen_values(tmp_path, PV_ABI_EXPRESSIONS | assists, ("xen/xen.h", "xen/errno.h"))
-    names = ("VMASST_CMD_ENABLE", "VMASST_CMD_DISABLE", "SEGBASE_FS", "SEGBASE_GS_USER")
-    names += ("SEGBASE_GS_KERNEL", "SEGBASE_GS_USER_SEL", "EPERM", "ESRCH", "EINVAL", "ENOSYS")
-    assert got == {name: getattr(abi, name) for name in names} | {
+    assert got == {name: getattr(abi, name) for name in PV_ABI_EXPRESSIONS} | {
         assist.name: assist.value for assist in abi.VmAssist
     }
