@@ -14,101 +14,22 @@ from pathlib import Path
 
 import imagegen
 import pytest
+from pvkernel import (
+    KEEP_RAX,
+    MARKERS,
+    UNHANDLED,
+    Step,
+    patched,
+    results,
+    run,
+    write_kernel,
+)
 from shimgen.structs import xen_abi as abi
 from xenprobe import xen_values
 
 from shimgen import api
 
-TEXT_VIRT = imagegen.PV64_VIRT_BASE + imagegen.PHYS_BASE
-PAGE_VIRT = TEXT_VIRT + 0x1000  # imagegen's HYPERCALL_PAGE note
-STUB = 32  # xen.h: one 32-byte stub per hypercall
-UNHANDLED = "shimgen: pv-abi: unhandled hypercall {} ({})\n"
-
-# x86-64 encodings (Intel SDM vol. 2): movabs $imm64 into an argument register, and
-# mov %rax into the registers that keep each result
-MOVABS = {
-    "rdi": b"\x48\xbf",
-    "rsi": b"\x48\xbe",
-    "rdx": b"\x48\xba",
-    "rcx": b"\x48\xb9",
-    "r8": b"\x49\xb8",
-    "r10": b"\x49\xba",
-    "r11": b"\x49\xbb",
-}
-KEEP_RAX = {
-    "rbx": b"\x48\x89\xc3",
-    "rbp": b"\x48\x89\xc5",
-    "r12": b"\x49\x89\xc4",
-    "r13": b"\x49\x89\xc5",
-    "r14": b"\x49\x89\xc6",
-    "r15": b"\x49\x89\xc7",
-}
-HLT = b"\xf4"
 SWAPGS = b"\x0f\x01\xf8"
-# what the kernel puts in every register a hypercall must give back unchanged
-MARKERS = {
-    "rdi": 0x1111,
-    "rsi": 0x2222,
-    "rdx": 0x3333,
-    "r10": 0x4444,
-    "r8": 0x5555,
-    "rcx": 0x6666,
-    "r11": 0x7777,
-}
-
-
-def call_slot(site: int, slot: int) -> bytes:
-    target = PAGE_VIRT + slot * STUB
-    return b"\xe8" + (target - (site + 5)).to_bytes(4, "little", signed=True)
-
-
-Step = tuple[int, dict[str, int]] | bytes  # a call (slot, registers), or raw code
-
-
-def kernel(steps: list[Step]) -> bytes:
-    """The code at the entry: for each call (slot, registers), load the registers
-    (the MARKERS in the rest), call the slot, keep rax in the next of KEEP_RAX; raw
-    code as it is; then hlt."""
-    code = bytearray()
-    keep = iter(KEEP_RAX.values())
-    for step in steps:
-        if isinstance(step, bytes):
-            code += step
-            continue
-        slot, registers = step
-        for name, value in (MARKERS | registers).items():
-            code += MOVABS[name] + (value & (1 << 64) - 1).to_bytes(8, "little")
-        code += call_slot(TEXT_VIRT + len(code), slot)
-        code += next(keep, b"")  # past the last keeper: rax is not kept
-    return bytes(code + HLT)
-
-
-def write_kernel(path: Path, calls: list[Step]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = bytearray(imagegen.write_elf(imagegen.PV64))
-    code = kernel(calls)
-    data[imagegen.TEXT_OFFSET : imagegen.TEXT_OFFSET + len(code)] = code
-    path.write_bytes(bytes(data))
-    return path
-
-
-def patched(tmp_path: Path, calls: list[Step], **options: object) -> Path:
-    source = write_kernel(tmp_path / "kernel.elf", calls)
-    out = tmp_path / "kernel.universal"
-    api.patch(source, out, **options)  # type: ignore[arg-type]
-    return out
-
-
-def run(image: Path, mode: str = "pvh", **options: object) -> api.EmulateResult:
-    result = api.emulate(image, mode, run_kernel=True, **options)  # type: ignore[arg-type]
-    assert result.outcome == "kernel-halted", result.outcome
-    return result
-
-
-def results(result: api.EmulateResult, count: int) -> list[int]:
-    """The kernel's hypercall results, signed, in call order."""
-    kept = [result.registers[name] for name in list(KEEP_RAX)[:count]]
-    return [value - (1 << 64) if value >> 63 else value for value in kept]
 
 
 SET_TRAP_TABLE = abi.Hypercall.SET_TRAP_TABLE
