@@ -327,7 +327,15 @@ FLAT_KERNEL_SS64 = FLAT_RING3_SS64
 # --- errno values of hypercall results, negated in rax (xen/include/public/errno.h) --
 
 EPERM = 1
+ENOENT = 2
 ESRCH = 3  # the emulator's answer for a domain it does not know
+E2BIG = 7
+EAGAIN = 11
+ENOMEM = 12
+EACCES = 13
+EFAULT = 14  # a guest pointer the hypervisor cannot read or write
+EBUSY = 16
+EEXIST = 17
 EINVAL = 22
 ENOSYS = 38
 

@@ -387,38 +387,40 @@ def test_patched_mini_os_names_its_first_pv_only_calls_under_real_xen(
 
 # --- the numbers the handlers take, against Xen's public headers -----------------------
 
-PV_ABI_EXPRESSIONS = {
-    "VMASST_CMD_ENABLE": "VMASST_CMD_enable",
-    "VMASST_CMD_DISABLE": "VMASST_CMD_disable",
-    "SEGBASE_FS": "SEGBASE_FS",
-    "SEGBASE_GS_USER": "SEGBASE_GS_USER",
-    "SEGBASE_GS_KERNEL": "SEGBASE_GS_KERNEL",
-    "SEGBASE_GS_USER_SEL": "SEGBASE_GS_USER_SEL",
-    "EPERM": "XEN_EPERM",
-    "ESRCH": "XEN_ESRCH",
-    "EINVAL": "XEN_EINVAL",
-    "ENOSYS": "XEN_ENOSYS",
-} | {
-    name: name
-    for name in (
-        "HYPERVISOR_VIRT_START",
-        "HYPERVISOR_VIRT_END",
-        "MACH2PHYS_VIRT_START",
-        "MACH2PHYS_VIRT_END",
-        "FIRST_RESERVED_GDT_PAGE",
-        "FIRST_RESERVED_GDT_BYTE",
-        "FIRST_RESERVED_GDT_ENTRY",
-        "FLAT_RING3_CS32",
-        "FLAT_RING3_CS64",
-        "FLAT_RING3_DS32",
-        "FLAT_RING3_DS64",
-        "FLAT_RING3_SS32",
-        "FLAT_RING3_SS64",
-        "FLAT_KERNEL_CS64",
-        "FLAT_KERNEL_DS64",
-        "FLAT_KERNEL_SS64",
-    )
-}
+ERRNO_NAMES = ("EPERM", "ENOENT", "ESRCH", "E2BIG", "EAGAIN", "ENOMEM", "EACCES", "EFAULT")
+ERRNO_NAMES += ("EBUSY", "EEXIST", "EINVAL", "ENOSYS")
+PV_ABI_EXPRESSIONS = (
+    {
+        "VMASST_CMD_ENABLE": "VMASST_CMD_enable",
+        "VMASST_CMD_DISABLE": "VMASST_CMD_disable",
+        "SEGBASE_FS": "SEGBASE_FS",
+        "SEGBASE_GS_USER": "SEGBASE_GS_USER",
+        "SEGBASE_GS_KERNEL": "SEGBASE_GS_KERNEL",
+        "SEGBASE_GS_USER_SEL": "SEGBASE_GS_USER_SEL",
+    }
+    | {name: f"XEN_{name}" for name in ERRNO_NAMES}
+    | {
+        name: name
+        for name in (
+            "HYPERVISOR_VIRT_START",
+            "HYPERVISOR_VIRT_END",
+            "MACH2PHYS_VIRT_START",
+            "MACH2PHYS_VIRT_END",
+            "FIRST_RESERVED_GDT_PAGE",
+            "FIRST_RESERVED_GDT_BYTE",
+            "FIRST_RESERVED_GDT_ENTRY",
+            "FLAT_RING3_CS32",
+            "FLAT_RING3_CS64",
+            "FLAT_RING3_DS32",
+            "FLAT_RING3_DS64",
+            "FLAT_RING3_SS32",
+            "FLAT_RING3_SS64",
+            "FLAT_KERNEL_CS64",
+            "FLAT_KERNEL_DS64",
+            "FLAT_KERNEL_SS64",
+        )
+    }
+)
 
 
 def test_pv_abi_numbers_match_xen_headers(tmp_path: Path) -> None:
