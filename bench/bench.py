@@ -12,7 +12,8 @@ Prints:
   (e) domU boots in one xl rig run (Xen 4.17 in QEMU, `xl create` in a Linux dom0):
       the patched PV sample as plain PVH next to the unpatched one under Xen's pv-shim
       (PV in a PVH container, Xen's own way): time to the first console line and to
-      the shutdown, and the domain's memory as `xl list` shows it.
+      the shutdown, the domain's memory as `xl list` shows it, and what Xen's free
+      memory dropped by while it ran (pv-shim's own memory counts there).
 Counts are deterministic; times are medians of several runs on this machine. shimgen
 runs as installed: its bytecode compiled once (pip does it at install time), not on
 every run as PYTHONDONTWRITEBYTECODE would have it.
@@ -473,7 +474,8 @@ def domu_times(workdir: Path) -> list[tuple[str, str]]:
         (
             "rig: QEMU start to dom0 up / toolstack up",
             f"{rig['dom0_up']:.1f} s / {rig['toolstack_up']:.1f} s",
-        )
+        ),
+        ("the shim's own memory in the patched image (its segment)", _shim_footprint(universal)),
     ]
     for label, key, unit in (
         # the guest's own first line (pv-shim's boot messages do not count); n/a for a
@@ -481,6 +483,9 @@ def domu_times(workdir: Path) -> list[tuple[str, str]]:
         ("xl create to the guest's first console line", "first", "s"),
         ("xl create to shutdown", "shutdown", "s"),
         ("domain memory (xl list)", "memory", "MiB"),
+        ("memory Xen spent on the domain (xl info free_memory)", "host_memory", "MiB"),
+        ("memory the kernel is given (start_info nr_pages)", "kernel_memory", "MiB"),
+        ("domain memory the kernel cannot use", "overhead", "MiB"),
     ):
         rows.append(
             (
@@ -503,7 +508,35 @@ def _domu_figures(results: list) -> dict[str, float | None]:
         "first": median([_since_create(r, "first_output") for r in results]),
         "shutdown": median([_since_create(r, "ended") for r in results]),
         "memory": median([r.domain_memory_mib for r in results]),
+        "host_memory": median([r.host_memory_mib for r in results]),
+        "kernel_memory": median([_kernel_mib(r) for r in results]),
+        "overhead": median([_overhead_mib(r) for r in results]),
     }
+
+
+def _shim_footprint(image: Path) -> str:
+    """The shim segment (the last PT_LOAD patch adds): code, notes, tables, its pages."""
+    from shimgen.read.image import read_image
+
+    shim = read_image(image).loadable_segments[-1]
+    return f"{shim.memsz / 1024:.1f} KiB ({shim.filesz / 1024:.1f} KiB in the file)"
+
+
+def _kernel_mib(result) -> float | None:
+    """The memory the kernel is given: start_info's nr_pages, as the sample reports it."""
+    from shimgen.structs.xen_abi import PAGE_SIZE
+
+    pages = result.report.get("nr_pages", "")
+    return int(pages) * PAGE_SIZE / (1 << 20) if pages.isdigit() else None
+
+
+def _overhead_mib(result) -> float | None:
+    """What the domain's memory holds besides the kernel's pages: under pv-shim, Xen's
+    shim itself; under the patched image, nothing the kernel could have used."""
+    kernel = _kernel_mib(result)
+    if kernel is None or result.domain_memory_mib is None:
+        return None
+    return result.domain_memory_mib - kernel
 
 
 def _since_create(result, stage: str) -> float | None:
@@ -514,7 +547,7 @@ def _since_create(result, stage: str) -> float | None:
 def _figure(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
-    return f"{value:.0f} {unit}" if unit == "MiB" else f"{value:.2f} {unit}"
+    return f"{value:.1f} {unit}" if unit == "MiB" else f"{value:.2f} {unit}"
 
 
 def _can_time() -> bool:

@@ -212,6 +212,8 @@ def _facts(result: BootResult) -> list[tuple[str, str]]:
         rows.append(("shutdown reason", result.shutdown_reason))
     if result.domain_memory_mib is not None:
         rows.append(("domU memory", f"{result.domain_memory_mib} MiB (xl list)"))
+    if result.host_memory_mib is not None:
+        rows.append(("host memory", f"{result.host_memory_mib} MiB taken from Xen's free memory"))
     if result.debug_exit is not None:
         rows.append(("isa-debug-exit", f"{result.debug_exit:#x}"))
     if result.expect is not None:

@@ -114,6 +114,9 @@ class BootResult:
     xenstore: dict[str, str] = field(default_factory=dict)  # what libxl gave the domU
     shutdown_reason: str | None = None  # poweroff, reboot, crash... as xl reported it
     domain_memory_mib: int | None = None  # the domU's memory as `xl list` shows it
+    # what Xen's free memory dropped by while the domU ran (`xl info` free_memory before
+    # `xl create` and after it started): every page Xen spent on it, pv-shim's included
+    host_memory_mib: int | None = None
     xl_messages: list[str] = field(default_factory=list)  # what xl create printed
 
     @property

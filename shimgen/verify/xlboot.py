@@ -213,6 +213,8 @@ class JobRecord:
     xenstore: dict[str, str] = field(default_factory=dict)
     xl_lines: list[str] = field(default_factory=list)
     list_line: str | None = None
+    free_before: int | None = None  # Xen's free memory (MiB) before xl create
+    free_running: int | None = None  # ... and once the domain runs
     xl_status: int | None = None
     timed_out: bool = False
     exit_on: bool = False  # dom0 (or the harness, for the last job) saw --exit-on's regex
@@ -325,6 +327,10 @@ class RigParser(ConsoleParser):
             record.xenstore[name] = content
         elif key == "list:":
             record.list_line = value
+        elif key == "free-before":
+            record.free_before = int(value) if value.isdigit() else None
+        elif key == "free-running":
+            record.free_running = int(value) if value.isdigit() else None
         elif key == "timeout":
             record.timed_out = True
         elif key == "exit-on":
@@ -466,6 +472,12 @@ def _memory_mib(list_line: str | None) -> int | None:
     return int(fields[2]) if len(fields) >= 6 and fields[2].isdigit() else None
 
 
+def _host_memory_mib(record: JobRecord) -> int | None:
+    if record.free_before is None or record.free_running is None:
+        return None
+    return record.free_before - record.free_running
+
+
 # Lines Xen's pv-shim prints on the guest's console ring before the guest runs.
 _PVSHIM_LINE = re.compile(r"^\(XEN\) ")
 
@@ -529,6 +541,7 @@ def _job_result(
         xenstore=dict(record.xenstore),
         shutdown_reason=None if shutdown is None else shutdown.name.lower(),
         domain_memory_mib=_memory_mib(record.list_line),
+        host_memory_mib=_host_memory_mib(record),
         xl_messages=list(record.xl_lines),
     )
 

@@ -429,6 +429,7 @@ _INIT_TEMPLATE = r"""#!/bin/sh
 /bin/busybox --install -s /bin
 export PATH=/bin:/usr/lib/xen-4.17/bin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
 mark() { echo "@xlrig $*"; }
+free_mib() { xl info | sed -n 's/^free_memory *: *//p'; }
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -457,6 +458,10 @@ run_job() {
   mkfifo $console
   (cat $console | tee /tmp/console-$job.log | sed "s/^/@xlrig $job con: /") &
   reader=$!
+  # Xen's free memory before and while the guest runs: what the domain really costs,
+  # pv-shim's own memory and Xen's per-domain pages included (`xl list` shows only
+  # the guest's target)
+  mark $job free-before $(free_mib)
   mark $job create
   xl create -F $dir/xl.cfg >/tmp/xl-$job.log 2>&1 &
   xl=$!
@@ -477,6 +482,7 @@ run_job() {
       mark $job store $key=${1:-}; [ $# -gt 0 ] && shift
     done
     xl list $name 2>&1 | sed -n "2s/^/@xlrig $job list: /p"
+    mark $job free-running $(free_mib)
     if [ -f $dir/exit_on ]; then
       while kill -0 $xl 2>/dev/null; do
         if grep -Eq -f $dir/exit_on /tmp/console-$job.log; then

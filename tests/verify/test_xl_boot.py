@@ -102,6 +102,8 @@ def test_sample_boots_as_a_domu(matrix, name: str, loader: str) -> None:
     assert result.ok, (result.reason, result.guest_lines[-5:], result.xl_messages, str(log))
     assert result.shutdown_reason == "poweroff", result.xl_messages
     assert result.domain_memory_mib == 32, result.xl_messages
+    # Xen spent at least the guest's memory on it
+    assert result.host_memory_mib is not None and result.host_memory_mib >= 32, result.xl_messages
     # libxl gave the domain its rings, whatever the guest does with them
     for key in ("store/ring-ref", "store/port", "console/ring-ref", "console/port"):
         assert result.xenstore[key].isdigit(), result.xenstore
