@@ -284,3 +284,138 @@ pv_get_dr7:
 	jne	pv_abi_einval
 	mov	%db7, %rax
 	ret
+
+/*
+ * Guest memory as the handlers see it: the kernel's own tables (CR3), read through
+ * the shim's direct map of guest-physical memory at SHIM_DIRECTMAP_VIRT (mapped in
+ * every PML4 the kernel runs on when the layer is in; docs/pv-abi.md).
+ *
+ * pv_abi_walk: rdi = a virtual address. Walks the 4-level tables CR3 names.
+ *   CF clear: rax = the direct-map address of the entry that maps rdi (the L1 PTE,
+ *   or the PDE/PDPTE of a 2 MiB/1 GiB page; that entry itself may be not present),
+ *   ecx = its level as the page size's shift (PAGE_SHIFT: an L1 PTE, 0x15: a 2 MiB
+ *   PDE, 0x1e: a 1 GiB PDPTE), edx = the AND of bits 0-11 of every entry on the way,
+ *   that one included (bits 12-63 of rdx clear).
+ *   CF set: rdi is not canonical, an entry above it is not present, or a table
+ *   (CR3's or an entry's) lies outside the direct map; rax, ecx, edx undefined.
+ *   Clobbers rax, rcx, rdx, flags. Never faults: only direct-map addresses below
+ *   its end are read. Four table reads at most.
+ */
+pv_abi_walk:
+	push	%rsi
+	push	%r8
+	mov	%rdi, %rax
+	shl	${CANONICAL_SHIFT}, %rax
+	sar	${CANONICAL_SHIFT}, %rax
+	cmp	%rdi, %rax
+	jne	pv_abi_walk_fail
+	mov	%cr3, %rsi
+	mov	${PTE_FLAGS_MASK}, %edx
+	mov	${PML4_SHIFT}, %ecx
+	movabs	${SHIM_DIRECTMAP_VIRT}, %r8
+pv_abi_walk_table:				/* rsi = CR3 or the entry naming the table */
+	mov	%rsi, %rax
+	shl	${PTE_ADDR_SPARE_BITS}, %rax	/* the address bits at the top ... */
+	shr	${PTE_ADDR_PAST_DIRECTMAP}, %rax	/* ... those past the direct map: none */
+	jnz	pv_abi_walk_fail
+	and	${PAGE_MASK32}, %esi		/* the table's frame (zero-extended) */
+	add	%r8, %rsi
+	mov	%rdi, %rax
+	shr	%cl, %rax
+	and	${PT_INDEX_MASK}, %eax
+	lea	(%rsi,%rax,{PTE_SIZE}), %rax
+	mov	(%rax), %rsi
+	and	%esi, %edx
+	cmp	${PAGE_SHIFT}, %cl
+	je	pv_abi_walk_done		/* an L1 PTE, present or not */
+	test	${PTE_PRESENT}, %sil
+	jz	pv_abi_walk_fail
+	cmp	${PML4_SHIFT}, %cl
+	je	pv_abi_walk_down		/* a PML4 entry has no PS bit */
+	test	${PTE_LARGE}, %sil
+	jnz	pv_abi_walk_done
+pv_abi_walk_down:
+	sub	${PT_INDEX_BITS}, %cl
+	jmp	pv_abi_walk_table
+pv_abi_walk_done:
+	clc
+	pop	%r8
+	pop	%rsi
+	ret
+pv_abi_walk_fail:
+	stc
+	pop	%r8
+	pop	%rsi
+	ret
+
+/*
+ * pv_abi_addr_ok: rdi = an address a guest passed. CF clear when Xen would let a
+ *   64-bit PV guest name it (__addr_ok in Xen's asm/x86_64/uaccess.h: below 2^47,
+ *   or from HYPERVISOR_VIRT_END on), CF set otherwise (non-canonical, or in the
+ *   range Xen keeps for itself). Clobbers rax, flags.
+ */
+pv_abi_addr_ok:
+	mov	%rdi, %rax
+	shr	${PML4_SHIFT}, %rax		/* the address in 512 GiB units */
+	cmp	${HYPERVISOR_END_SLOT}, %rax
+	jae	pv_abi_addr_ok_done		/* from Xen's end on: CF clear */
+	cmp	${GUEST_LOW_SLOTS}, %rax
+	cmc					/* below 2^47: CF clear, else set */
+pv_abi_addr_ok_done:
+	ret
+
+/*
+ * pv_abi_guest_ok: rdi = address, rsi = length, edx = the entry bits needed at
+ *   every level (PTE_PRESENT, or PTE_PRESENT|PTE_WRITE for a buffer the handler
+ *   writes). CF clear when every page of [rdi, rdi + rsi) is mapped with those bits
+ *   in the current tables; CF set when one is not, when rdi is not an address Xen
+ *   lets a guest name (pv_abi_addr_ok), when the range wraps (or ends at 2^64),
+ *   or when rsi > PV_ABI_GUEST_MAX (one page: at most two pages are walked, so the
+ *   check is short whatever the guest passes). A length of 0 is fine.
+ *   Clobbers rax, flags only.
+ */
+pv_abi_guest_ok:
+	cmp	${PV_ABI_GUEST_MAX}, %rsi
+	ja	pv_abi_guest_refused
+	test	%rsi, %rsi
+	jz	pv_abi_guest_done		/* ZF set, CF clear */
+	call	pv_abi_addr_ok
+	jc	pv_abi_guest_done
+	push	%rdi
+	push	%rcx
+	push	%rdx
+	push	%r8
+	push	%r9
+	mov	%edx, %r8d
+	mov	%rdi, %r9
+	add	%rsi, %r9
+	jc	pv_abi_guest_bad		/* wraps (or ends at 2^64) */
+	dec	%r9				/* the last byte ... */
+	and	${PAGE_MASK32}, %r9		/* ... its page (the imm32 sign-extends) */
+	and	${PAGE_MASK32}, %rdi
+pv_abi_guest_page:
+	call	pv_abi_walk
+	jc	pv_abi_guest_bad
+	and	%r8d, %edx
+	cmp	%r8d, %edx
+	jne	pv_abi_guest_bad
+	cmp	%r9, %rdi
+	je	pv_abi_guest_good		/* that was the last page */
+	add	${PAGE_SIZE}, %rdi
+	jmp	pv_abi_guest_page
+pv_abi_guest_good:
+	clc
+	jmp	pv_abi_guest_pop
+pv_abi_guest_bad:
+	stc
+pv_abi_guest_pop:
+	pop	%r9
+	pop	%r8
+	pop	%rdx
+	pop	%rcx
+	pop	%rdi
+pv_abi_guest_done:
+	ret
+pv_abi_guest_refused:
+	stc
+	ret

@@ -366,3 +366,18 @@ DR6_ONES = 0xFFFF0FF0  # bits 4-11 and 16-31 read as 1
 DR7_WRITABLE = 0xFFFF27FF  # bits 11, 12, 14, 15 and 32-63 are 0
 DR7_ONES = 1 << 10
 DR7_RW_LOW_BITS = 0x11110000  # the low bit of each R/W field (16 + 4i); 10b = I/O
+
+# --- page-table hypercalls of a 64-bit PV guest (xen/include/public/xen.h) -----------
+# update_va_mapping's flags: the flush type in bits 0-1, then which vCPUs' TLBs
+# (UVMF_LOCAL = 0, UVMF_ALL, or else a pointer to a vCPU bitmap).
+UVMF_NONE = 0
+UVMF_TLB_FLUSH = 1
+UVMF_INVLPG = 2
+UVMF_FLUSHTYPE_MASK = 3
+UVMF_LOCAL = 0
+UVMF_ALL = 4
+# Xen's _PAGE_GNTTAB (xen/arch/x86/include/asm/x86_64/page.h, not a public header):
+# the one bit of a present L1 entry no 64-bit PV domain may set (L1_DISALLOW_MASK in
+# xen/arch/x86/mm.c; the cache attributes are refused only to a domain without
+# cache-flush rights, and the shim lets the hardware have them).
+PTE_GNTTAB_BIT = 62

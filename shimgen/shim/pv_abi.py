@@ -13,12 +13,13 @@ Hypercall = abi.Hypercall
 
 # The layer's code, right after INSTALL_AFTER (whose install jumps into the first),
 # one template per piece of docs/pv-abi.md, and its data after the handoff's own.
-TEMPLATES = ("34_pv_abi.S",)
+TEMPLATES = ("34_pv_abi.S", "37_pv_mmu.S")
 DATA_TEMPLATES = ("93_pv_abi_data.S",)
 INSTALL_AFTER = "33_hypercall_page.S"
 OPTION = "pv_abi"  # the metadata option: the names of the hypercalls answered
 
-# Each hypercall the shim answers, and its handler's label in 34_pv_abi.S.
+# Each hypercall the shim answers, and its handler's label (in 34_pv_abi.S unless
+# named).
 HANDLERS: dict[Hypercall, str] = {
     Hypercall.STACK_SWITCH: "pv_stack_switch",
     Hypercall.FPU_TASKSWITCH: "pv_fpu_taskswitch",
@@ -26,6 +27,7 @@ HANDLERS: dict[Hypercall, str] = {
     Hypercall.GET_DEBUGREG: "pv_get_debugreg",
     Hypercall.VM_ASSIST: "pv_vm_assist",
     Hypercall.SET_SEGMENT_BASE: "pv_set_segment_base",
+    Hypercall.UPDATE_VA_MAPPING: "pv_update_va_mapping",  # 37_pv_mmu.S
 }
 # Slots taken over: every hypercall Xen refuses to PVH, and the two whose PV
 # operations Xen refuses under PVH that the layer answers in PV's way (mmuext_op's

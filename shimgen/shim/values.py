@@ -117,6 +117,7 @@ def fixed_values() -> dict[str, int | str]:
         **_hvm_start_info_offsets(),
         **_built_hvm_values(),
         **_pv_abi_values(),
+        **_pv_mmu_values(),
     }
 
 
@@ -289,6 +290,43 @@ def _pv_abi_values() -> dict[str, int | str]:
         "DR7_WRITABLE": abi.DR7_WRITABLE,
         "DR7_ONES": abi.DR7_ONES,
         "DR7_RW_LOW_BITS": abi.DR7_RW_LOW_BITS,
+    }
+
+
+def _pv_mmu_values() -> dict[str, int | str]:
+    """Guest memory through the kernel's tables (34_pv_abi.S: pv_abi_walk,
+    pv_abi_guest_ok) and the page-table hypercalls (37_pv_mmu.S, 96_pv_mmu_data.S)."""
+    index_bits = abi.ENTRIES_PER_TABLE.bit_length() - 1
+    directmap_bits = abi.SHIM_DIRECTMAP_SIZE.bit_length() - 1
+    pml4_shift = abi.PAGE_SHIFT + 3 * index_bits
+    spare_bits = 64 - abi.PTE_ADDR_MASK.bit_length()  # above an entry's address
+    # the walk and pv_abi_addr_ok test an address by shifts: both need these exact
+    assert 1 << directmap_bits == abi.SHIM_DIRECTMAP_SIZE
+    assert abi.HYPERVISOR_VIRT_END % (1 << pml4_shift) == 0
+    assert abi.UVMF_LOCAL == 0  # 37_pv_mmu.S tests it with jz
+    return {
+        "PML4_SHIFT": pml4_shift,
+        "PT_INDEX_BITS": index_bits,
+        "PT_INDEX_MASK": abi.ENTRIES_PER_TABLE - 1,
+        "PTE_SIZE": U64.size,
+        "PTE_FLAGS_MASK": abi.PAGE_SIZE - 1,
+        "PTE_PRESENT": abi.PTE_PRESENT,
+        "PTE_LARGE": abi.PTE_LARGE,
+        "PTE_ADDR_SPARE_BITS": spare_bits,
+        "PTE_ADDR_PAST_DIRECTMAP": spare_bits + directmap_bits,
+        "PAGE_MASK32": -abi.PAGE_SIZE,  # an imm32 the CPU sign-extends
+        "SHIM_DIRECTMAP_VIRT": abi.SHIM_DIRECTMAP_VIRT,
+        "GUEST_LOW_SLOTS": 1 << (abi.VIRTUAL_ADDRESS_BITS - 1 - pml4_shift),
+        "HYPERVISOR_END_SLOT": abi.HYPERVISOR_VIRT_END >> pml4_shift,
+        "PV_ABI_GUEST_MAX": abi.PAGE_SIZE,
+        "PTE_GNTTAB_BIT": abi.PTE_GNTTAB_BIT,
+        "UVMF_TLB_FLUSH": abi.UVMF_TLB_FLUSH,
+        "UVMF_INVLPG": abi.UVMF_INVLPG,
+        "UVMF_FLUSHTYPE_MASK": abi.UVMF_FLUSHTYPE_MASK,
+        "UVMF_TARGET_MASK": ~abi.UVMF_FLUSHTYPE_MASK,  # sign-extended: the bits above
+        "UVMF_ALL": abi.UVMF_ALL,
+        "XEN_ULONG_SIZE": U64.size,
+        "NEG_EFAULT": -abi.EFAULT,
     }
 
 

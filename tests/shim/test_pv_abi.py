@@ -222,6 +222,7 @@ HANDLED = {
     abi.Hypercall.STACK_SWITCH,
     SET_DEBUGREG,
     GET_DEBUGREG,
+    abi.Hypercall.UPDATE_VA_MAPPING,
 }
 IRET = abi.Hypercall.IRET
 UNANSWERED = sorted((abi.PV_ONLY_HYPERCALLS | {abi.Hypercall.MMUEXT_OP}) - HANDLED - {IRET})
