@@ -307,6 +307,7 @@ MACH2PHYS_VIRT_END = 0xFFFF804000000000
 # a PV kernel leaves to the hypervisor, so no kernel mapping ever collides with it.
 SHIM_DIRECTMAP_VIRT = 0xFFFF830000000000
 SHIM_DIRECTMAP_SIZE = 1 << 32
+M2P_ENTRY_SIZE = 8  # one unsigned long per frame (xen-x86_64.h: machine_to_phys_mapping)
 # xen/include/public/arch-x86/xen.h: the GDT entries from FIRST_RESERVED_GDT_ENTRY on
 # are Xen's; a PV guest's own GDT (set_gdt) fills at most the pages below.
 FIRST_RESERVED_GDT_PAGE = 14
@@ -338,6 +339,7 @@ EBUSY = 16
 EEXIST = 17
 EINVAL = 22
 ENOSYS = 38
+EOPNOTSUPP = 95
 
 # --- x86: the registers the PV ABI's handlers set (Intel SDM vol. 3, AMD APM vol. 2)
 
@@ -381,3 +383,70 @@ UVMF_ALL = 4
 # xen/arch/x86/mm.c; the cache attributes are refused only to a domain without
 # cache-flush rights, and the shim lets the hardware have them).
 PTE_GNTTAB_BIT = 62
+PTE_ACCESSED = 1 << 5
+PTE_DIRTY = 1 << 6
+
+# mmu_update (xen.h): an array of (ptr, val); ptr's low bits the command
+MMU_UPDATE = Record(
+    "mmu_update",
+    (
+        Field("ptr", U64, "machine address of the entry | MMU_* command"),
+        Field("val", U64, "the new entry"),
+    ),
+    doc="one request of mmu_update (xen.h)",
+)
+MMU_NORMAL_PT_UPDATE = 0
+MMU_MACHPHYS_UPDATE = 1
+MMU_PT_UPDATE_PRESERVE_AD = 2
+MMU_PT_UPDATE_NO_TRANSLATE = 3
+# mmu_update's foreigndom: bits 0-15 the owner of the pages mapped, bits 16-31 (+1)
+# that of the page tables (0: the caller)
+MMU_PT_OWNER_MASK = 0xFFFF0000
+MMU_CMD_MASK = 7  # sizeof(l1_pgentry_t) - 1: the command bits of ptr (Xen's mm.c)
+
+
+class Mmuext(enum.IntEnum):
+    """MMUEXT_* commands of mmuext_op (xen.h); the lower-case name is xen.h's."""
+
+    PIN_L1_TABLE = 0
+    PIN_L2_TABLE = 1
+    PIN_L3_TABLE = 2
+    PIN_L4_TABLE = 3
+    UNPIN_TABLE = 4
+    NEW_BASEPTR = 5
+    TLB_FLUSH_LOCAL = 6
+    INVLPG_LOCAL = 7
+    TLB_FLUSH_MULTI = 8
+    INVLPG_MULTI = 9
+    TLB_FLUSH_ALL = 10
+    INVLPG_ALL = 11
+    FLUSH_CACHE = 12
+    SET_LDT = 13
+    NEW_USER_BASEPTR = 15
+    CLEAR_PAGE = 16
+    COPY_PAGE = 17
+    FLUSH_CACHE_GLOBAL = 18
+    MARK_SUPER = 19
+    UNMARK_SUPER = 20
+
+
+MMUEXT_OP = Record(
+    "mmuext_op",
+    (
+        Field("cmd", U32, "MMUEXT_*"),
+        Field("arg1", U64, "mfn, or linear_addr (INVLPG_*, SET_LDT)"),
+        Field("arg2", U64, "nr_ents (SET_LDT), vcpumask (*_MULTI), src_mfn (COPY_PAGE)"),
+    ),
+    doc="one operation of mmuext_op (xen.h; arg1 and arg2 are unions)",
+)
+LDT_MAX_ENTRIES = 8192  # Xen's do_mmuext_op refuses a longer LDT (xen/arch/x86/mm.c)
+
+MULTICALL_ENTRY = Record(
+    "multicall_entry",
+    (
+        Field("op", U64, "__HYPERVISOR_*"),
+        Field("result", U64, "written by the hypervisor"),
+        *(Field(f"arg{n}", U64) for n in range(6)),
+    ),
+    doc="one call of multicall (xen.h; args[6] as six fields)",
+)

@@ -14,7 +14,7 @@ Hypercall = abi.Hypercall
 # The layer's code, right after INSTALL_AFTER (whose install jumps into the first),
 # one template per piece of docs/pv-abi.md, and its data after the handoff's own.
 TEMPLATES = ("34_pv_abi.S", "37_pv_mmu.S")
-DATA_TEMPLATES = ("93_pv_abi_data.S",)
+DATA_TEMPLATES = ("93_pv_abi_data.S", "96_pv_mmu_data.S")
 INSTALL_AFTER = "33_hypercall_page.S"
 OPTION = "pv_abi"  # the metadata option: the names of the hypercalls answered
 
@@ -28,13 +28,49 @@ HANDLERS: dict[Hypercall, str] = {
     Hypercall.VM_ASSIST: "pv_vm_assist",
     Hypercall.SET_SEGMENT_BASE: "pv_set_segment_base",
     Hypercall.UPDATE_VA_MAPPING: "pv_update_va_mapping",  # 37_pv_mmu.S
+    Hypercall.MMU_UPDATE: "pv_mmu_update",  # 37_pv_mmu.S
+    Hypercall.MMUEXT_OP: "pv_mmuext_op",  # 37_pv_mmu.S
+    Hypercall.MULTICALL: "pv_multicall",  # 37_pv_mmu.S
 }
-# Slots taken over: every hypercall Xen refuses to PVH, and the two whose PV
+# Slots taken over: every hypercall Xen refuses to PVH, the two whose PV
 # operations Xen refuses under PVH that the layer answers in PV's way (mmuext_op's
-# page-table operations, vm_assist's PV assists). grant_table_op and physdev_op
-# keep Xen's stub: what a PV kernel asks of them mostly works under PVH.
-TAKEN_OVER = frozenset({Hypercall.MMUEXT_OP, Hypercall.VM_ASSIST})
+# page-table operations, vm_assist's PV assists), and multicall, whose batches
+# carry PV-only calls (Xen's would run them as an HVM guest's: -ENOSYS); the shim's
+# runs each through the kernel's own page. grant_table_op and physdev_op keep
+# Xen's stub: what a PV kernel asks of them mostly works under PVH; set_timer_op
+# too: Xen serves it to HVM/PVH guests as to PV ones (xen/include/hypercall-defs.c).
+TAKEN_OVER = frozenset({Hypercall.MMUEXT_OP, Hypercall.VM_ASSIST, Hypercall.MULTICALL})
 SLOTS = tuple(sorted(abi.PV_ONLY_HYPERCALLS | TAKEN_OVER))
+Mmuext = abi.Mmuext
+# mmuext_op's commands, each with its routine in 37_pv_mmu.S; the others -ENOSYS
+MMUEXT_ROUTINES: dict[Mmuext, str] = {
+    Mmuext.PIN_L1_TABLE: "pv_mmuext_pin",
+    Mmuext.PIN_L2_TABLE: "pv_mmuext_pin",
+    Mmuext.PIN_L3_TABLE: "pv_mmuext_pin",
+    Mmuext.PIN_L4_TABLE: "pv_mmuext_pin",
+    Mmuext.UNPIN_TABLE: "pv_mmuext_pin",
+    Mmuext.NEW_BASEPTR: "pv_mmuext_new_baseptr",
+    Mmuext.TLB_FLUSH_LOCAL: "pv_mmuext_tlb_flush",
+    Mmuext.INVLPG_LOCAL: "pv_mmuext_invlpg",
+    Mmuext.TLB_FLUSH_MULTI: "pv_mmuext_multi",
+    Mmuext.INVLPG_MULTI: "pv_mmuext_multi",
+    Mmuext.TLB_FLUSH_ALL: "pv_mmuext_tlb_flush",
+    Mmuext.INVLPG_ALL: "pv_mmuext_invlpg",
+    Mmuext.FLUSH_CACHE: "pv_mmuext_eacces",
+    Mmuext.SET_LDT: "pv_mmuext_set_ldt",
+    Mmuext.NEW_USER_BASEPTR: "pv_mmuext_new_user_baseptr",
+    Mmuext.CLEAR_PAGE: "pv_mmuext_clear_page",
+    Mmuext.COPY_PAGE: "pv_mmuext_copy_page",
+    Mmuext.FLUSH_CACHE_GLOBAL: "pv_mmuext_eacces",
+    Mmuext.MARK_SUPER: "pv_mmuext_eopnotsupp",
+    Mmuext.UNMARK_SUPER: "pv_mmuext_eopnotsupp",
+}
+# Bounds the shim puts on a batch (Xen takes any count and preempts a long one):
+# requests of one mmu_update or mmuext_op (Mini-OS sends 512 at most), entries of
+# one multicall (Linux batches 32); so one call, even a multicall of batches, ends
+# within a few million instructions whatever the kernel passes.
+MMU_BATCH_MAX = 0x400
+MULTICALL_MAX = 0x100
 END = 0xFF  # ends the slot list and the name records (no hypercall has this number)
 UNHANDLED_PREFIX = b"shimgen: pv-abi: unhandled hypercall "
 
@@ -68,3 +104,11 @@ def handler_table() -> list[str]:
         f"{HANDLERS[Hypercall(n)]} - shim_start" if n in HANDLERS else "0x0"
         for n in range(max(SLOTS) + 1)
     ]
+
+
+def mmuext_table() -> list[str]:
+    """Assembler expressions of pv_mmuext_op's table (96_pv_mmu_data.S), by command:
+    its routine's offset from shim_start (-ENOSYS's for a number with none)."""
+    routines = {int(command): label for command, label in MMUEXT_ROUTINES.items()}
+    last = max(routines)
+    return [f"{routines.get(n, 'pv_mmuext_enosys')} - shim_start" for n in range(last + 1)]

@@ -29,7 +29,7 @@ from ..structs import (
     start_info,
 )
 from ..structs import xen_abi as abi
-from ..structs.clayout import MASK64, U64
+from ..structs.clayout import MASK64, U32, U64
 from . import pv_abi
 from .assemble import placeholders
 
@@ -181,6 +181,7 @@ def _hypercall_values() -> dict[str, int | str]:
         "E820_CAPACITY": (PAGE - SCRATCH_E820_OFFSET) // abi.E820_ENTRY_STRIDE,
         "HVMOP_GET_PARAM": abi.HVMOP_GET_PARAM,
         "DOMID_SELF": abi.DOMID_SELF,
+        "PT_OWNER_MASK": abi.MMU_PT_OWNER_MASK,
         "HP_DOMID": abi.XEN_HVM_PARAM.offset_of("domid"),
         "HP_INDEX": abi.XEN_HVM_PARAM.offset_of("index"),
         "AP_DOMID": abi.XEN_ADD_TO_PHYSMAP.offset_of("domid"),
@@ -327,6 +328,67 @@ def _pv_mmu_values() -> dict[str, int | str]:
         "UVMF_ALL": abi.UVMF_ALL,
         "XEN_ULONG_SIZE": U64.size,
         "NEG_EFAULT": -abi.EFAULT,
+        **_pv_mmu_batch_values(),
+    }
+
+
+# the registers pv_mmu_batch_start pushes, in its order (37_pv_mmu.S)
+_BATCH_SAVED = ("rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11")
+
+
+def _pv_mmu_batch_values() -> dict[str, int | str]:
+    """mmu_update, mmuext_op and multicall (37_pv_mmu.S, 96_pv_mmu_data.S)."""
+    directmap_bits = abi.SHIM_DIRECTMAP_SIZE.bit_length() - 1
+    m2p_entry_bits = abi.M2P_ENTRY_SIZE.bit_length() - 1
+    slot_shift = abi.PAGE_SHIFT + 3 * (abi.ENTRIES_PER_TABLE.bit_length() - 1)
+    slot_mask = abi.ENTRIES_PER_TABLE - 1
+    stub_shift = abi.HYPERCALL_STUB_SIZE.bit_length() - 1
+    assert 1 << m2p_entry_bits == abi.M2P_ENTRY_SIZE
+    assert 1 << stub_shift == abi.HYPERCALL_STUB_SIZE
+    table = pv_abi.mmuext_table()
+    return {
+        "DOMID_SELF": abi.DOMID_SELF,
+        "PT_OWNER_MASK": abi.MMU_PT_OWNER_MASK,
+        "NEG_ESRCH": -abi.ESRCH,
+        "NEG_E2BIG": -abi.E2BIG,
+        "NEG_EACCES": -abi.EACCES,
+        "NEG_EOPNOTSUPP": -abi.EOPNOTSUPP,
+        "PV_MMU_BATCH_MAX": pv_abi.MMU_BATCH_MAX,
+        "PV_MULTICALL_MAX": pv_abi.MULTICALL_MAX,
+        "PV_MMU_SAVED_RDX": (len(_BATCH_SAVED) - 1 - _BATCH_SAVED.index("rdx")) * U64.size,
+        "PV_MMU_DONE_SIZE": U32.size,  # unsigned int *done (xen.h)
+        "PTE_PRESENT_WRITE": abi.PTE_PRESENT | abi.PTE_WRITE,
+        "PTE_ACCESSED_DIRTY": abi.PTE_ACCESSED | abi.PTE_DIRTY,
+        "MMU_UPDATE_SIZE": abi.MMU_UPDATE.size,
+        "MMU_UPDATE_PTR": abi.MMU_UPDATE.offset_of("ptr"),
+        "MMU_UPDATE_VAL": abi.MMU_UPDATE.offset_of("val"),
+        "MMU_CMD_MASK": abi.MMU_CMD_MASK,
+        "MMU_MACHPHYS_UPDATE": abi.MMU_MACHPHYS_UPDATE,
+        "MMU_PT_UPDATE_PRESERVE_AD": abi.MMU_PT_UPDATE_PRESERVE_AD,
+        "MMU_PT_UPDATE_NO_TRANSLATE": abi.MMU_PT_UPDATE_NO_TRANSLATE,
+        "MACH2PHYS_VIRT_START": abi.MACH2PHYS_VIRT_START,
+        "M2P_FRAME_SHIFT": abi.PAGE_SHIFT - m2p_entry_bits,  # frame * entry size
+        "M2P_ENTRY_MASK": -abi.M2P_ENTRY_SIZE,
+        "DIRECTMAP_BITS": directmap_bits,
+        "DIRECTMAP_FRAME_BITS": directmap_bits - abi.PAGE_SHIFT,
+        "MMUEXT_OP_SIZE": abi.MMUEXT_OP.size,
+        "MMUEXT_CMD": abi.MMUEXT_OP.offset_of("cmd"),
+        "MMUEXT_ARG1": abi.MMUEXT_OP.offset_of("arg1"),
+        "MMUEXT_ARG2": abi.MMUEXT_OP.offset_of("arg2"),
+        "MMUEXT_TLB_FLUSH_MULTI": abi.Mmuext.TLB_FLUSH_MULTI,
+        "MMUEXT_LAST": len(table) - 1,
+        "MMUEXT_TABLE": ", ".join(table),
+        "LDT_MAX_ENTRIES": abi.LDT_MAX_ENTRIES,
+        "PT_ENTRIES": abi.ENTRIES_PER_TABLE,
+        "HYPERVISOR_FIRST_SLOT": abi.HYPERVISOR_VIRT_START >> slot_shift & slot_mask,
+        "HYPERVISOR_END_SLOT_INDEX": (abi.HYPERVISOR_VIRT_END >> slot_shift & slot_mask),
+        "MULTICALL_ENTRY_SIZE": abi.MULTICALL_ENTRY.size,
+        "MULTICALL_OP": abi.MULTICALL_ENTRY.offset_of("op"),
+        "MULTICALL_RESULT": abi.MULTICALL_ENTRY.offset_of("result"),
+        **{f"MULTICALL_ARG{n}": abi.MULTICALL_ENTRY.offset_of(f"arg{n}") for n in range(5)},
+        "HC_MULTICALL": abi.Hypercall.MULTICALL,
+        "HYPERCALL_SLOTS": abi.PAGE_SIZE // abi.HYPERCALL_STUB_SIZE,
+        "HYPERCALL_STUB_SHIFT": stub_shift,
     }
 
 
@@ -387,6 +449,7 @@ def shim_values(place: Placement) -> dict[str, int]:
         "PML4_VIRT": place.virt("tables"),
         "NR_PT_FRAMES": place.frames,
         "HCALL_PAGE_PHYS": place.hypercall_phys,
+        "HCALL_PAGE_VIRT": hcall,  # the kernel's page, as its own tables map it
         "HCALL_CONSOLE_IO": hcall + abi.Hypercall.CONSOLE_IO * stub,
         "HCALL_SCHED_OP": hcall + abi.Hypercall.SCHED_OP * stub,
         "HCALL_MEMORY_OP": hcall + abi.Hypercall.MEMORY_OP * stub,

@@ -18,8 +18,8 @@ does. The emulator plays the hypervisor:
 * Xen present: cpuid leaves 0x40000000.. answer "XenVMMXenVMM"; a wrmsr to the
   hypercall MSR fills the named page with ``mov $nr, %eax; vmcall; ret`` stubs;
   vmcall is answered (memory_op: memory_map, add_to_physmap; hvm_op: get_param;
-  console_io). Unicorn cannot hook wrmsr or vmcall by instruction type, so the
-  code hook matches their bytes and skips them. ``other_hypervisor`` puts another
+  console_io; set_timer_op). Unicorn cannot hook wrmsr or vmcall by instruction
+  type, so the code hook matches their bytes and skips them. ``other_hypervisor`` puts another
   hypervisor's leaves (Viridian's) at 0x40000000 first, moving Xen's to 0x40000100
   as Xen does for a Viridian guest; without Xen it plays KVM or Hyper-V alone.
 * Memory past the RAM block and below 4 GiB reads as open bus (0xff bytes, mapped
@@ -378,6 +378,7 @@ class Machine:
             abi.Hypercall.MEMORY_OP: self._memory_op,
             abi.Hypercall.HVM_OP: self._hvm_op,
             abi.Hypercall.CONSOLE_IO: self._console_io,
+            abi.Hypercall.SET_TIMER_OP: self._set_timer_op,
         }
         handler = handlers.get(number)
         name = abi.Hypercall(number).name if number in abi.Hypercall._value2member_map_ else number
@@ -418,6 +419,13 @@ class Machine:
             return -abi.ENOSYS
         values = dict(request) | {"value": FAKE_PARAMS[request.index]}
         self.vwrite(arg, record.build(values))
+        return 0
+
+    @staticmethod
+    def _set_timer_op(_timeout: int, _unused: int) -> int:
+        """Xen's do_set_timer_op (xen/common/sched/core.c), served to HVM/PVH guests
+        too: it arms or (0) stops the vCPU's one-shot timer and always answers 0. No
+        time passes here, so nothing fires."""
         return 0
 
     def _console_io(self, cmd: int, length: int) -> int:
