@@ -13,7 +13,9 @@ Prints:
       the patched PV sample as plain PVH next to the unpatched one under Xen's pv-shim
       (PV in a PVH container, Xen's own way): time to the first console line and to
       the shutdown, the domain's memory as `xl list` shows it, and what Xen's free
-      memory dropped by while it ran (pv-shim's own memory counts there).
+      memory dropped by while it ran (pv-shim's own memory counts there); the same
+      for XTF's test-pv64-example (../shared/thirdparty), with each one's outcome
+      (the patched one's figures show even while it does not pass under PVH).
 Counts are deterministic; times are medians of several runs on this machine. shimgen
 runs as installed: its bytecode compiled once (pip does it at install time), not on
 every run as PYTHONDONTWRITEBYTECODE would have it.
@@ -454,6 +456,22 @@ def boot_times(workdir: Path) -> list[tuple[str, str]]:
 
 
 DOMU_ROUNDS = 2  # each guest boots this many times in the one rig run, alternating
+XTF_GROUP = "example"  # XTF's test-pv64-example, from ../shared/thirdparty
+XTF_MEMORY_MIB = 128  # what XTF's own xl configs give every test
+XTF_SUCCESS = "Test result: SUCCESS"
+# (label, key of _domu_figures, unit)
+DOMU_FIGURES = (
+    # the guest's own first line (pv-shim's boot messages do not count); n/a for a
+    # PV guest printing with console_io, which a release Xen refuses to a domU
+    ("xl create to the guest's first console line", "first", "s"),
+    ("xl create to shutdown", "shutdown", "s"),
+    ("domain memory (xl list)", "memory", "MiB"),
+    ("memory Xen spent on the domain (xl info free_memory)", "host_memory", "MiB"),
+    ("memory the kernel is given (start_info nr_pages)", "kernel_memory", "MiB"),
+    ("domain memory the kernel cannot use", "overhead", "MiB"),
+)
+# XTF reports no nr_pages: the figures that come from the samples' report are left out.
+XTF_FIGURES = tuple(row for row in DOMU_FIGURES if row[1] not in ("kernel_memory", "overhead"))
 
 
 def domu_times(workdir: Path) -> list[tuple[str, str]]:
@@ -463,12 +481,9 @@ def domu_times(workdir: Path) -> list[tuple[str, str]]:
     universal = workdir / "pv-hello.xl"
     patch_file(SAMPLES / "pv-hello", universal)
     pair = [DomuJob(universal, "xl-pvh"), DomuJob(SAMPLES / "pv-hello", "xl-pvshim")]
-    results = boot_domus(pair * DOMU_ROUNDS)
-    if not all(result.ok for result in results):
-        failed = next(result for result in results if not result.ok)
-        return [("domU boots failed", f"{failed.loader}: {failed.reason}")]
-    figures = {job.loader: _domu_figures(results[i :: len(pair)]) for i, job in enumerate(pair)}
-    pvh, shim = figures["xl-pvh"], figures["xl-pvshim"]
+    xtf_pair, xtf_missing = _xtf_jobs(workdir)
+    results = boot_domus(pair * DOMU_ROUNDS + xtf_pair * DOMU_ROUNDS)
+    samples, xtf = results[: len(pair) * DOMU_ROUNDS], results[len(pair) * DOMU_ROUNDS :]
     rig = results[0].timings
     rows = [
         (
@@ -477,24 +492,72 @@ def domu_times(workdir: Path) -> list[tuple[str, str]]:
         ),
         ("the shim's own memory in the patched image (its segment)", _shim_footprint(universal)),
     ]
-    for label, key, unit in (
-        # the guest's own first line (pv-shim's boot messages do not count); n/a for a
-        # PV guest printing with console_io, which a release Xen refuses to a domU
-        ("xl create to the guest's first console line", "first", "s"),
-        ("xl create to shutdown", "shutdown", "s"),
-        ("domain memory (xl list)", "memory", "MiB"),
-        ("memory Xen spent on the domain (xl info free_memory)", "host_memory", "MiB"),
-        ("memory the kernel is given (start_info nr_pages)", "kernel_memory", "MiB"),
-        ("domain memory the kernel cannot use", "overhead", "MiB"),
-    ):
-        rows.append(
-            (
-                f"{label}: patched pv-hello xl-pvh / unpatched xl-pvshim",
-                f"{_figure(pvh[key], unit)} / {_figure(shim[key], unit)}"
-                + (f" ({shim[key] / pvh[key]:.2f}x)" if pvh[key] and shim[key] else ""),
-            )
+    if all(result.ok for result in samples):
+        rows += _pair_rows("pv-hello", _by_loader(pair, samples), DOMU_FIGURES)
+    else:
+        failed = next(result for result in samples if not result.ok)
+        rows.append(("pv-hello domU boots failed", f"{failed.loader}: {failed.reason}"))
+    if xtf_missing:
+        return [*rows, (f"XTF test-pv64-{XTF_GROUP}", f"not measured: {xtf_missing}")]
+    # The patched kernel may not pass under PVH yet: its figures show with its outcome.
+    outcomes = [_xtf_outcome(xtf[i :: len(xtf_pair)]) for i in range(len(xtf_pair))]
+    rows.append(
+        (
+            f"XTF test-pv64-{XTF_GROUP} outcome: patched xl-pvh / unpatched xl-pvshim",
+            " / ".join(outcomes),
         )
-    return rows
+    )
+    # A crash's figures next to a pass's are shown, not divided.
+    comparable = all(outcome == "SUCCESS" for outcome in outcomes)
+    figures = _by_loader(xtf_pair, xtf)
+    return rows + _pair_rows(f"XTF test-pv64-{XTF_GROUP}", figures, XTF_FIGURES, ratios=comparable)
+
+
+def _xtf_jobs(workdir: Path) -> tuple[list, str]:
+    """XTF's example patched for xl-pvh and as built for xl-pvshim, or why there are none."""
+    from shimgen.verify.xlboot import DomuJob
+    from shimgen.write.patch import patch_file
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import thirdparty
+
+    try:
+        built = thirdparty.xtf_test(XTF_GROUP, "pv64")
+    except thirdparty.Unavailable as missing:
+        return [], str(missing)
+    universal = workdir / f"{built.name}.xl"
+    patch_file(built, universal)
+    return [
+        DomuJob(universal, "xl-pvh", memory=XTF_MEMORY_MIB),
+        DomuJob(built, "xl-pvshim", memory=XTF_MEMORY_MIB),
+    ], ""
+
+
+def _xtf_outcome(results: list) -> str:
+    """SUCCESS when every round printed it, else how the first other round ended."""
+    for result in results:
+        if XTF_SUCCESS not in result.guest_lines:
+            return f"{result.verdict}: {result.reason}"
+    return "SUCCESS"
+
+
+def _by_loader(jobs: list, results: list) -> dict[str, dict[str, float | None]]:
+    """Each job's figures over the rounds (the results alternate job by job)."""
+    return {job.loader: _domu_figures(results[i :: len(jobs)]) for i, job in enumerate(jobs)}
+
+
+def _pair_rows(
+    kernel: str, figures: dict, which: tuple, ratios: bool = True
+) -> list[tuple[str, str]]:
+    pvh, shim = figures["xl-pvh"], figures["xl-pvshim"]
+    return [
+        (
+            f"{label}: patched {kernel} xl-pvh / unpatched xl-pvshim",
+            f"{_figure(pvh[key], unit)} / {_figure(shim[key], unit)}"
+            + (f" ({shim[key] / pvh[key]:.2f}x)" if ratios and pvh[key] and shim[key] else ""),
+        )
+        for label, key, unit in which
+    ]
 
 
 def _domu_figures(results: list) -> dict[str, float | None]:
