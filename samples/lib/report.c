@@ -10,6 +10,9 @@
 static unsigned enabled_sinks;
 static char line[256];
 static size_t line_len;
+/* SINK_BACKLOG: the lines kept for a sink found later (cut when full). */
+static char backlog[4096];
+static size_t backlog_len;
 
 void out_set_sinks(unsigned sinks)
 {
@@ -25,7 +28,16 @@ static void flush_line(void)
 			outb(SHIMGEN_DEBUGCON_PORT, (uint8_t)line[i]);
 	if (enabled_sinks & SINK_RING)
 		xencons_write(line, line_len);
+	if (enabled_sinks & SINK_BACKLOG)
+		for (size_t i = 0; i < line_len && backlog_len < sizeof(backlog); i++)
+			backlog[backlog_len++] = line[i];
 	line_len = 0;
+}
+
+const char *out_backlog(size_t *len)
+{
+	*len = backlog_len;
+	return backlog;
 }
 
 void out_char(char c)
@@ -41,7 +53,7 @@ void out_str(const char *s)
 		out_char(*s++);
 }
 
-static void out_hex(uint64_t value)
+void out_hex(uint64_t value)
 {
 	static const char digits[] = "0123456789abcdef";
 	int shift = 60;
@@ -69,7 +81,7 @@ static uint64_t divmod10(uint64_t value, unsigned *remainder)
 	return quotient;
 }
 
-static void out_dec(uint64_t value)
+void out_dec(uint64_t value)
 {
 	char digits[21];
 	int n = 0;

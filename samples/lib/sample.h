@@ -24,12 +24,19 @@
 /* Where report lines go; a line goes to every sink that is enabled. */
 #define SINK_CONSOLE_IO 1u /* HYPERVISOR_console_io (dom0 only on release Xen) */
 #define SINK_DEBUGCON 2u /* port 0xe9: QEMU debugcon, or Xen's "(d0) " log lines */
+/* Kept in memory (out_backlog), for a sink found later: a PV domU reaches its console
+ * ring only once it has found the ring's frame. */
+#define SINK_BACKLOG 8u
 
 extern const char sample_name[];
 
 void out_set_sinks(unsigned sinks);
 void out_char(char c);
 void out_str(const char *s);
+void out_hex(uint64_t value);
+void out_dec(uint64_t value);
+/* What SINK_BACKLOG kept so far. */
+const char *out_backlog(size_t *len);
 
 void report_str(const char *key, const char *value);
 void report_hex(const char *key, uint64_t value);
