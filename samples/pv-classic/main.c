@@ -671,8 +671,9 @@ static uint64_t system_time_ns(void)
 	return ns;
 }
 
-/* VIRQ_TIMER bound, the periodic tick stopped so only set_timer_op's one-shot can
- * fire, then SCHEDOP_block (which unmasks events, xen.h) until it has. */
+/* The periodic tick stopped so that only set_timer_op's one-shot sends VIRQ_TIMER,
+ * bound to a port; then SCHEDOP_block (which unmasks events, sched.h) until the
+ * callback has taken it, and Xen's clock (vcpu_time_info) past the deadline. */
 static void timer(void)
 {
 	struct evtchn_bind_virq bind = { .virq = VIRQ_TIMER, .vcpu = 0 };
@@ -684,12 +685,13 @@ static void timer(void)
 		skip("timer", shared_info_in ? "set_callbacks" : "update_va_mapping");
 		return;
 	}
+	/* The tick first: one that fired after the bind would be taken for the timer. */
+	HYPERVISOR_vcpu_op(VCPUOP_stop_periodic_timer, 0, 0);
 	rc = HYPERVISOR_event_channel_op(EVTCHNOP_bind_virq, &bind);
 	if (!step_rc("bind_virq_timer", rc))
 		return;
 	timer_port = bind.port;
 	unmask_port(timer_port);
-	HYPERVISOR_vcpu_op(VCPUOP_stop_periodic_timer, 0, 0);
 	timer_events = 0;
 	deadline = system_time_ns() + TIMER_WAIT_NS;
 	if (!step_rc("set_timer_op", HYPERVISOR_set_timer_op(deadline)))
@@ -700,8 +702,11 @@ static void timer(void)
 	}
 	woke = system_time_ns();
 	report_dec("timer_blocks", blocks);
-	if (step("sched_block", timer_events > 0, rc, "no timer event"))
-		step("timer_deadline", woke >= deadline, 0, "woken before the deadline");
+	if (!step("sched_block", timer_events > 0, rc, "no timer event"))
+		return;
+	if (woke < deadline)
+		report_dec("timer_early_ns", deadline - woke);
+	step("timer_deadline", woke >= deadline, 0, "woken before the deadline");
 }
 
 /* --- start and end ---------------------------------------------------------------- */
