@@ -182,7 +182,9 @@ static const char *const trap_names[] = {
 	[VECTOR_DE] = "de", [VECTOR_BP] = "bp", [VECTOR_UD] = "ud", [VECTOR_GP] = "gp", [VECTOR_PF] = "pf",
 };
 
-/* What the last trap's frame held. */
+#define NO_TRAP (~0u)
+
+/* What the last trap's frame held (vector NO_TRAP: none since the last check). */
 static struct {
 	unsigned vector;
 	uint64_t rcx, r11, error, rip, cs, rflags, rsp, ss, cr2;
@@ -290,6 +292,7 @@ static void check_trap(const char *name, long markers_lost, unsigned vector, con
 	if (!why && markers_lost)
 		why = "rcx/r11 after the iret hypercall";
 	step(name, !why, 0, why);
+	last_trap.vector = NO_TRAP; /* a probe that does not trap must not pass on this one */
 }
 
 static void provoke_traps(void)
@@ -298,7 +301,7 @@ static void provoke_traps(void)
 		skip("trap_bp", "set_trap_table");
 		return;
 	}
-	last_trap.vector = ~0u;
+	last_trap.vector = NO_TRAP;
 	check_trap("trap_bp", provoke_bp(), VECTOR_BP, provoke_bp_at + 1, 0);
 	check_trap("trap_ud", provoke_ud(), VECTOR_UD, provoke_ud_at, 0);
 	check_trap("trap_de", provoke_de(), VECTOR_DE, provoke_de_at, 0);
@@ -348,7 +351,7 @@ static void switch_stacks(void)
 
 /* --- the M2P, the rings ----------------------------------------------------------- */
 
-/* mfn_list and the M2P agree on this kernel's first page and its page tables. */
+/* mfn_list and the M2P agree on a page of this kernel and on its top-level table. */
 static void check_m2p(void)
 {
 	const void *pages[] = { window, (const void *)si->pt_base };
@@ -749,6 +752,7 @@ void pv_main(uint64_t rdi, start_info_t *start_info)
 	switch_stacks();
 	check_m2p();
 	attach_console();
+	report_sinks("console");
 	map_shared_info();
 	update_l1_entry();
 	load_gdt();

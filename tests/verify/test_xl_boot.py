@@ -9,6 +9,9 @@ A release Xen refuses console_io to a domU: the samples print through their cons
 ring (and, under PVH, port 0xe9 too), and every patched sample's report is checked
 against what xenstore holds for it (store and console frames and event channels).
 The unpatched PV sample under pv-shim is judged by its shutdown reason.
+samples/pv-classic (a PV kernel using the PV ABI as PV unikernels do) runs every
+step as xl-pv, unpatched and patched; patched as xl-pvh it passes the steps the
+shim's PV ABI layer answers so far (tests/pvclassic.py).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pvclassic
 import pytest
 from shimgen.structs import xen_abi as abi
 
@@ -51,6 +55,9 @@ def images(samples_build: Path, tmp_path_factory) -> dict[str, Path]:
         out[name] = folder / name
         patch_file(source, out[name], **options)
     out["unpatched-pv"] = samples_build / "pv-hello"
+    out["pv-classic"] = samples_build / "pv-classic"
+    out["pv-classic-universal"] = folder / "pv-classic-universal"
+    patch_file(out["pv-classic"], out["pv-classic-universal"])
     out["unpatched-pvh"] = samples_build / "pvh-hello"
     return out
 
@@ -66,6 +73,12 @@ BOOTS = [
     ("hvm-start-info", "xl-pvh"),
     ("pvh-passthrough", "xl-pvh"),
     ("unpatched-pv", "xl-pvshim"),
+]
+# pv-classic's boots, after the matrix's other jobs
+PV_CLASSIC = [
+    ("pv-classic", "xl-pv"),
+    ("pv-classic-universal", "xl-pv"),
+    ("pv-classic-universal", "xl-pvh"),
 ]
 
 
@@ -88,10 +101,13 @@ def matrix(images, boot_module, tmp_path_factory):
             timeout=EXIT_ON_LIMIT,
         ),
     ]
+    jobs += [DomuJob(images[name], loader, timeout=60) for name, loader in PV_CLASSIC]
     log = tmp_path_factory.mktemp("xl-log") / "serial.log"
     results = boot_domus(jobs, log=log)
     by_case = {(name, loader): r for (name, loader), r in zip(BOOTS, results, strict=False)}
-    by_case["refused"], by_case["hang"], by_case["exit-on"] = results[len(BOOTS) :]
+    extras = len(BOOTS) + 3
+    by_case["refused"], by_case["hang"], by_case["exit-on"] = results[len(BOOTS) : extras]
+    by_case |= dict(zip(PV_CLASSIC, results[extras:], strict=True))
     return by_case, log
 
 
@@ -137,6 +153,29 @@ def test_domu_reports_what_xen_gave_it(matrix, images, boot_module, name: str, l
     number = BOOTS.index((name, loader)) + 1  # the rig's job number
     assert report["xenstore_name"] == domain_name(images[name], number)
     assert int(report["module_fnv"], 16) == module_fnv  # xl's ramdisk arrived whole
+
+
+@pytest.mark.parametrize("name", ["pv-classic", "pv-classic-universal"])
+def test_pv_classic_runs_every_step_as_an_xl_pv_domu(matrix, images, name: str) -> None:
+    results, log = matrix
+    result = results[(name, "xl-pv")]
+    assert result.ok, (result.reason, result.guest_lines[-5:], result.xl_messages, str(log))
+    assert result.shutdown_reason == "poweroff" and result.report["result"] == "ok"
+    assert result.report["console"] == "ring"  # found through the M2P, no port 0xe9 as PV
+    pvclassic.assert_pv_run(result.guest_lines, images[name], domu=True)
+
+
+def test_pv_classic_as_an_xl_pvh_domu_passes_the_steps_the_layer_answers(matrix) -> None:
+    """Real Xen behind the shim: at least the steps the emulated PVH boot passes
+    (tests/shim/test_pv_classic.py), and a report to its end on port 0xe9."""
+    results, log = matrix
+    result = results[("pv-classic-universal", "xl-pvh")]
+    assert result.report_complete, (result.reason, result.guest_lines[-5:], str(log))
+    assert int(result.report["mode"]) == abi.BootMode.XEN_PVH
+    assert set(pvclassic.PVH_PASSING) <= set(pvclassic.passing(result.guest_lines))
+    # its verdict follows its own: poweroff when every step passed, else crash
+    expected = "poweroff" if result.report["result"] == "ok" else "crash"
+    assert result.shutdown_reason == expected, result.xl_messages
 
 
 def test_xl_refusal_is_xl_s_own_message(matrix) -> None:
