@@ -10,9 +10,10 @@
 static unsigned enabled_sinks;
 static char line[256];
 static size_t line_len;
-/* SINK_BACKLOG: the lines kept for a sink found later (cut when full). */
-static char backlog[4096];
-static size_t backlog_len;
+/* SINK_BACKLOG: the lines kept for a sink found later, in the sample's buffer (cut
+ * when full). */
+static char *backlog;
+static size_t backlog_size, backlog_len;
 
 void out_set_sinks(unsigned sinks)
 {
@@ -29,9 +30,16 @@ static void flush_line(void)
 	if (enabled_sinks & SINK_RING)
 		xencons_write(line, line_len);
 	if (enabled_sinks & SINK_BACKLOG)
-		for (size_t i = 0; i < line_len && backlog_len < sizeof(backlog); i++)
+		for (size_t i = 0; i < line_len && backlog_len < backlog_size; i++)
 			backlog[backlog_len++] = line[i];
 	line_len = 0;
+}
+
+void out_set_backlog(char *buffer, size_t size)
+{
+	backlog = buffer;
+	backlog_size = size;
+	backlog_len = 0;
 }
 
 const char *out_backlog(size_t *len)

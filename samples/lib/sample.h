@@ -24,7 +24,7 @@
 /* Where report lines go; a line goes to every sink that is enabled. */
 #define SINK_CONSOLE_IO 1u /* HYPERVISOR_console_io (dom0 only on release Xen) */
 #define SINK_DEBUGCON 2u /* port 0xe9: QEMU debugcon, or Xen's "(d0) " log lines */
-/* Kept in memory (out_backlog), for a sink found later: a PV domU reaches its console
+/* Kept in memory (out_set_backlog), for a sink found later: a PV domU reaches its console
  * ring only once it has found the ring's frame. */
 #define SINK_BACKLOG 8u
 
@@ -35,7 +35,8 @@ void out_char(char c);
 void out_str(const char *s);
 void out_hex(uint64_t value);
 void out_dec(uint64_t value);
-/* What SINK_BACKLOG kept so far. */
+/* The buffer SINK_BACKLOG keeps lines in, and what it kept so far. */
+void out_set_backlog(char *buffer, size_t size);
 const char *out_backlog(size_t *len);
 
 void report_str(const char *key, const char *value);

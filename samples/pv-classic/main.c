@@ -718,6 +718,9 @@ static void timer(void)
  * ring (under PVH they go to port 0xe9 at once as well). */
 static void choose_sinks(void)
 {
+	static char early[4096]; /* the lines before the console ring: fewer than 40 */
+
+	out_set_backlog(early, sizeof(early));
 	if (!is_domu())
 		out_set_sinks(SINK_CONSOLE_IO);
 	else if (shimgen_boot_mode == SHIMGEN_BOOT_MODE_XEN_PVH)
