@@ -86,5 +86,3 @@ def test_under_emulated_pvh_a_call_nothing_answers_names_itself(
         at = lines.index(f"{REPORT_PREFIX}step.{name}={verdicts[name]}")
         number = int(abi.Hypercall[name.upper()])
         assert lines[at - 1] + "\n" == UNHANDLED.format(number, name)
-    answered = set(ONE_CALL_STEPS) - set(refused)
-    assert all(verdicts[name] == "ok" for name in answered), verdicts
