@@ -31,7 +31,7 @@ class NoteEntry:
     def encode(self) -> bytes:
         """The note as an ELF note: header, then name and desc each padded."""
         name = self.owner + b"\0"
-        header = ELF_NOTE_HEADER.build(
+        header = ELF_NOTE_HEADER.pack(
             {"namesz": len(name), "descsz": len(self.desc), "type": self.type}
         )
         return header + _padded(name) + _padded(self.desc)

@@ -10,11 +10,9 @@ SHT_NOTE section, or a key of the legacy ``__xen_guest`` section.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import mmap
-import zlib
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -391,6 +389,9 @@ def _machine_name(machine: int) -> str:
 
 
 def _gunzip(raw: Buffer, name: str) -> bytes:
+    import gzip  # only for a compressed input: a plain ELF's patch does not import it
+    import zlib
+
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
             data = stream.read(MAX_DECOMPRESSED + 1)

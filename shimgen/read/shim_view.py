@@ -27,8 +27,6 @@ import itertools
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import construct as cs
-
 from ..errors import BadInput
 from ..structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
 from .image import Image, Note
@@ -63,9 +61,17 @@ def shim_meta(image: Image) -> ShimMeta | None:
         if is_meta_note(note):
             try:
                 return ShimMeta.parse(note.desc)
-            except (cs.ConstructError, ValueError) as error:
+            except _decoding_errors() as error:
                 raise CorruptShimNote(image.path, type(error).__name__) from None
     return None
+
+
+def _decoding_errors() -> tuple[type[Exception], ...]:
+    """What a note that does not decode raises (evaluated only when something was
+    raised: construct, which ShimMeta.parse imported, is not imported by a patch)."""
+    import construct as cs
+
+    return (cs.ConstructError, ValueError)
 
 
 def code_file_range(image: Image, meta: ShimMeta) -> tuple[int, int] | None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,7 +89,7 @@ class _HexValues(dict):
 
 def render(values: Mapping[str, int | str], templates: Sequence[str]) -> str:
     """The templates' source with every placeholder replaced by its value, numbers
-    as hex literals."""
+    as hex literals (checked for decimal ones when it is assembled: keystone_checked)."""
     text = template_text(templates)
     missing = placeholders(text) - set(values)
     if missing:
@@ -97,9 +97,7 @@ def render(values: Mapping[str, int | str], templates: Sequence[str]) -> str:
     rendered = _HexValues()
     for key, value in values.items():
         rendered[key] = f"{int(value):#x}" if isinstance(value, int) else value
-    source = string.Formatter().vformat(text, (), rendered)
-    check_hex_only(source)
-    return source
+    return string.Formatter().vformat(text, (), rendered)
 
 
 _COMMENT = re.compile(r"/\*.*?\*/", re.S)
@@ -137,6 +135,18 @@ def keystone_assemble(source: str) -> bytes:
     if not encoding:
         raise AssemblyError("Keystone produced no bytes (a silently rejected instruction)")
     return bytes(encoding)
+
+
+def keystone_checked(source: str) -> Callable[[str], bytes]:
+    """keystone_assemble for a text made from ``source``, once source is known to hold
+    no decimal literal. Only a cache miss runs it: a cached entry's source was checked
+    before it was assembled (the check reads the whole source, ~2 ms)."""
+
+    def run(text: str) -> bytes:
+        check_hex_only(source)
+        return keystone_assemble(text)
+
+    return run
 
 
 _MODE_DIRECTIVE = re.compile(r"^\s*\.code(32|64)\s*$")
@@ -195,7 +205,7 @@ def assemble(
     marked, marks = mark_modes(source)
     every = tuple(dict.fromkeys((*exported, *source_labels(source))))
     names = (*every, *marks)
-    raw = cached_assembly(marked + label_table(names), keystone_assemble)
+    raw = cached_assembly(marked + label_table(names), keystone_checked(source))
     size = len(raw) - 8 * len(names)
     if size <= 0:
         raise AssemblyError("the label table is larger than the assembled shim")

@@ -74,7 +74,7 @@ PATCHED_HEADER_FIELDS = ("e_entry", "e_phoff", "e_phnum")
 
 
 def ehdr_fields(data: Buffer) -> dict[str, Any]:
-    return dict(ELF64_EHDR.parse(data[: ELF64_EHDR.size]))
+    return ELF64_EHDR.unpack_from(data)
 
 
 def _set_ehdr(data: bytearray | mmap.mmap, name: str, value: int) -> None:
@@ -149,8 +149,12 @@ class OutputParts:
             return b"".join((self.header, body, self.tail))
 
 
+def _p_type(raw: bytes) -> int:
+    return ELF64_PHDR.unpack_from(raw)["p_type"]
+
+
 def _phdr(**values: int) -> bytes:
-    return ELF64_PHDR.build(values)
+    return ELF64_PHDR.pack(values)
 
 
 def _cut_by_end(image: Image, shoff: int, dropped: tuple[int, ...] = ()) -> str | None:
@@ -236,10 +240,8 @@ def layout_output(plan: Plan) -> OutputParts:
         p_memsz=note_size,
         p_align=NOTE_ALIGN,  # Xen pads notes to 4; QEMU pads them to p_align
     )
-    last_load = max(
-        (n for n, raw in enumerate(phdrs) if ELF64_PHDR.parse(raw).p_type == SegmentType.LOAD),
-        default=len(phdrs) - 1,
-    )
+    loads = (n for n, raw in enumerate(phdrs) if _p_type(raw) == SegmentType.LOAD)
+    last_load = max(loads, default=len(phdrs) - 1)
     table = [*phdrs[: last_load + 1], shim_load, *phdrs[last_load + 1 :], shim_note]
     tail += bytes(-(kept + len(tail)) % 8)
     new_phoff = kept + len(tail)

@@ -82,6 +82,9 @@ def test_rendered_source_is_hex_only(plan) -> None:
     assert asm.decimal_literals(plan.shim.source) == []
     with pytest.raises(asm.AssemblyError, match="decimal"):
         asm.check_hex_only("mov $16, %eax")
+    # checked on a cache miss, before Keystone runs (a hit's source was checked then)
+    with pytest.raises(asm.AssemblyError, match="decimal"):
+        asm.keystone_checked("mov $16, %eax")("mov $0x16, %eax")
 
 
 def test_empty_output_is_an_error() -> None:
