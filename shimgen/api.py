@@ -26,11 +26,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from .errors import BadInput, MissingTool, OutputError, Refused, ShimgenError, UsageError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the patch path
 if TYPE_CHECKING:
+    from typing import Any
+
     HANDOFFS: tuple[str, ...]
     LOADERS: tuple[str, ...]
     from .plan import Plan

@@ -35,7 +35,10 @@ import json
 import struct
 from dataclasses import asdict, dataclass, field
 from functools import cache
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the patch path
+if TYPE_CHECKING:
+    from typing import Any
 
 SHIM_META_OWNER = b"shimgen"
 SHIM_META_NOTE_TYPE = 0x5348  # "SH"; any type but Xen's PHYS32_ENTRY (18) would do

@@ -15,6 +15,10 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import ExitCode, ShimgenError, exit_status_help
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the patch path
+if TYPE_CHECKING:
+    from typing import Any
+
 # Command modules, in the order --help lists them, with the commands each registers.
 _COMMAND_MODULES = {
     "layout_cmd": ("layout", "decode"),
@@ -27,10 +31,52 @@ _COMMAND_MODULES = {
 }
 
 
+FALLBACK_COLUMNS = 80  # shutil.get_terminal_size's fallback width
+
+
+def terminal_columns() -> int:
+    """The width shutil.get_terminal_size() gives argparse (COLUMNS, else the
+    terminal's, else 80), without importing shutil (and the bz2 and lzma it imports):
+    argparse builds a formatter, asking the width, for every argument added."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or FALLBACK_COLUMNS
+    except (AttributeError, ValueError, OSError):
+        return FALLBACK_COLUMNS
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, its default width found without shutil."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            width = terminal_columns() - 2  # as argparse takes it from shutil
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Each command's parser too (add_subparsers makes them of the parent's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser for every command, or, when argv names a command, for that one
     (building all eight subparsers costs a few milliseconds of every run)."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="shimgen",
         description=(
             "Turn an x86-64 unikernel ELF into one image that boots under Xen as PV "

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from .render import console, print_json
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the patch path
+if TYPE_CHECKING:
+    from typing import Any
 
 # plan.HANDOFFS, spelled out so that --help does not import the planner
 # (tests/plan/test_plan.py checks they are the same)

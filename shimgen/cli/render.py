@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the patch path
+if TYPE_CHECKING:
+    from typing import Any
 
 # Output to a file, a pipe or a CI log has no width to fit: rich would take 80
 # columns and cut what does not fit ("0x4dd…"). Lines that wide are never reached.

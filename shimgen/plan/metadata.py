@@ -7,8 +7,6 @@ patch again) and the shim's code regions; structs/shim_meta.py declares it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from .. import __version__
 from ..read.image import Image
 from ..shim.assemble import Shim
@@ -23,7 +21,10 @@ from ..structs.shim_meta import (
 from .layout import Draft
 from .notes import NoteEntry
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the patch path
 if TYPE_CHECKING:
+    from typing import Any
+
     from .planner import Plan
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
 
 from ..errors import Refused
 from ..read.check import Verdicts, evaluate
@@ -49,6 +48,10 @@ from .notes import (
     shim_notes,
     superseded_note_segments,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the patch path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass

@@ -10,7 +10,6 @@ add their own rules; those are reported as warnings against the PVH verdict.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from ..structs import XenNote
 from ..structs import xen_abi as abi
@@ -24,6 +23,10 @@ from ..structs.elf import (
     SegmentType,
 )
 from .image import Image, XenNoteRecord
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the patch path
+if TYPE_CHECKING:
+    from typing import Any
 
 # Feature names libelf knows (xen/include/public/features.h order); FEATURES
 # naming an unknown *required* feature makes libelf reject the image.

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import mmap
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..structs import XenNote
 from ..structs import xen_abi as abi
 from ..structs.clayout import MASK64
 from ..structs.elf import SegmentFlags
 from .image import Buffer, Image
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the patch path
+if TYPE_CHECKING:
+    from typing import Any
 
 REL32_OPCODES = {0xE8: "call", 0xE9: "jmp"}
 REL32_SIZE = 5  # opcode + rel32

@@ -16,7 +16,6 @@ import mmap
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 from ..errors import BadInput, Refused
 from ..structs import (
@@ -47,6 +46,10 @@ from ..structs.elf import (
     elf_header,
 )
 from .elffile import ElfTables, read_tables
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the patch path
+if TYPE_CHECKING:
+    from typing import Any
 
 # An image's bytes: as read, or a read-only mapping of the file (patch maps a large
 # input instead of reading it; everything here only indexes, slices and finds).

@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from ..errors import BadInput
 from ..structs.shim_meta import SHIM_META_NOTE_TYPE, SHIM_META_OWNER, ShimMeta
 from .image import Image, Note
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the patch path
+if TYPE_CHECKING:
+    from typing import Any
 
 OPCODE_JMP_FAR = 0xEA  # jmp ptr16:32 (valid in 32-bit code only)
 DATA_LABELS = ("shim_data", "kernel_entry_ptr")  # format 1 shims have the second only

@@ -31,6 +31,7 @@ import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from ..errors import ShimgenError
@@ -72,14 +73,24 @@ def template_names() -> list[str]:
 
 def template_text(names: list[str] | tuple[str, ...] | None = None) -> str:
     """The named templates (default: every template file), concatenated."""
-    folder = _template_folder()
     chosen = template_names() if names is None else names
-    return "\n".join((folder / name).read_text() for name in chosen)
+    return "\n".join(_template_file(name) for name in chosen)
+
+
+@cache
+def _template_file(name: str) -> str:
+    """One template's text, read once per process (a patch assembles twice)."""
+    return (_template_folder() / name).read_text()
 
 
 def placeholders(source: str) -> set[str]:
     """Every {NAME} a template text asks for."""
-    return {name for _, name, _, _ in string.Formatter().parse(source) if name}
+    return set(_placeholders(source))
+
+
+@cache
+def _placeholders(source: str) -> frozenset[str]:
+    return frozenset(name for _, name, _, _ in string.Formatter().parse(source) if name)
 
 
 class _HexValues(dict):

@@ -25,7 +25,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Generic, TypeVar
 
 from ..errors import BadInput, OutputError
 
@@ -38,7 +37,14 @@ COPY_CHUNK = 64 << 20  # per copy call: a ^C is handled between calls (~20 ms ap
 # way to copy. EPERM too: seccomp filters answer it for system calls they do not know.
 COPY_UNSUPPORTED = {errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM}
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the patch path
+if TYPE_CHECKING:
+    from typing import Generic, TypeVar
+
+    T = TypeVar("T")
+    Generic_T = Generic[T]
+else:  # Background[bytes] is only ever written in annotations, never evaluated
+    Generic_T = object
 
 
 # --- the input, open and mapped ---------------------------------------------------------
@@ -178,7 +184,7 @@ class EarlyDigest:
         os.close(self.fd)
 
 
-class Background(Generic[T]):
+class Background(Generic_T):
     """``work(stop)`` run in a thread. result() waits for it and returns what it
     returned or raises what it raised; cancel() sets ``stop`` and waits for it to
     end (it may be using a file about to be closed)."""

@@ -42,7 +42,6 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..errors import BadInput, Refused
 from ..plan import PAGE, Plan, make_plan
@@ -64,6 +63,10 @@ from .fileio import (
     input_unchanged,
     writing,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the patch path
+if TYPE_CHECKING:
+    from typing import Any
 
 # The ELF64 tables the writer edits, from the one declaration in structs/elf.py.
 ELF64_EHDR = elf_header(64)

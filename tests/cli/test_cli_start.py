@@ -1,7 +1,7 @@
 """What a command costs before it does anything: the parser builds only the command
 asked for, and `patch` of a small image imports nothing it does not use (Keystone
-when its output is cached, rich for --json, construct, gzip, importlib.resources,
-tempfile).
+when its output is cached, rich for --json, construct, gzip, typing, shutil,
+importlib.resources, tempfile).
 Checked with `python -X importtime`, which lists every module a run imports."""
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ NOT_IMPORTED = {
     "shimgen.verify": "nothing is verified",
     "construct": "offsets come from the layout engine, the notes are packed from FIELDS",
     "gzip": "the input is not compressed",
+    "typing": "annotations only: imported under TYPE_CHECKING",
+    "shutil": "the help formatter finds the terminal's width itself",
 }
 
 
@@ -68,3 +70,22 @@ def test_a_command_does_not_build_the_others(command: str) -> None:
     parser = cli.build_parser([command, "--help"])
     (sub,) = [a for a in parser._actions if a.dest == "command"]
     assert command in sub.choices and "patch" not in sub.choices
+
+
+@pytest.mark.parametrize("columns", [None, "132", "0", "-5", "wide"])
+def test_help_is_as_wide_as_argparse_makes_it(columns: str | None, monkeypatch) -> None:
+    """The formatter finds the width without shutil, the width argparse's own finds
+    (COLUMNS, else the terminal's, else 80)."""
+    import argparse
+    import shutil
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert cli.terminal_columns() == shutil.get_terminal_size().columns
+    ours, theirs = cli.HelpFormatter("shimgen"), argparse.HelpFormatter("shimgen")
+    assert (ours._width, ours._max_help_position) == (theirs._width, theirs._max_help_position)
+    parser = cli.build_parser(["patch"])
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    assert sub.choices["patch"].formatter_class is cli.HelpFormatter
