@@ -66,3 +66,16 @@ def test_alignment_is_checked(base: int) -> None:
     else:
         with pytest.raises(ValueError):
             pt.build([pt.Region(0x10, 0, 0x1000)], 0x1000)
+
+
+def test_tables_are_little_endian_entries() -> None:
+    """Each table is 512 little-endian 64-bit entries, as the MMU reads them (packed
+    from an array in the host's order, swapped on a big-endian host)."""
+    import struct
+    from array import array
+
+    entries = array("Q", [(n * 0x9E3779B97F4A7C15) & ((1 << 64) - 1) for n in range(512)])
+    assert pt._little_endian(entries) == struct.pack("<512Q", *entries)
+    tables = pt.build([pt.Region(0, 0, 4 << 20), pt.Region(HIGH, 0x1000, 0x3000)], 0x200000)
+    first_pd = struct.unpack_from("<Q", tables.data, 2 * 4096)[0]  # PML4, PDPT, then a PD
+    assert first_pd == 0 | pt.PTE_PRESENT | pt.PTE_WRITE | pt.PTE_LARGE
