@@ -80,6 +80,8 @@ U64 = Scalar("uint64_t", 8)
 
 @dataclass(frozen=True)
 class Field:
+    """One member of a :class:`Record`: its name, type and comment."""
+
     name: str
     type: Scalar | CharArray | Record
     doc: str = ""

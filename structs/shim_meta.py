@@ -204,6 +204,8 @@ def _encode(values: dict[str, Any]) -> bytes | None:
 
 @dataclass
 class ShimMeta:
+    """The metadata note's fields (FIELDS), decoded."""
+
     tool_version: str
     handoff: str
     original_size: int

@@ -22,6 +22,8 @@ PV_NOTES_DEFAULTS = {XenNote.LOADER: "generic", XenNote.XEN_VERSION: "xen-3.0"}
 
 @dataclass(frozen=True)
 class NoteEntry:
+    """One note of the shim's PT_NOTE: owner, type, payload, and what the patch did with it."""
+
     owner: bytes
     type: int
     desc: bytes

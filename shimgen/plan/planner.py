@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Plan:
+    """Everything a patch writes: the shim, where it goes, its page tables and notes."""
+
     handoff: str
     image: Image = field(repr=False)  # the ELF64 image patched (converted if it was not)
     delta: int  # p_vaddr - p_paddr of the image (VIRT_BASE - PADDR_OFFSET)

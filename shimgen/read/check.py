@@ -55,6 +55,8 @@ GUEST_TYPE_MEANING = {
 
 @dataclass
 class Verdict:
+    """Whether one mode (PV or PVH) boots the image, and why not."""
+
     mode: str  # "pv" | "pvh"
     ok: bool
     reasons: list[str] = field(default_factory=list)  # why not (Xen's words first)
@@ -67,6 +69,8 @@ class Verdict:
 
 @dataclass
 class Verdicts:
+    """The PV and the PVH verdict of one image."""
+
     pv: Verdict
     pvh: Verdict
 

@@ -71,6 +71,8 @@ EI_CLASS_OFFSET = 4
 
 @dataclass(frozen=True)
 class Converted:
+    """The ELF64 image a patch works on, and how it came from the input."""
+
     image: Image  # the ELF64 image the patch works on
     form: str | None  # "elf32" when converted, None when the input was ELF64 already
     offset: int  # where the input's bytes start in image.data (0 when not converted)

@@ -31,6 +31,8 @@ MAX_SYMBOLS = 1 << 20  # no unikernel has a million symbols; bounds hostile tabl
 
 @dataclass(frozen=True)
 class ElfTables:
+    """The ELF header, program headers and section headers, as decoded."""
+
     bits: int
     header: dict[str, int]
     program_headers: list[dict[str, int]]

@@ -75,6 +75,8 @@ class HypercallUse:
 
 @dataclass
 class HypercallScan:
+    """The kernel's calls into its hypercall page, by hypercall."""
+
     page: int | None  # virtual address of the HYPERCALL_PAGE, None without one
     uses: list[HypercallUse]
 

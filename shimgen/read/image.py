@@ -63,6 +63,8 @@ ACCUMULATED_NOTES = frozenset({XenNote.FEATURES, XenNote.SUPPORTED_FEATURES})
 
 @dataclass(frozen=True)
 class Segment:
+    """One program header."""
+
     index: int
     type: int
     type_name: str
@@ -99,6 +101,8 @@ class Segment:
 
 @dataclass(frozen=True)
 class Section:
+    """One section header, its name resolved."""
+
     index: int
     name: str
     type: int
@@ -158,6 +162,8 @@ class XenNoteRecord:
 
 @dataclass
 class Image:
+    """An ELF image as loaders see it: segments, sections, notes, findings."""
+
     path: str
     size: int
     compressed: bool
@@ -597,6 +603,8 @@ def _note_owner(data: Buffer, name_at: int) -> str:
 
 @dataclass(frozen=True)
 class _NoteHeader:
+    """An ELF note's header (namesz, descsz, type)."""
+
     namesz: int
     descsz: int
     type: int

@@ -94,6 +94,8 @@ Region = tuple[int, int, int, bool]  # start offset, end offset, bits (0: data),
 
 @dataclass
 class Instruction:
+    """One disassembled instruction of the shim."""
+
     address: int
     bytes: str  # hex
     mnemonic: str
@@ -109,6 +111,8 @@ class Instruction:
 
 @dataclass
 class ShimView:
+    """What a patched image says about its shim: metadata, labels, code."""
+
     meta: ShimMeta
     code: bytes | None  # None: outside every loadable segment's file bytes
     offsets: dict[str, int]  # label -> offset in the shim, in display order

@@ -47,6 +47,8 @@ class AssemblyError(ShimgenError):
 
 @dataclass(frozen=True)
 class Shim:
+    """The assembled shim: its bytes and labels, and the source they came from."""
+
     code: bytes
     labels: dict[str, int]  # label -> offset from the start of the shim
     source: str

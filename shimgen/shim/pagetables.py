@@ -51,6 +51,8 @@ class Region:
 
 @dataclass
 class PageTables:
+    """Page tables laid out from ``base``, as the bytes the shim segment holds."""
+
     base: int  # physical address of the first table (the PML4)
     data: bytes = field(repr=False)
     large_pages: int = 0

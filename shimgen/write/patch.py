@@ -126,6 +126,8 @@ def _modified() -> BadInput:
 
 @dataclass
 class PatchResult:
+    """What patch_bytes and patch_file did."""
+
     plan: Plan
     size: int  # of the output, in bytes
     repatched: bool
