@@ -170,10 +170,12 @@ def _text(value: str) -> bytes:
 def _encode(values: dict[str, Any]) -> bytes | None:
     """The note's bytes from FIELDS without construct; None when a value does not
     fit its field (the construct then raises what it raises for it)."""
-    if values["format"] not in SHIM_META_FORMATS or len(values["original_sha256"]) != SHA256_SIZE:
-        return None
     out = []
     try:
+        if values["format"] not in SHIM_META_FORMATS:
+            return None
+        if len(values["original_sha256"]) != SHA256_SIZE:
+            return None
         for name, kind, since in FIELDS:
             if since > values["format"]:
                 continue

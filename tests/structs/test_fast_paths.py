@@ -69,6 +69,8 @@ def test_the_encoder_writes_the_constructs_bytes(meta: ShimMeta) -> None:
         {"original_e_phnum": -1},
         {"format": 4},
         {"original_sha256": bytes(31)},
+        {"original_sha256": None},
+        {"tool_version": None},
     ],
 )
 def test_what_the_encoder_cannot_write_fails_as_construct_fails(change: dict) -> None:
