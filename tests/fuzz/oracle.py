@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import resource
 import shutil
@@ -38,8 +39,11 @@ from shimgen.read.image import Image, image_from_bytes
 from shimgen.read.shim_view import shim_meta
 from shimgen.write.patch import PatchResult, original_bytes, patch_bytes
 
+# Time limits count CPU seconds, not wall time: a hang (a loop that never ends) burns
+# CPU and is caught; a machine loaded by other work slows the clock but not the count.
 IN_PROCESS_SECONDS = 10
 CLI_SECONDS = 20
+CLI_WALL_FACTOR = 6  # and a wall-clock bound, far above, for a process that blocks
 IN_PROCESS_MEMORY = 2 << 30
 CLI_MEMORY = 4 << 30  # a memory bomb fails (MemoryError, exit 70) instead of swapping
 NAME = "fuzz-input"
@@ -80,16 +84,19 @@ def keep_on_failure(data: bytes) -> Iterator[None]:
 
 @contextlib.contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
-    def expire(signum: int, frame: Any) -> None:
-        raise Hang(f"still running after {seconds} s")
+    """Raise Hang once this process has used seconds of CPU (ITIMER_PROF counts user and
+    system time of every thread)."""
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    def expire(signum: int, frame: Any) -> None:
+        raise Hang(f"still running after {seconds} s of CPU")
+
+    previous = signal.signal(signal.SIGPROF, expire)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 def clean(action: Callable[[], T], allowed: frozenset[ExitCode]) -> T | None:
@@ -199,10 +206,13 @@ def check_patched(image: Image, verdicts: Verdicts, result: PatchResult) -> None
 # --- the CLI ------------------------------------------------------------------------
 
 
-def _memory_limit() -> list[str]:
-    """prlimit as a prefix (preexec_fn is unsafe with the threads check_cli uses)."""
+def _limits(seconds: float) -> list[str]:
+    """prlimit as a prefix (preexec_fn is unsafe with the threads check_cli uses): the
+    memory bound, and the CPU seconds after which the kernel ends the process
+    (SIGXCPU at the soft limit, SIGKILL a second later at the hard one)."""
     prlimit = shutil.which("prlimit")
-    return [prlimit, f"--as={CLI_MEMORY}"] if prlimit else []
+    cpu = math.ceil(seconds)
+    return [prlimit, f"--as={CLI_MEMORY}", f"--cpu={cpu}:{cpu + 1}"] if prlimit else []
 
 
 def run_cli(
@@ -211,17 +221,21 @@ def run_cli(
     env = {k: v for k, v in os.environ.items() if k != "SHIMGEN_DEBUG"}
     env["COLUMNS"] = "120"
     try:
-        return subprocess.run(
-            [*_memory_limit(), sys.executable, "-m", "shimgen", *args],
+        result = subprocess.run(
+            [*_limits(seconds), sys.executable, "-m", "shimgen", *args],
             capture_output=True,
             text=True,
             errors="replace",
-            timeout=seconds,
+            timeout=seconds * CLI_WALL_FACTOR,
             env=env,
             cwd=cwd,
         )
     except subprocess.TimeoutExpired:
-        raise Hang(f"shimgen {' '.join(args)}: no answer after {seconds} s") from None
+        wall = seconds * CLI_WALL_FACTOR
+        raise Hang(f"shimgen {' '.join(args)}: no answer after {wall} s") from None
+    if result.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        raise Hang(f"shimgen {' '.join(args)}: still running after {seconds} s of CPU")
+    return result
 
 
 def check_cli_result(command: str, result: subprocess.CompletedProcess[str]) -> None:

@@ -6,7 +6,8 @@ the crashers kept in tests/regressions. Oracles: tests/fuzz/oracle.py.
 
 Deterministic and bounded: hypothesis runs derandomized with a fixed number of
 examples (SHIMGEN_FUZZ_SCALE=10 runs ten times as many, for a longer local hunt).
-The whole module takes about 80 s on two CPUs.
+The whole module takes about 80 s on two CPUs. Its hang limits count CPU seconds, so a
+machine busy with other work does not turn a slow case into a hang.
 """
 
 from __future__ import annotations
@@ -151,3 +152,15 @@ def test_regression_cli(path: Path, tmp_path: Path) -> None:
     copy = tmp_path / path.name
     copy.write_bytes(path.read_bytes())
     oracle.check_cli(copy)
+
+
+def test_the_hang_limit_counts_cpu_not_the_clock() -> None:
+    """A loop is caught however loaded the machine; time spent waiting is not counted
+    (the limits are CPU seconds, so a busy machine does not turn slow cases into hangs)."""
+    import time
+
+    with pytest.raises(oracle.Hang, match="of CPU"), oracle.time_limit(0.2):
+        while True:
+            pass
+    with oracle.time_limit(0.2):
+        time.sleep(0.4)
