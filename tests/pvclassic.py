@@ -56,10 +56,10 @@ DOMU_STEPS = ("console_ring", "xenstore")
 
 # The steps that pass as PVH through the shim (`shimgen emulate --mode pvh
 # --run-kernel`, tests/shim/test_pv_classic.py; real Xen, tests/verify/test_xl_boot.py)
-# with the PV ABI layer's handlers as they are. Add a step when the handler it needs
-# lands: set_trap_table and iret bring the traps and the M2P probe, update_va_mapping
-# shared_info and the event steps, the M2P and mfn_list the page-table steps and
-# set_gdt. The emulated Xen answers no event channel, timer or scheduler call: those
+# with the PV ABI layer's handlers as they are. Add a step when what it needs lands:
+# set_trap_table and iret bring the traps; the M2P and mfn_list (with L1 tables
+# under the kernel) the page-table steps, set_gdt and the console ring;
+# update_va_mapping of shared_info the event steps. The emulated Xen answers no event channel, timer or scheduler call: those
 # steps pass under real Xen only.
 PVH_PASSING = ("stack_switch",)
 

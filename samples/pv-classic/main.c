@@ -10,8 +10,8 @@
  *
  * Each step reports one line, "step.NAME=ok" or why not. A step that needs an
  * earlier one which failed says "skip" rather than run into a fault nothing would
- * report; a step that reads memory which may be missing does so only once the trap
- * table is in, through a probe the #PF handler resumes. The report ends with
+ * report; the M2P, which a boot may lack, is looked for in the kernel's L4 before it
+ * is read, and read through a probe the #PF handler resumes. The report ends with
  * result=ok when every step passed; then the kernel shuts down (poweroff, or crash
  * when a step failed).
  */
@@ -151,6 +151,11 @@ static void out_field(const char *name, uint64_t value)
 }
 
 /* --- frames: pfn <-> mfn <-> address, as every PV kernel does it ------------------ */
+
+static uint64_t table_index(uint64_t va, int level)
+{
+	return (va >> (XEN_PAGE_SHIFT + 9 * (level - 1))) & (ENTRIES_PER_TABLE - 1);
+}
 
 static uint64_t virt_to_pfn(const void *va)
 {
@@ -351,18 +356,29 @@ static void switch_stacks(void)
 
 /* --- the M2P, the rings ----------------------------------------------------------- */
 
-/* mfn_list and the M2P agree on a page of this kernel and on its top-level table. */
+/* Whether the kernel's top-level table maps MACH2PHYS_VIRT_START, where Xen puts the
+ * M2P in every PV guest's L4. A PV kernel may take it for granted; looking first lets
+ * a boot without it fail this step, not fault before a trap handler can say so. */
+static int m2p_mapped(void)
+{
+	const uint64_t *l4 = (const uint64_t *)si->pt_base;
+
+	return (l4[table_index(MACH2PHYS_VIRT_START, 4)] & PTE_PRESENT) != 0;
+}
+
+/* mfn_list and the M2P agree on a page of this kernel and on its top-level table
+ * (read through a probe: with the trap table in, a fault is a failed step). */
 static void check_m2p(void)
 {
 	const void *pages[] = { window, (const void *)si->pt_base };
 	uint64_t pfn = 0;
 
-	if (!traps_in) {
-		skip("m2p", "set_trap_table");
-		return;
-	}
 	if (!si->mfn_list) {
 		step("m2p", 0, 0, "start_info.mfn_list is 0");
+		return;
+	}
+	if (!m2p_mapped()) {
+		step("m2p", 0, 0, "pt_base maps nothing at MACH2PHYS_VIRT_START");
 		return;
 	}
 	for (unsigned i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
@@ -422,11 +438,6 @@ static void map_shared_info(void)
 	/* Xen starts a PV vCPU with events masked: nothing arrives before a callback. */
 	step("events_masked_at_entry", vcpu->evtchn_upcall_mask == 1, 0, "evtchn_upcall_mask is 0");
 	vcpu->evtchn_upcall_mask = 1;
-}
-
-static uint64_t table_index(uint64_t va, int level)
-{
-	return (va >> (XEN_PAGE_SHIFT + 9 * (level - 1))) & (ENTRIES_PER_TABLE - 1);
 }
 
 /* The L1 entry mapping va, found from pt_base through each level's frame and the
