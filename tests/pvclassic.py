@@ -59,8 +59,8 @@ DOMU_STEPS = ("console_ring", "xenstore")
 # with the PV ABI layer's handlers as they are. Add a step when what it needs lands:
 # set_trap_table and iret bring the traps; the M2P and mfn_list (with L1 tables
 # under the kernel) the page-table steps, set_gdt and the console ring;
-# update_va_mapping of shared_info the event steps. The emulated Xen answers no event channel, timer or scheduler call: those
-# steps pass under real Xen only.
+# update_va_mapping of shared_info the event steps. The emulated Xen answers no
+# event channel or scheduler call: those steps pass under real Xen only.
 PVH_PASSING = ("stack_switch",)
 
 # The trap each probe raises: vector, the symbol of the instruction its frame's rip
