@@ -21,9 +21,10 @@
 /* update_va_mapping(va, val, flags), as Xen's __do_update_va_mapping: the L1 entry
    mapping va becomes val, then the TLB flush flags asks for. -EINVAL for a va Xen
    does not let a guest name, one with no L1 table (an entry above not present, or
-   a large page), or a val Xen refuses (pv_mmu_l1e_ok); with a vCPU-bitmap pointer
-   in flags that cannot be read, the entry is written and flushed, and -EFAULT, as
-   Xen (one vCPU: the flush is local whichever vCPUs flags names) */
+   a large page), or a val Xen refuses (pv_mmu_l1e_ok); with a flush asked for a
+   vCPU bitmap that cannot be read, the entry is written and flushed, and -EFAULT,
+   as Xen (one vCPU: the flush is local whichever vCPUs flags names; Xen reads
+   the bitmap only for a flush) */
 pv_update_va_mapping:
 	push	%rcx
 	push	%rdx
@@ -39,6 +40,11 @@ pv_update_va_mapping:
 	mov	%rsi, (%rcx)
 	mov	(%rsp), %rdx			/* flags */
 	xor	%ecx, %ecx			/* the result */
+	mov	%edx, %eax
+	and	${UVMF_FLUSHTYPE_MASK}, %eax
+	jz	pv_update_va_mapping_done	/* UVMF_NONE */
+	cmp	${UVMF_FLUSHTYPE_MASK}, %eax
+	je	pv_update_va_mapping_done	/* both bits: Xen has no such flush */
 	mov	%rdx, %rax
 	and	${UVMF_TARGET_MASK}, %rax	/* UVMF_LOCAL, UVMF_ALL or a bitmap */
 	jz	pv_update_va_mapping_flush
@@ -46,9 +52,9 @@ pv_update_va_mapping:
 	je	pv_update_va_mapping_flush
 	push	%rdi				/* Xen reads the bitmap's first word */
 	push	%rsi
-	push	%rdx
 	mov	%rax, %rdi
 	mov	${XEN_ULONG_SIZE}, %esi
+	push	%rdx
 	mov	${PTE_PRESENT}, %edx
 	call	pv_abi_guest_ok
 	pop	%rdx
@@ -57,14 +63,11 @@ pv_update_va_mapping:
 	jnc	pv_update_va_mapping_flush
 	movq	${NEG_EFAULT}, %rcx
 pv_update_va_mapping_flush:
-	and	${UVMF_FLUSHTYPE_MASK}, %edx
-	cmp	${UVMF_INVLPG}, %edx
-	jne	pv_update_va_mapping_tlb
+	test	${UVMF_INVLPG}, %dl
+	jz	pv_update_va_mapping_tlb
 	invlpg	(%rdi)
 	jmp	pv_update_va_mapping_done
-pv_update_va_mapping_tlb:
-	cmp	${UVMF_TLB_FLUSH}, %edx
-	jne	pv_update_va_mapping_done	/* UVMF_NONE, or 3: Xen flushes nothing */
+pv_update_va_mapping_tlb:				/* UVMF_TLB_FLUSH */
 	mov	%cr3, %rax
 	mov	%rax, %cr3
 pv_update_va_mapping_done:
@@ -488,12 +491,16 @@ pv_mmuext_einval:
    Xen's stubs), the result stored in the entry. An op past the page's slots
    -ENOSYS; a multicall inside a multicall -EINVAL (Xen refuses the reentry); an
    iret -ENOSYS (it needs a PV iret frame on the stack, which a batch does not
-   give). -EFAULT for an array __addr_ok refuses, -E2BIG above PV_MULTICALL_MAX
+   give). -EFAULT for an array Xen's array_access_ok refuses (__addr_ok, or more
+   entries than the address space holds), -E2BIG above PV_MULTICALL_MAX
    entries (Xen takes any number and preempts; the shim keeps a call short). */
 pv_multicall:
 	call	pv_mmu_save
 	call	pv_abi_addr_ok
 	jc	pv_multicall_efault
+	movabs	${MULTICALL_ARRAY_LIMIT}, %rax	/* Xen's array_access_ok */
+	cmp	%rax, %rsi
+	jae	pv_multicall_efault
 	cmp	${PV_MULTICALL_MAX}, %rsi
 	ja	pv_multicall_e2big
 	mov	%rdi, %r9			/* the next entry */

@@ -383,6 +383,7 @@ def _pv_mmu_batch_values() -> dict[str, int | str]:
         "HYPERVISOR_FIRST_SLOT": abi.HYPERVISOR_VIRT_START >> slot_shift & slot_mask,
         "HYPERVISOR_END_SLOT_INDEX": (abi.HYPERVISOR_VIRT_END >> slot_shift & slot_mask),
         "MULTICALL_ENTRY_SIZE": abi.MULTICALL_ENTRY.size,
+        "MULTICALL_ARRAY_LIMIT": MASK64 // abi.MULTICALL_ENTRY.size,  # ~0UL / size
         "MULTICALL_OP": abi.MULTICALL_ENTRY.offset_of("op"),
         "MULTICALL_RESULT": abi.MULTICALL_ENTRY.offset_of("result"),
         **{f"MULTICALL_ARG{n}": abi.MULTICALL_ENTRY.offset_of(f"arg{n}") for n in range(5)},

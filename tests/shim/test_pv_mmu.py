@@ -237,6 +237,13 @@ def self_map(va: int) -> str:
     """
 
 
+@pytest.mark.parametrize("flush", [abi.UVMF_NONE, abi.UVMF_FLUSHTYPE_MASK])
+def test_update_va_mapping_reads_no_bitmap_without_a_flush(tmp_path: Path, flush: int) -> None:
+    source = uvm("rbx", WINDOW, PAGE_PHYS | P, flush | 0x7000000000)
+    result = kernel_run(tmp_path, source + f"movabs {WINDOW + 0x10:#x}, %rax\nmov %rax, %rbp\n")
+    assert kept(result, "rbx", "rbp") == [0, MARK]
+
+
 def test_update_va_mapping_reads_a_vcpu_bitmap_or_answers_efault(tmp_path: Path) -> None:
     # a bitmap in the kernel's data (vCPU 0's bit) is fine, in either half; an
     # unmapped one and a non-canonical one are -EFAULT, with the entry written and
@@ -259,7 +266,7 @@ def test_update_va_mapping_reads_a_vcpu_bitmap_or_answers_efault(tmp_path: Path)
 
 
 # Deterministic counts (Unicorn): a mapped page with its invlpg; a refused va.
-UVM_MAPPED = 149
+UVM_MAPPED = 153
 UVM_REFUSED = 31
 
 
@@ -637,17 +644,19 @@ def test_multicall_refuses_what_it_cannot_read_or_write(tmp_path: Path) -> None:
         + call(MULTICALL, "r12", rdi=0x0000800000000000, rsi=1)
         + call(MULTICALL, "r13", rdi=0x7000000000, rsi=1)
         + call(MULTICALL, "r14", rdi=CALLS, rsi=0x101)
+        + call(MULTICALL, "rcx", rdi=CALLS, rsi=(1 << 64) // ENTRY.size)
         + call(MULTICALL, "r15", rdi=CALLS, rsi=0)
     )
     result = kernel_run(tmp_path, readonly)
     efault = -abi.EFAULT
-    assert kept(result, "rbx", "rbp", "r12", "r13", "r14", "r15") == [
+    assert kept(result, "rbx", "rbp", "r12", "r13", "r14", "r15", "rcx") == [
         0,
         efault,
         efault,
         efault,
         -abi.E2BIG,
         0,
+        efault,  # more entries than the address space holds: Xen's array_access_ok
     ]
 
 
@@ -669,7 +678,7 @@ def test_set_timer_op_keeps_xen_stub(tmp_path: Path) -> None:
 # mmu_update request, one mmuext_op TLB flush, a multicall of one update_va_mapping.
 MMU_ONE = 319
 MMUEXT_ONE = 327
-MULTICALL_ONE = 345
+MULTICALL_ONE = 352
 
 
 def test_batched_calls_instruction_counts(tmp_path: Path) -> None:
