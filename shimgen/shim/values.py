@@ -321,7 +321,6 @@ def _pv_mmu_values() -> dict[str, int | str]:
         "HYPERVISOR_END_SLOT": abi.HYPERVISOR_VIRT_END >> pml4_shift,
         "PV_ABI_GUEST_MAX": abi.PAGE_SIZE,
         "PTE_GNTTAB_BIT": abi.PTE_GNTTAB_BIT,
-        "UVMF_TLB_FLUSH": abi.UVMF_TLB_FLUSH,
         "UVMF_INVLPG": abi.UVMF_INVLPG,
         "UVMF_FLUSHTYPE_MASK": abi.UVMF_FLUSHTYPE_MASK,
         "UVMF_TARGET_MASK": ~abi.UVMF_FLUSHTYPE_MASK,  # sign-extended: the bits above
