@@ -7,7 +7,9 @@
  *   hypercall page installed when r14 is the Xen PVH mode.
  * Clobbered: rax, rcx, rdx, rsi, rdi, r8, r10, flags; memory: start_info and
  *   the scratch page.
- * Exit state guaranteed: start_info holds magic, flags, cmd_line (at most
+ * Exit state guaranteed (with the PV ABI layer, also vcpu_info[0]'s
+ *   evtchn_upcall_mask set once shared_info is mapped, as Xen's PV domain builders
+ *   start every vCPU): start_info holds magic, flags, cmd_line (at most
  *   CMDLINE_MAX bytes, always NUL-terminated, never read past the identity map),
  *   mod_start/mod_len of module 0, nr_pages (below), pt_base/nr_pt_frames of
  *   the shim's tables and, under Xen only, store/console pfn+evtchn and
@@ -219,6 +221,9 @@ map_shared_info:
 	jnz	map_shared_info_done
 	movabs	${SHARED_INFO_PHYS}, %rax
 	mov	%rax, {SI_SHARED_INFO}(%r13)
+.if {PV_ABI}
+	movb	$0x1, {VI_UPCALL_MASK}(%rax)	/* events masked, as a PV vCPU starts */
+.endif
 map_shared_info_done:
 	ret
 

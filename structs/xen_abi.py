@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 
-from .clayout import U16, U32, U64, Field, Record
+from .clayout import U8, U16, U32, U64, Field, Record
 
 # --- hypercall numbers: xen/include/public/xen.h -----------------------------------
 
@@ -181,7 +181,13 @@ E820_ENTRY_STRIDE = E820_ENTRY.offset_of("type") + 4  # packed: no tail padding
 
 # --- hvm_op: xen/include/public/hvm/hvm_op.h, hvm/params.h -------------------------
 
+HVMOP_SET_PARAM = 0
 HVMOP_GET_PARAM = 1
+# HVM_PARAM_CALLBACK_IRQ's value: its type in bits 56-63; the vector type delivers
+# event upcalls as that vector while evtchn_upcall_pending is set (hvm/params.h)
+HVM_PARAM_CALLBACK_TYPE_SHIFT = 56
+HVM_PARAM_CALLBACK_TYPE_VECTOR = 2
+SCHEDOP_BLOCK = 1  # sched.h
 
 XEN_HVM_PARAM = Record(
     "xen_hvm_param",
@@ -196,6 +202,7 @@ XEN_HVM_PARAM = Record(
 
 
 class HvmParam(enum.IntEnum):
+    CALLBACK_IRQ = 0
     STORE_PFN = 1
     STORE_EVTCHN = 2
     CONSOLE_PFN = 17
@@ -308,6 +315,10 @@ MACH2PHYS_VIRT_END = 0xFFFF804000000000
 SHIM_DIRECTMAP_VIRT = 0xFFFF830000000000
 SHIM_DIRECTMAP_SIZE = 1 << 32
 M2P_ENTRY_SIZE = 8  # one unsigned long per frame (xen-x86_64.h: machine_to_phys_mapping)
+# The PV GDT the shim runs a kernel on (asm_templates/36_pv_traps.S), right after the
+# direct map in the same PML4 slot: FIRST_RESERVED_GDT_PAGE pages that map the
+# kernel's set_gdt frames (a zero page until then), and the page of Xen's entries.
+SHIM_GDT_VIRT = SHIM_DIRECTMAP_VIRT + SHIM_DIRECTMAP_SIZE
 # xen/include/public/arch-x86/xen.h: the GDT entries from FIRST_RESERVED_GDT_ENTRY on
 # are Xen's; a PV guest's own GDT (set_gdt) fills at most the pages below.
 FIRST_RESERVED_GDT_PAGE = 14
@@ -450,3 +461,110 @@ MULTICALL_ENTRY = Record(
     ),
     doc="one call of multicall (xen.h; args[6] as six fields)",
 )
+
+# --- traps, segments and callbacks of a 64-bit PV guest ---------------------------------
+# xen/include/public/arch-x86/xen.h: set_trap_table's array, ended by an entry whose
+# address is 0. flags: bits 0-1 the DPL a software interrupt needs, bit 2 (TI_GET_IF)
+# events masked on entry.
+TRAP_INFO = Record(
+    "trap_info",
+    (
+        Field("vector", U8, "exception vector"),
+        Field("flags", U8, "0-1: DPL; 2: events masked on entry"),
+        Field("cs", U16, "code selector"),
+        Field("address", U64, "handler, 0 ends the array"),
+    ),
+    doc="one entry of set_trap_table's array (arch-x86/xen.h)",
+)
+TI_FLAG_IF = 1 << 2  # TI_GET_IF: the handler runs with events masked
+# xen-x86_64.h: what the kernel leaves on its stack when it jumps to the iret slot
+IRET_CONTEXT = Record(
+    "iret_context",
+    tuple(
+        Field(name, U64)
+        for name in ("rax", "r11", "rcx", "flags", "rip", "cs", "rflags", "rsp", "ss")
+    ),
+    doc="the iret hypercall's frame, top of the stack first (xen-x86_64.h)",
+)
+VGCF_IN_SYSCALL = 1 << 8  # iret_context.flags: return as sysret would (xen-x86_64.h)
+# xen/include/public/callback.h
+CALLBACKOP_REGISTER = 0
+CALLBACKOP_UNREGISTER = 1
+CALLBACKF_MASK_EVENTS = 1 << 0
+
+
+class CallbackType(enum.IntEnum):
+    """CALLBACKTYPE_* (callback.h, current interface: sysenter is 5, the deprecated
+    3 is refused as Xen's 64-bit register_guest_callback refuses it)."""
+
+    EVENT = 0
+    FAILSAFE = 1
+    SYSCALL = 2
+    NMI = 4
+    SYSENTER = 5
+    SYSCALL32 = 7
+
+
+CALLBACK_REGISTER = Record(
+    "callback_register",
+    (
+        Field("type", U16, "CALLBACKTYPE_*"),
+        Field("flags", U16, "CALLBACKF_*"),
+        Field("address", U64, "xen_callback_t: the handler (64-bit)"),
+    ),
+    doc="CALLBACKOP_register's argument (callback.h)",
+)
+CALLBACK_UNREGISTER = Record(
+    "callback_unregister",
+    (Field("type", U16, "CALLBACKTYPE_*"), Field("_unused", U16)),
+    doc="CALLBACKOP_unregister's argument (callback.h)",
+)
+# xen.h struct vcpu_info (vcpu_info[0] at the start of shared_info), with
+# xen-x86_64.h's struct arch_vcpu_info: the fields the trap machinery reads and writes.
+VCPU_INFO = Record(
+    "vcpu_info",
+    (
+        Field("evtchn_upcall_pending", U8),
+        Field("evtchn_upcall_mask", U8),
+        Field("evtchn_pending_sel", U64),
+        Field("cr2", U64, "arch.cr2: the address of the last #PF"),
+        Field("pad", U64, "arch.pad"),
+    ),
+    doc="the start of struct vcpu_info (xen.h, xen-x86_64.h)",
+)
+# Exceptions (Intel SDM vol. 3, 6.3.1): the vectors whose delivery pushes an error code
+# (X86_EXC_HAVE_EC in Xen's asm/x86-defns.h): #DF, #TS, #NP, #SS, #GP, #PF, #AC, #CP,
+# #VC, #SX.
+EXC_UD = 6
+EXC_GP = 13
+EXC_PF = 14
+EXC_NMI = 2
+EXC_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, EXC_GP, EXC_PF, 17, 21, 29, 30})
+IDT_VECTORS = 256
+IDT_GATE_SIZE = 16  # a 64-bit gate (SDM vol. 3, 6.14.1)
+IDT_INTERRUPT_GATE = 0x8E  # P, DPL 0, type 1110b: interrupts off on entry
+EFLAGS_IF = 1 << 9
+EFLAGS_IOPL = 3 << 12
+EFLAGS_VM = 1 << 17
+EFLAGS_MBS = 1 << 1  # always 1
+# The rflags bits an iret may restore (Xen's X86_EFLAGS_ALL less IOPL and VM).
+EFLAGS_ALL = 0x003F7FD5
+# The descriptors of the PV GDT's flat selectors as the shim runs a kernel at CPL 0
+# (docs/pv-abi.md): FLAT_RING3_CS64's entry a DPL 0 64-bit code segment (the CS the
+# CPU runs the kernel with, 0xe030), FLAT_RING3_DS32's a DPL 3 flat data segment (an
+# RPL 3 selector loads into ds/es/fs/gs at CPL 0 only from DPL 3), FLAT_RING3_CS32's a
+# DPL 3 32-bit code segment, as Xen's.
+GDT_DATA_DPL3 = 0x00CFF2000000FFFF
+GDT_CODE32_DPL3 = 0x00CFFA000000FFFF
+# 64-bit segment descriptors (SDM vol. 3, 3.4.5): the S bit (code/data, not system),
+# the present bit, and the system type field
+DESC_S = 1 << 44
+DESC_P = 1 << 47
+DESC_CODE = 1 << 43  # of a code/data descriptor: code, not data
+DESC_DPL_MASK = 3 << 45
+DESC_TYPE_SHIFT = 40
+DESC_TYPE_MASK = 0xF
+# arch-x86/xen.h XEN_EMULATE_PREFIX and XEN_CPUID: the bytes a PV kernel puts before
+# cpuid (ud2; "xen") to have Xen's view of it; Xen emulates the cpuid on the #UD
+XEN_EMULATE_PREFIX = b"\x0f\x0bxen"
+XEN_CPUID = XEN_EMULATE_PREFIX + b"\x0f\xa2"

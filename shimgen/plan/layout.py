@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from ..errors import Refused
 from ..read.image import Image
 from ..shim import pagetables as pt
+from ..shim import pv_abi as pv_abi_layer
 from ..shim.assemble import Shim
 from ..shim.values import IDENTITY_MAP_SIZE, PAGE, Placement
 from ..structs import NOTE_ALIGN, round_up
@@ -46,7 +47,9 @@ class Draft:
 
     @property
     def reserved_names(self) -> list[str]:
-        return [*self.spec.reserved, *([OWN_HYPERCALL_PAGE] if self.own_hcall else [])]
+        own = [OWN_HYPERCALL_PAGE] if self.own_hcall else []
+        layer = list(pv_abi_layer.RESERVED_PAGES) if self.pv_abi else []
+        return [*self.spec.reserved, *own, *layer]
 
     def virt(self, name: str) -> int:
         return (self.shim_vaddr + self.offsets[name]) & MASK64
@@ -118,12 +121,13 @@ def require_single_entry(draft: Draft, delta: int) -> None:
 
 
 def reserved_layout(draft: Draft, tables_end: int) -> tuple[dict[str, int], int]:
-    """Offsets of the reserved pages and the stack after the tables; the end."""
+    """Offsets of the reserved pages (one page each, the PV ABI layer's as many as it
+    says) and the stack after the tables; the end."""
     offsets: dict[str, int] = {}
     cursor = tables_end
     for name in draft.reserved_names:
         offsets[name] = cursor
-        cursor += PAGE
+        cursor += PAGE * pv_abi_layer.RESERVED_PAGES.get(name, 1)
     offsets["stack"] = cursor
     cursor += draft.spec.stack_pages * PAGE
     offsets["stack_top"] = cursor
@@ -151,6 +155,7 @@ def lay_out(draft: Draft, code_size: int, note_size: int) -> tuple[int, int]:
         require_bounded_tables(image, draft_regions(draft, 0))
     while True:
         reserved, memsz = reserved_layout(draft, offsets["tables"] + frames * PAGE)
+        draft.offsets = offsets | reserved  # the PV GDT's regions name its pages
         if not draft.spec.page_tables:
             break
         needed = pt.count_frames(draft_regions(draft, memsz))
@@ -166,16 +171,23 @@ def lay_out(draft: Draft, code_size: int, note_size: int) -> tuple[int, int]:
 
 
 def draft_regions(draft: Draft, memsz: int) -> list[pt.Region]:
-    return regions(draft.image, draft.shim_vaddr, draft.shim_paddr, memsz, draft.pv_abi)
+    return regions(
+        draft.image, draft.shim_vaddr, draft.shim_paddr, memsz, draft.pv_abi, draft.offsets
+    )
 
 
 def regions(
-    image: Image, shim_vaddr: int, shim_paddr: int, memsz: int, direct_map: bool = False
+    image: Image,
+    shim_vaddr: int,
+    shim_paddr: int,
+    memsz: int,
+    direct_map: bool = False,
+    offsets: dict[str, int] | None = None,
 ) -> list[pt.Region]:
     """What the shim's page tables map: low memory identity, every segment, the shim,
     and with the PV ABI layer its window on physical memory (SHIM_DIRECTMAP_VIRT in
     structs/xen_abi.py), which its handlers reach frames through whatever the kernel
-    maps low."""
+    maps low, and the PV GDT (gdt_regions) once offsets place the layer's pages."""
     mapped = [pt.Region(0, 0, IDENTITY_MAP_SIZE, "identity")]
     for segment in image.loadable_segments:
         start = segment.vaddr - segment.vaddr % PAGE
@@ -187,7 +199,23 @@ def regions(
         mapped.append(
             pt.Region(abi.SHIM_DIRECTMAP_VIRT, 0, abi.SHIM_DIRECTMAP_SIZE, "shim direct map")
         )
+        if offsets and "pv_gdt" in offsets:
+            mapped += gdt_regions(shim_paddr, offsets)
     return mapped
+
+
+def gdt_regions(shim_paddr: int, offsets: dict[str, int]) -> list[pt.Region]:
+    """The PV GDT's pages at SHIM_GDT_VIRT (36_pv_traps.S): the first
+    FIRST_RESERVED_GDT_PAGE each on the layer's zero page (set_gdt maps the kernel's
+    frames there), then the page of Xen's entries. In the hypervisor's PML4 slots, so
+    every PML4 the kernel runs on carries them."""
+    zero = shim_paddr + offsets["pv_zero"]
+    kernel = [
+        pt.Region(abi.SHIM_GDT_VIRT + n * PAGE, zero, PAGE, "pv gdt (zero page)")
+        for n in range(abi.FIRST_RESERVED_GDT_PAGE)
+    ]
+    xen = abi.SHIM_GDT_VIRT + abi.FIRST_RESERVED_GDT_BYTE
+    return [*kernel, pt.Region(xen, shim_paddr + offsets["pv_gdt"], PAGE, "pv gdt (Xen's)")]
 
 
 def require_bounded_tables(image: Image, mapped: list[pt.Region]) -> None:

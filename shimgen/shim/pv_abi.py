@@ -13,8 +13,8 @@ Hypercall = abi.Hypercall
 
 # The layer's code, right after INSTALL_AFTER (whose install jumps into the first),
 # one template per piece of docs/pv-abi.md, and its data after the handoff's own.
-TEMPLATES = ("34_pv_abi.S", "37_pv_mmu.S")
-DATA_TEMPLATES = ("93_pv_abi_data.S", "96_pv_mmu_data.S")
+TEMPLATES = ("34_pv_abi.S", "36_pv_traps.S", "37_pv_mmu.S")
+DATA_TEMPLATES = ("93_pv_abi_data.S", "95_pv_traps_data.S", "96_pv_mmu_data.S")
 INSTALL_AFTER = "33_hypercall_page.S"
 OPTION = "pv_abi"  # the metadata option: the names of the hypercalls answered
 
@@ -31,15 +31,37 @@ HANDLERS: dict[Hypercall, str] = {
     Hypercall.MMU_UPDATE: "pv_mmu_update",  # 37_pv_mmu.S
     Hypercall.MMUEXT_OP: "pv_mmuext_op",  # 37_pv_mmu.S
     Hypercall.MULTICALL: "pv_multicall",  # 37_pv_mmu.S
+    Hypercall.SET_TRAP_TABLE: "pv_set_trap_table",  # 36_pv_traps.S, as the rest
+    Hypercall.SET_CALLBACKS: "pv_set_callbacks",
+    Hypercall.CALLBACK_OP: "pv_callback_op",
+    Hypercall.SET_GDT: "pv_set_gdt",
+    Hypercall.UPDATE_DESCRIPTOR: "pv_update_descriptor",
+    # jumped to through its own stub, never through the dispatcher
+    Hypercall.IRET: "pv_iret",
+    # passed on to Xen's own stubs, then events let in
+    Hypercall.XEN_VERSION: "pv_xen_version",
+    Hypercall.SCHED_OP: "pv_sched_op",
 }
+# Pages the layer adds to the shim's reserved area (zeroed by the loader), by name
+# (36_pv_traps.S): the IDT; the page of the GDT entries Xen reserves, whose second
+# half holds the trap table; the zero page the GDT's first FIRST_RESERVED_GDT_PAGE
+# pages map until set_gdt maps the kernel's frames there (plan/layout.py
+# gdt_regions), as Xen maps its zero page.
+RESERVED_PAGES = {"pv_idt": 1, "pv_gdt": 1, "pv_zero": 1}
 # Slots taken over: every hypercall Xen refuses to PVH, the two whose PV
 # operations Xen refuses under PVH that the layer answers in PV's way (mmuext_op's
-# page-table operations, vm_assist's PV assists), and multicall, whose batches
+# page-table operations, vm_assist's PV assists), multicall, whose batches
 # carry PV-only calls (Xen's would run them as an HVM guest's: -ENOSYS); the shim's
-# runs each through the kernel's own page. grant_table_op and physdev_op keep
-# Xen's stub: what a PV kernel asks of them mostly works under PVH; set_timer_op
-# too: Xen serves it to HVM/PVH guests as to PV ones (xen/include/hypercall-defs.c).
-TAKEN_OVER = frozenset({Hypercall.MMUEXT_OP, Hypercall.VM_ASSIST, Hypercall.MULTICALL})
+# runs each through the kernel's own page; and PASSED_ON: calls the layer hands to
+# Xen's own stubs (saved before the rewrite), letting pending events in after (a PV
+# kernel's force_evtchn_callback is xen_version; PV's SCHEDOP_block enables events).
+# grant_table_op and physdev_op keep Xen's stub: what a PV kernel asks of them
+# mostly works under PVH; set_timer_op too: Xen serves it to HVM/PVH guests as to
+# PV ones (xen/include/hypercall-defs.c).
+PASSED_ON = (Hypercall.XEN_VERSION, Hypercall.SCHED_OP)
+TAKEN_OVER = frozenset(
+    {Hypercall.MMUEXT_OP, Hypercall.VM_ASSIST, Hypercall.MULTICALL, *PASSED_ON}
+)
 SLOTS = tuple(sorted(abi.PV_ONLY_HYPERCALLS | TAKEN_OVER))
 Mmuext = abi.Mmuext
 # mmuext_op's commands, each with its routine in 37_pv_mmu.S; the others -ENOSYS

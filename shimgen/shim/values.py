@@ -118,6 +118,7 @@ def fixed_values() -> dict[str, int | str]:
         **_built_hvm_values(),
         **_pv_abi_values(),
         **_pv_mmu_values(),
+        **_pv_traps_values(),
     }
 
 
@@ -392,6 +393,165 @@ def _pv_mmu_batch_values() -> dict[str, int | str]:
     }
 
 
+# 36_pv_traps.S: each IDT gate's stub is 4 bytes (push $vector; jmp to its group's
+# end), STUB_GROUP of them then a jump to pv_trap_common, each group padded to 8
+STUB_SIZE = 4
+STUB_GROUP = 16
+STUB_GROUP_SIZE = round_up(STUB_GROUP * STUB_SIZE + 5, 8)  # 5: the longest jmp
+OPCODE_PUSH_IMM8 = 0x6A
+OPCODE_JMP_REL8 = 0xEB
+OPCODE_IRETQ = 0xCF  # after REX.W (Intel SDM vol. 2, IRET)
+# The GDT's reserved page past the GDT's limit (which ends after Xen's flat entries):
+# Xen's stubs of the calls the layer passes on (shim/pv_abi.py PASSED_ON), then in
+# its second half the trap table, a quad word a vector, handler << 8 | trap_info flags.
+XEN_STUBS_OFFSET = 0x40
+TRAP_TABLE_OFFSET = abi.PAGE_SIZE // 2
+# The vector Xen delivers event upcalls as (any vector no exception uses; Linux's
+# HYPERVISOR_CALLBACK_VECTOR)
+UPCALL_VECTOR = 0xF3
+# set_trap_table stops after this many entries (-E2BIG): 16 times every vector
+TRAP_TABLE_MAX = 16 * abi.IDT_VECTORS
+CALLBACK_SLOTS = 8  # pv_callbacks holds CALLBACKTYPE_ 0 to 7
+TRAP_UNHANDLED_MESSAGE = b"shimgen: pv-abi: unhandled trap 0x"
+TRAP_AT_MESSAGE = b" at 0x"
+IRET_USER_MESSAGE = b"shimgen: pv-abi: iret to user mode is not supported; halted\n"
+
+
+def _pv_traps_values() -> dict[str, int | str]:
+    """Traps, segments and callbacks (36_pv_traps.S, 95_pv_traps_data.S)."""
+    flat = (abi.FLAT_RING3_CS32, abi.FLAT_RING3_DS32, abi.FLAT_RING3_CS64)
+    entries = [selector // abi.GDT_DESCRIPTOR_SIZE for selector in flat]
+    # pv_gdt_flat holds them in this order, stored by one rep movsq
+    assert entries == list(range(entries[0], entries[0] + len(entries)))
+    assert entries[0] >= abi.FIRST_RESERVED_GDT_ENTRY
+    flat_end = (entries[-1] + 1) * abi.GDT_DESCRIPTOR_SIZE - abi.FIRST_RESERVED_GDT_BYTE
+    stubs_end = XEN_STUBS_OFFSET + len(pv_abi.PASSED_ON) * abi.HYPERCALL_STUB_SIZE
+    assert flat_end <= XEN_STUBS_OFFSET and stubs_end <= TRAP_TABLE_OFFSET
+    assert pv_abi.PASSED_ON == (abi.Hypercall.XEN_VERSION, abi.Hypercall.SCHED_OP)
+    ring0_cs = abi.FLAT_KERNEL_CS64 & ~3
+    page_entries = abi.PAGE_SIZE // abi.GDT_DESCRIPTOR_SIZE
+    recorded = set(abi.CallbackType) - {abi.CallbackType.NMI}
+    assert max(abi.CallbackType) < CALLBACK_SLOTS
+    assert abi.CALLBACK_REGISTER.size != abi.CALLBACK_UNREGISTER.size  # tells the cmd
+    assert STUB_GROUP_SIZE < 0x80 and abi.IDT_VECTORS % STUB_GROUP == 0
+    frame = ("rip", "cs", "rflags", "rsp", "ss")  # the CPU's, from its rip slot
+    pushed = ("rcx", "r11")  # pv_trap_common's, above it
+    high = 32  # descriptor bits tested in their upper half
+    return {
+        "RING0_CS": ring0_cs,
+        "FLAT_KERNEL_SS": abi.FLAT_KERNEL_SS64,
+        "GDT_FLAT_OFFSET": entries[0] * abi.GDT_DESCRIPTOR_SIZE - abi.FIRST_RESERVED_GDT_BYTE,
+        "SHIM_GDT_VIRT": abi.SHIM_GDT_VIRT,
+        "PTE_PRESENT_WRITE": abi.PTE_PRESENT | abi.PTE_WRITE,
+        "GDT_FLAT_ENTRIES": len(entries),
+        "GDT_CODE32_DPL3": abi.GDT_CODE32_DPL3,
+        "GDT_DATA_DPL3": abi.GDT_DATA_DPL3,
+        "PV_GDT_LIMIT": abi.FIRST_RESERVED_GDT_BYTE + XEN_STUBS_OFFSET - 1,
+        "HC_XEN_VERSION": abi.Hypercall.XEN_VERSION,
+        "HC_SCHED_OP": abi.Hypercall.SCHED_OP,
+        "XEN_VERSION_STUB_AT": 0,
+        "SCHED_OP_STUB_AT": abi.HYPERCALL_STUB_SIZE,
+        "SCHEDOP_BLOCK": abi.SCHEDOP_BLOCK,
+        "UPCALL_VECTOR": UPCALL_VECTOR,
+        "HVMOP_SET_PARAM": abi.HVMOP_SET_PARAM,
+        "HVM_PARAM_CALLBACK_IRQ": abi.HvmParam.CALLBACK_IRQ,
+        "HVM_PARAM_SIZE": abi.XEN_HVM_PARAM.size,
+        "HP_VALUE": abi.XEN_HVM_PARAM.offset_of("value"),
+        "CALLBACK_VECTOR_VALUE": abi.HVM_PARAM_CALLBACK_TYPE_VECTOR
+        << abi.HVM_PARAM_CALLBACK_TYPE_SHIFT
+        | UPCALL_VECTOR,
+        "FIRST_RESERVED_GDT_ENTRY": abi.FIRST_RESERVED_GDT_ENTRY,
+        "FIRST_RESERVED_GDT_PAGE": abi.FIRST_RESERVED_GDT_PAGE,
+        "GDT_PAGE_ENTRIES": page_entries,
+        "GDT_PAGE_ENTRIES_SHIFT": page_entries.bit_length() - 1,
+        "GDT_ENTRIES_PER_PAGE_MASK": page_entries - 1,
+        "PAGE_OFFSET_MASK": abi.PAGE_SIZE - 1,
+        "DIRECTMAP_FRAMES": abi.SHIM_DIRECTMAP_SIZE >> abi.PAGE_SHIFT,
+        "DESC_P_BIT": abi.DESC_P.bit_length() - 1,
+        "DESC_S_BIT": abi.DESC_S.bit_length() - 1,
+        "DESC_TYPE_SHIFT": abi.DESC_TYPE_SHIFT,
+        "DESC_TYPE_MASK": abi.DESC_TYPE_MASK,
+        "DESC_P_S_CODE_HIGH": (abi.DESC_P | abi.DESC_S | abi.DESC_CODE) >> high,
+        "DESC_P_S_HIGH": (abi.DESC_P | abi.DESC_S) >> high,
+        "DESC_DPL3_HIGH": abi.DESC_DPL_MASK >> high,
+        "IDT_VECTORS": abi.IDT_VECTORS,
+        "IDT_GATE_SIZE": abi.IDT_GATE_SIZE,
+        "IDT_GATE_FIXED": ring0_cs << 16 | abi.IDT_INTERRUPT_GATE << 40,
+        "STUB_SIZE": STUB_SIZE,
+        "STUB_GROUP": STUB_GROUP,
+        "STUB_GROUP_SHIFT": STUB_GROUP.bit_length() - 1,
+        "STUB_GROUP_MASK": STUB_GROUP - 1,
+        "STUB_GROUP_SIZE": STUB_GROUP_SIZE,
+        "OPCODE_PUSH_IMM8": OPCODE_PUSH_IMM8,
+        "OPCODE_JMP_REL8": OPCODE_JMP_REL8,
+        "OPCODE_IRETQ": OPCODE_IRETQ,
+        "EXC_ERRCODE_MASK": sum(1 << vector for vector in abi.EXC_WITH_ERROR_CODE),
+        "EXC_BITMAP_REST_QUADS": abi.IDT_VECTORS // 64 - 1,  # the bitmap's quads after it
+        "GATE_MID_SHIFT": 16,  # a gate's offset bits 16-31 (SDM vol. 3, 6.14.1) ...
+        "GATE_MID_AT": 48,  # ... sit at bits 48-63 of its first quad word
+        "BYTE_MASK": 0xFF,
+        "VECTOR_HEX_DIGITS": 2,
+        "ADDRESS_HEX_DIGITS": 16,
+        "HEX_DIGIT_SHIFT": 2,  # 4 bits a digit
+        "HEX_DIGIT_BITS": 4,
+        "HEX_DIGIT_MASK": 0xF,
+        "SELECTOR_RPL_MASK": 3,
+        "DESC_HIGH": 4,  # the offset of a descriptor's upper 32 bits
+        "DESC_ALIGN_MASK": abi.GDT_DESCRIPTOR_SIZE - 1,
+        "EXC_GP": abi.EXC_GP,
+        "EXC_UD": abi.EXC_UD,
+        "XEN_CPUID_SIZE": len(abi.XEN_CPUID),
+        "XEN_CPUID_HEAD": int.from_bytes(abi.XEN_CPUID[:4], "little"),
+        "XEN_CPUID_TAIL": int.from_bytes(abi.XEN_CPUID[-4:], "little"),
+        "XEN_CPUID_TAIL_AT": len(abi.XEN_CPUID) - 4,
+        "EXC_PF": abi.EXC_PF,
+        "EXC_NMI": abi.EXC_NMI,
+        **{f"FRAME_{name.upper()}": n * 8 for n, name in enumerate(frame) if n},
+        "FRAME_RIP_SLOT": len(pushed) * 8,
+        "VI_UPCALL_MASK": abi.VCPU_INFO.offset_of("evtchn_upcall_mask"),
+        "VI_CR2": abi.VCPU_INFO.offset_of("cr2"),
+        "TI_FLAG_IF": abi.TI_FLAG_IF,
+        "TI_VECTOR": abi.TRAP_INFO.offset_of("vector"),
+        "TI_FLAGS": abi.TRAP_INFO.offset_of("flags"),
+        "TI_ADDRESS": abi.TRAP_INFO.offset_of("address"),
+        "TRAP_INFO_SIZE": abi.TRAP_INFO.size,
+        "TRAP_TABLE_MAX": TRAP_TABLE_MAX,
+        "EFLAGS_IF": abi.EFLAGS_IF,
+        "EFLAGS_IF_BIT": abi.EFLAGS_IF.bit_length() - 1,
+        "EFLAGS_MBS": abi.EFLAGS_MBS,
+        "NOT_IF": ~abi.EFLAGS_IF,
+        "NOT_IF_IOPL": ~(abi.EFLAGS_IF | abi.EFLAGS_IOPL),
+        "IRET_EFLAGS_KEPT": abi.EFLAGS_ALL & ~(abi.EFLAGS_IOPL | abi.EFLAGS_VM),
+        **{
+            f"IC_{name.upper()}": abi.IRET_CONTEXT.offset_of(name)
+            for name in ("cs", "rflags", "rip", "flags", "ss", "r11")
+        },
+        "VGCF_IN_SYSCALL": abi.VGCF_IN_SYSCALL,
+        "CALLBACK_SLOTS": CALLBACK_SLOTS,
+        "CALLBACK_RECORDED": sum(1 << kind for kind in recorded),
+        "CALLBACK_EVENT": abi.CallbackType.EVENT,
+        "CALLBACK_FAILSAFE": abi.CallbackType.FAILSAFE,
+        "CALLBACK_SYSCALL": abi.CallbackType.SYSCALL,
+        "CALLBACK_NMI": abi.CallbackType.NMI,
+        "CALLBACKOP_REGISTER": abi.CALLBACKOP_REGISTER,
+        "CALLBACKOP_UNREGISTER": abi.CALLBACKOP_UNREGISTER,
+        "CALLBACKF_MASK_EVENTS": abi.CALLBACKF_MASK_EVENTS,
+        "CALLBACK_REGISTER_SIZE": abi.CALLBACK_REGISTER.size,
+        "CALLBACK_UNREGISTER_SIZE": abi.CALLBACK_UNREGISTER.size,
+        "CB_TYPE": abi.CALLBACK_REGISTER.offset_of("type"),
+        "CB_FLAGS": abi.CALLBACK_REGISTER.offset_of("flags"),
+        "CB_ADDRESS": abi.CALLBACK_REGISTER.offset_of("address"),
+        "NEG_E2BIG": -abi.E2BIG,
+        "NEWLINE": ord("\n"),
+        "ASCII_ZERO": ord("0"),
+        "ASCII_NINE": ord("9"),
+        "ASCII_HEX_GAP": ord("a") - ord("9") - 1,
+        "MSG_PV_TRAP_UNHANDLED_BYTES": _hex_bytes(TRAP_UNHANDLED_MESSAGE),
+        "MSG_PV_TRAP_AT_BYTES": _hex_bytes(TRAP_AT_MESSAGE),
+        "MSG_PV_IRET_USER_BYTES": _hex_bytes(IRET_USER_MESSAGE),
+    }
+
+
 # --- values the plan decides ----------------------------------------------------------
 
 
@@ -456,6 +616,21 @@ def shim_values(place: Placement) -> dict[str, int]:
         "HCALL_HVM_OP": hcall + abi.Hypercall.HVM_OP * stub,
         "PV_VIRT_BASE": place.pv_virt_base,
         "PV_ABI": int(place.pv_abi),
+        **(pv_traps_pages(place) if place.pv_abi else {}),
+    }
+
+
+def pv_traps_pages(place: Placement) -> dict[str, int]:
+    """The PV ABI layer's reserved pages (shim/pv_abi.py RESERVED_PAGES): the IDT, the
+    GDT's reserved page with the trap table in its second half, the zero page, and
+    vcpu_info[0] at the start of the start-info handoff's shared_info page."""
+    return {
+        "PV_IDT_VIRT": place.virt("pv_idt"),
+        "PV_GDT_PAGE_VIRT": place.virt("pv_gdt"),
+        "PV_TRAP_TABLE_VIRT": place.virt("pv_gdt") + TRAP_TABLE_OFFSET,
+        "PV_XEN_STUBS_VIRT": place.virt("pv_gdt") + XEN_STUBS_OFFSET,
+        "PV_ZERO_PTE": place.phys("pv_zero") | abi.PTE_PRESENT,  # read-only
+        "VCPU_INFO_VIRT": place.virt("shared_info"),
     }
 
 

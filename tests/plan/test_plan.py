@@ -289,7 +289,7 @@ def test_the_segment_layout(case: str) -> None:
     assert offsets["stack_top"] == offsets["stack"] + spec.stack_pages * PAGE == plan.memsz
     if spec.page_tables:
         mapped = layout.regions(
-            plan.image, plan.shim_vaddr, plan.shim_paddr, plan.memsz, plan.pv_abi.on
+            plan.image, plan.shim_vaddr, plan.shim_paddr, plan.memsz, plan.pv_abi.on, offsets
         )
         assert plan.tables.frames == pt.count_frames(mapped)
 

@@ -14,6 +14,7 @@ from shimgen.plan import HANDOFF_SPECS, make_plan
 from shimgen.plan.handoffs import SINGLE_ENTRY_TEMPLATE, START_INFO
 from shimgen.read.image import read_image
 from shimgen.shim import assemble as asm
+from shimgen.shim import pv_abi as pv_abi_layer
 from shimgen.shim import values
 
 HEADER_WORDS = ("Entry state", "Exit state", "Clobber")
@@ -147,9 +148,11 @@ def test_code_size_independent_of_layout(plan) -> None:
     print(f"shim code: {len(plan.shim.code)} bytes")
 
 
-def _placement(spec, value: int) -> values.Placement:
-    """Every page of the spec's segment, a page apart from the tables on."""
-    pages = ("tables", *spec.reserved, "hypercall_page", "stack_top")
+def _placement(spec, value: int, pv_abi: bool = False) -> values.Placement:
+    """Every page of the spec's segment, a page apart from the tables on (with the PV
+    ABI layer's pages too when pv_abi)."""
+    layer = tuple(pv_abi_layer.RESERVED_PAGES) if pv_abi else ()
+    pages = ("tables", *spec.reserved, "hypercall_page", *layer, "stack_top")
     return values.Placement(
         shim_vaddr=value,
         shim_paddr=value,
@@ -161,6 +164,7 @@ def _placement(spec, value: int) -> values.Placement:
         hypercall_virt=value,
         hypercall_phys=value,
         pv_virt_base=value,
+        pv_abi=pv_abi,
     )
 
 
@@ -168,6 +172,8 @@ def test_every_value_provided_is_used_and_every_placeholder_provided() -> None:
     provided = set(values.fixed_values())
     for spec in HANDOFF_SPECS.values():
         provided |= set(values.template_values(_placement(spec, 0), spec.page_values))
+    layered = _placement(START_INFO, 0, pv_abi=True)  # the one handoff the layer goes in
+    provided |= set(values.template_values(layered, START_INFO.page_values))
     used = asm.placeholders(asm.template_text())
     assert provided - used == set(), "values no template uses"
     assert used - provided == set(), "placeholders nobody provides"
