@@ -473,6 +473,7 @@ def shim_counts(workdir: Path) -> list[tuple[str, str]]:
                     f"(target < {TARGET_PV_ABI_CODE_BYTES} of code)",
                 )
             )
+            rows.append((f"{name}: its traps and segments part", _traps_part(out)))
             target = ""
         else:
             sizes.setdefault(sample, (code, data))
@@ -494,6 +495,22 @@ def shim_counts(workdir: Path) -> list[tuple[str, str]]:
                 figure += "" if layer else f" (target < {TARGET_BEFORE_CMDLINE})"
             rows.append((f"{name}: {label}", figure))
     return rows
+
+
+def _traps_part(image: Path) -> str:
+    """Code and data bytes of 36_pv_traps.S and 95_pv_traps_data.S in a patched image,
+    and the reserved pages they add (IDT, GDT)."""
+    from shimgen import api
+    from shimgen.shim.pv_abi import RESERVED_PAGES
+
+    at = api.inspect(image).shim.offsets
+    code = at["pv_traps_end"] - at["pv_traps_install"]
+    data = at["pv_traps_data_end"] - at["pv_callbacks"]
+    pages = sum(RESERVED_PAGES.values())
+    return (
+        f"{code} / {data} B, {pages} reserved pages ({pages * 4} KiB) and the page tables "
+        "of the GDT's range (2 frames)"
+    )
 
 
 def inspect_startup() -> list[tuple[str, str]]:

@@ -17,11 +17,12 @@ does. The emulator plays the hypervisor:
   address, or its frame number with SIF_MOD_START_PFN).
 * Xen present: cpuid leaves 0x40000000.. answer "XenVMMXenVMM"; a wrmsr to the
   hypercall MSR fills the named page with ``mov $nr, %eax; vmcall; ret`` stubs;
-  vmcall is answered (memory_op: memory_map, add_to_physmap; hvm_op: get_param;
-  console_io; set_timer_op). Unicorn cannot hook wrmsr or vmcall by instruction
-  type, so the code hook matches their bytes and skips them. ``other_hypervisor`` puts another
-  hypervisor's leaves (Viridian's) at 0x40000000 first, moving Xen's to 0x40000100
-  as Xen does for a Viridian guest; without Xen it plays KVM or Hyper-V alone.
+  vmcall is answered (memory_op: memory_map, add_to_physmap; hvm_op: get_param,
+  set_param of the callback IRQ; console_io; set_timer_op). Unicorn cannot hook
+  wrmsr or vmcall by instruction type, so the code hook matches their bytes and
+  skips them. ``other_hypervisor`` puts another hypervisor's leaves (Viridian's) at
+  0x40000000 first, moving Xen's to 0x40000100 as Xen does for a Viridian guest;
+  without Xen it plays KVM or Hyper-V alone.
 * Memory past the RAM block and below 4 GiB reads as open bus (0xff bytes, mapped
   on first read and listed in ``Result.open_bus``), as on a PC; reading at or above
   4 GiB, which no PVH path maps, faults.
@@ -30,6 +31,14 @@ does. The emulator plays the hypervisor:
   ``cmdline_unterminated`` ends the command line at the end of RAM with no NUL,
   ``memory`` writes more bytes where a test wants them (a module list, say),
   ``wrong_mode`` enters the PV entry in 32-bit mode or the PVH entry in long mode.
+* Exceptions and ``int N`` in long mode go through the guest's IDT as the CPU
+  delivers them (Unicorn hands them to a hook instead): the frame pushed on the
+  current stack (64-bit mode, no IST, no privilege change), the gate's CS:RIP
+  loaded, IF cleared by an interrupt gate. Unicorn does not tell the error code:
+  #PF's is worked out from the tables and the faulting instruction (present,
+  write), #GP's from an iretq's frame or a segment load's selector, 0 otherwise.
+  Each delivery is listed in ``Result.traps``; one with no usable gate stops the
+  run as a fault (a real CPU would triple-fault).
 
 It stops when the kernel's entry is about to run (or on hlt, or after an
 instruction budget) and reports registers, the instruction count and the boot
@@ -114,6 +123,12 @@ PVH_LOADER_REGISTERS = {
     "rflags": 0x403,
 }
 MAX_DECODED = 16  # entries of a module list or memory map shown
+# Exception delivery (Intel SDM vol. 3, 6.12 and 6.14): the gate types,
+# what a 64-bit trap clears in RFLAGS (TF, NT, RF, VM; IF too through an interrupt
+# gate) and the #PF error code's bits
+GATE_PRESENT, GATE_TYPE, GATE_INTERRUPT, GATE_TRAP = 0x80, 0xF, 0xE, 0xF
+EFLAGS_CLEARED_ON_TRAP = (1 << 8) | (1 << 14) | (1 << 16) | abi.EFLAGS_VM
+PFEC_PRESENT, PFEC_WRITE = 1 << 0, 1 << 1
 
 
 @dataclass
@@ -159,6 +174,7 @@ class Result:
     kernel_instructions: int = 0  # run_kernel: from the kernel's entry to its hlt
     debug_output: bytes = b""
     hypercalls: list[str] = field(default_factory=list)
+    traps: list[str] = field(default_factory=list)  # exceptions delivered through the IDT
     trace: list[str] = field(default_factory=list)
     loader: dict[str, int] = field(default_factory=dict)  # what the loader passed
     reached: dict[str, int] = field(default_factory=dict)  # watched name -> instructions before
@@ -192,6 +208,7 @@ class Machine:
         self.outcome = "budget"
         self.debug = bytearray()
         self.hypercalls: list[str] = []
+        self.traps: list[str] = []
         self.trace: list[str] | None = [] if trace else None
         self.cr3 = 0
         self.loader: dict[str, int] = {}
@@ -411,9 +428,15 @@ class Machine:
         return -abi.ENOSYS
 
     def _hvm_op(self, cmd: int, arg: int) -> int:
+        record = abi.XEN_HVM_PARAM
+        if cmd == abi.HVMOP_SET_PARAM:  # the event channel upcall, recorded
+            request = record.parse(self.vread(arg, record.size))
+            if request.index != abi.HvmParam.CALLBACK_IRQ:
+                return -abi.ENOSYS
+            self.loader["callback_irq"] = request.value
+            return 0
         if cmd != abi.HVMOP_GET_PARAM:
             return -abi.ENOSYS
-        record = abi.XEN_HVM_PARAM
         request = record.parse(self.vread(arg, record.size))
         if request.index not in FAKE_PARAMS:
             return -abi.ENOSYS
@@ -466,16 +489,127 @@ class Machine:
             self._set("rax", self._hypercall() & MASK64)
             self._set("rip", address + len(head))
 
+    # --- exceptions through the guest's IDT -------------------------------------------
+
+    def _interrupt(self, uc: Any, vector: int, _user: Any) -> None:
+        if not self._deliver(vector):
+            uc.emu_stop()
+
+    def _invalid_opcode(self, _uc: Any, _user: Any) -> bool:
+        return self._deliver(abi.EXC_UD)
+
+    def _deliver(self, vector: int) -> bool:
+        """Deliver vector through the IDT as a 64-bit CPU at CPL 0 does; False (and a
+        fault outcome) when there is no gate to deliver it through."""
+        rip = self._reg("rip")
+        gate = self._gate(vector)
+        if gate is None:
+            self.outcome = f"fault: exception {vector} at {rip:#x} with no IDT gate"
+            return False
+        selector, offset, interrupt_gate = gate
+        frame = [self._reg("ss"), self._reg("rsp"), self._reg("rflags"), self._reg("cs"), rip]
+        note = f"{vector:#x} at {rip:#x}"
+        if vector in abi.EXC_WITH_ERROR_CODE:
+            error = self._error_code(vector, rip)
+            frame.append(error)
+            note += f" error {error:#x}"
+        self.traps.append(note)
+        rsp = self._reg("rsp") & ~0xF
+        for value in frame:
+            rsp -= 8
+            self.vwrite(rsp, (value & MASK64).to_bytes(8, "little"))
+        cleared = EFLAGS_CLEARED_ON_TRAP | (abi.EFLAGS_IF if interrupt_gate else 0)
+        self._set("rflags", self._reg("rflags") & ~cleared)
+        self._set("rsp", rsp)
+        self._set("cs", selector)
+        self._set("rip", offset)
+        return True
+
+    def _gate(self, vector: int) -> tuple[int, int, bool] | None:
+        """(selector, offset, interrupt gate) of vector's present 64-bit gate, or None."""
+        _selector, base, limit, _flags = self.uc.reg_read(_reg_const("IDTR"))
+        if not self._long_mode() or limit < (vector + 1) * abi.IDT_GATE_SIZE - 1:
+            return None
+        try:
+            raw = self.vread(base + vector * abi.IDT_GATE_SIZE, abi.IDT_GATE_SIZE)
+        except Refused:
+            return None
+        low, high = int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+        kind = low >> 40 & 0xFF
+        if not kind & GATE_PRESENT or kind & GATE_TYPE not in (GATE_INTERRUPT, GATE_TRAP):
+            return None
+        offset = (low & 0xFFFF) | (low >> 48 & 0xFFFF) << 16 | (high & 0xFFFFFFFF) << 32
+        return low >> 16 & 0xFFFF, offset, kind & GATE_TYPE == GATE_INTERRUPT
+
+    def _error_code(self, vector: int, rip: int) -> int:
+        if vector == abi.EXC_PF:
+            return self._page_fault_code(rip)
+        if vector == abi.EXC_GP:
+            return self._protection_fault_code(rip)
+        return 0
+
+    def _instruction(self, rip: int) -> Any:
+        import capstone
+
+        engine = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        engine.detail = True
+        try:
+            code = self.vread(rip, 15)
+        except Refused:
+            return None
+        return next(engine.disasm(code, rip), None)
+
+    def _page_fault_code(self, rip: int) -> int:
+        """P when the page is mapped (a protection fault), W when the faulting
+        instruction writes memory (Intel SDM vol. 3, 4.7); supervisor, data."""
+        import capstone
+
+        present = pt.translate(self.read, self._reg("cr3"), self._reg("cr2")) is not None
+        code = PFEC_PRESENT if present else 0
+        insn = self._instruction(rip)
+        if insn is not None and any(
+            op.type == capstone.x86.X86_OP_MEM and op.access & capstone.CS_AC_WRITE
+            for op in insn.operands
+        ):
+            code |= PFEC_WRITE
+        return code
+
+    def _protection_fault_code(self, rip: int) -> int:
+        """The selector a #GP names: an iretq's CS, a segment load's selector, else 0."""
+        import capstone
+
+        insn = self._instruction(rip)
+        if insn is None:
+            return 0
+        if insn.mnemonic == "iretq":
+            return int.from_bytes(self.vread(self._reg("rsp") + 8, 2), "little") & ~3
+        if insn.mnemonic == "mov" and insn.operands[0].type == capstone.x86.X86_OP_REG:
+            name = insn.reg_name(insn.operands[0].reg)
+            if name in ("ds", "es", "fs", "gs", "ss") and insn.operands[1].type == (
+                capstone.x86.X86_OP_REG
+            ):
+                return self._reg(insn.reg_name(insn.operands[1].reg)) & 0xFFFC
+        return 0
+
     def _long_mode(self) -> bool:
         from unicorn.x86_const import UC_X86_REG_CR0
 
         return bool(self.uc.reg_read(UC_X86_REG_CR0) & abi.CR0_PG)
 
     def run(self, start: int) -> None:
-        from unicorn import UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_READ_UNMAPPED, UcError
+        from unicorn import (
+            UC_HOOK_CODE,
+            UC_HOOK_INSN,
+            UC_HOOK_INSN_INVALID,
+            UC_HOOK_INTR,
+            UC_HOOK_MEM_READ_UNMAPPED,
+            UcError,
+        )
         from unicorn.x86_const import UC_X86_INS_CPUID, UC_X86_INS_OUT
 
         self.uc.hook_add(UC_HOOK_CODE, self._code)
+        self.uc.hook_add(UC_HOOK_INTR, self._interrupt)
+        self.uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid_opcode)
         self.uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED, self._unmapped_read)
         self.uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, UC_X86_INS_CPUID)
         self.uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, UC_X86_INS_OUT)
@@ -749,6 +883,7 @@ def emulate(image: Image, state: StartState, trace: bool = False) -> Result:
         start_info_raw=raw,
         debug_output=bytes(machine.debug),
         hypercalls=machine.hypercalls,
+        traps=machine.traps,
         trace=machine.trace or [],
         loader=machine.loader,
         reached=machine.reached,
