@@ -59,9 +59,7 @@ RESERVED_PAGES = {"pv_idt": 1, "pv_gdt": 1, "pv_zero": 1}
 # mostly works under PVH; set_timer_op too: Xen serves it to HVM/PVH guests as to
 # PV ones (xen/include/hypercall-defs.c).
 PASSED_ON = (Hypercall.XEN_VERSION, Hypercall.SCHED_OP)
-TAKEN_OVER = frozenset(
-    {Hypercall.MMUEXT_OP, Hypercall.VM_ASSIST, Hypercall.MULTICALL, *PASSED_ON}
-)
+TAKEN_OVER = frozenset({Hypercall.MMUEXT_OP, Hypercall.VM_ASSIST, Hypercall.MULTICALL, *PASSED_ON})
 SLOTS = tuple(sorted(abi.PV_ONLY_HYPERCALLS | TAKEN_OVER))
 Mmuext = abi.Mmuext
 # mmuext_op's commands, each with its routine in 37_pv_mmu.S; the others -ENOSYS
