@@ -26,6 +26,10 @@ def rel32(opcode: int, site: int, target: int) -> bytes:
 
 
 SET_TRAP_TABLE_CALL = {0x100: rel32(0xE8, TEXT_VIRT + 0x100, PAGE_VIRT + 0 * STUB)}
+# a PV-only call the shim's PV ABI layer does not answer (Xen's profiler)
+XENOPROF_CALL = {
+    0x100: rel32(0xE8, TEXT_VIRT + 0x100, PAGE_VIRT + abi.Hypercall.XENOPROF_OP * STUB)
+}
 
 
 def image_with(code: dict[int, bytes], spec: imagegen.Spec = imagegen.PV64) -> bytes:
@@ -111,12 +115,12 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 def test_patched_pv_kernel_with_pv_only_calls_is_told_it_fails_as_pvh(tmp_path: Path) -> None:
     import shimgen
 
-    source = write(tmp_path, "pv.elf", image_with(SET_TRAP_TABLE_CALL))
+    source = write(tmp_path, "pv.elf", image_with(XENOPROF_CALL))
     patched = tmp_path / "pv.universal"
     shimgen.patch(source, patched)
     verdicts = shimgen.check(patched, "pvh")
     assert verdicts.pvh is not None and verdicts.pvh.ok
-    assert "set_trap_table" in verdicts.pvh_hypercalls
+    assert "xenoprof_op" in verdicts.pvh_hypercalls
     assert "kernel fails as PVH" in verdicts.pvh_hypercalls
     assert verdicts.ok  # a warning...
     assert not shimgen.check(patched, "pvh", strict=True).ok  # ...and a problem with --strict
