@@ -38,7 +38,9 @@ does. The emulator plays the hypervisor:
   #PF's is worked out from the tables and the faulting instruction (present,
   write), #GP's from an iretq's frame or a segment load's selector, 0 otherwise.
   Each delivery is listed in ``Result.traps``; one with no usable gate stops the
-  run as a fault (a real CPU would triple-fault).
+  run as a fault (a real CPU would triple-fault). QEMU, never told a delivery
+  happened, reports a later contributory fault as #DF: the emulator works out
+  which it was (_undoubled).
 
 It stops when the kernel's entry is about to run (or on hlt, or after an
 instruction budget) and reports registers, the instruction count and the boot
@@ -127,6 +129,7 @@ MAX_DECODED = 16  # entries of a module list or memory map shown
 # what a 64-bit trap clears in RFLAGS (TF, NT, RF, VM; IF too through an interrupt
 # gate) and the #PF error code's bits
 GATE_PRESENT, GATE_TYPE, GATE_INTERRUPT, GATE_TRAP = 0x80, 0xF, 0xE, 0xF
+EXC_DE, EXC_DF = 0, 8
 EFLAGS_CLEARED_ON_TRAP = (1 << 8) | (1 << 14) | (1 << 16) | abi.EFLAGS_VM
 PFEC_PRESENT, PFEC_WRITE = 1 << 0, 1 << 1
 
@@ -209,6 +212,7 @@ class Machine:
         self.debug = bytearray()
         self.hypercalls: list[str] = []
         self.traps: list[str] = []
+        self.last_cr2 = 0  # CR2 after the last delivery (_undoubled)
         self.trace: list[str] | None = [] if trace else None
         self.cr3 = 0
         self.loader: dict[str, int] = {}
@@ -492,8 +496,24 @@ class Machine:
     # --- exceptions through the guest's IDT -------------------------------------------
 
     def _interrupt(self, uc: Any, vector: int, _user: Any) -> None:
+        if vector == EXC_DF:
+            vector = self._undoubled(self._reg("rip"))
         if not self._deliver(vector):
             uc.emu_stop()
+        self.last_cr2 = self._reg("cr2")
+
+    def _undoubled(self, rip: int) -> int:
+        """The exception QEMU reported as #DF. Its check_exception turns a second
+        contributory exception or #PF into #DF unless one was delivered in between,
+        and only its own delivery (which Unicorn replaces by this hook) says so: here
+        every #DF is one of those. The real one: #PF when CR2 moved (QEMU sets it
+        first), #DE for a division, else #GP."""
+        if self._reg("cr2") != self.last_cr2:
+            return abi.EXC_PF
+        insn = self._instruction(rip)
+        if insn is not None and insn.mnemonic in ("div", "idiv"):
+            return EXC_DE
+        return abi.EXC_GP
 
     def _invalid_opcode(self, _uc: Any, _user: Any) -> bool:
         return self._deliver(abi.EXC_UD)

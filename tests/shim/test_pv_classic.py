@@ -86,3 +86,13 @@ def test_under_emulated_pvh_a_call_nothing_answers_names_itself(
         at = lines.index(f"{REPORT_PREFIX}step.{name}={verdicts[name]}")
         number = int(abi.Hypercall[name.upper()])
         assert lines[at - 1] + "\n" == UNHANDLED.format(number, name)
+
+
+def test_under_emulated_pvh_its_trap_frames_are_xens(
+    pvh_run: api.EmulateResult, universal: Path
+) -> None:
+    """The frames the shim builds at CPL 0 (asm_templates/36_pv_traps.S) hold what Xen
+    shows a PV kernel: the probe's rip, rcx and r11 on top, cs 0xe030 with the saved
+    event mask, IF clear while events are masked, ss 0xe02b."""
+    frames = pvclassic.trap_frames(pvh_run.debug_output.decode().splitlines())
+    pvclassic.assert_frames(frames, universal, ("bp", "ud", "de", "gp"))
