@@ -113,8 +113,22 @@ pv_traps_gate:
 	lea	pv_gdt_flat(%rip), %rsi
 	mov	${GDT_FLAT_ENTRIES}, %ecx
 	rep movsq
+	/* a TSS (Xen's TSS entry) whose IST1, the shim's own stack, #DF runs on: the
+	   kernel's stack is what failed, and a triple fault would say nothing */
+	movabs	$({PV_GDT_PAGE_VIRT} + {GDT_TSS_OFFSET}), %rdi
+	movabs	${TSS_DESC_LOW}, %rax
+	mov	%rax, (%rdi)
+	movabs	${TSS_DESC_HIGH}, %rax
+	mov	%rax, 0x8(%rdi)
+	movabs	$({PV_GDT_PAGE_VIRT} + {TSS_OFFSET} + {TSS_IST1}), %rdi
+	movabs	${STACK_TOP_VIRT}, %rax
+	mov	%rax, (%rdi)
+	movabs	$({PV_IDT_VIRT} + {EXC_DF} * {IDT_GATE_SIZE} + {GATE_IST_AT}), %rdi
+	movb	$0x1, (%rdi)
 	lgdt	pv_gdt_descriptor(%rip)
 	lidt	pv_idt_descriptor(%rip)
+	mov	${TSS_SELECTOR}, %eax
+	ltr	%ax
 	pushq	${RING0_CS}
 	lea	pv_traps_loaded(%rip), %rax
 	push	%rax
@@ -153,6 +167,8 @@ pv_trap_common:
 	add	$0x8, %rcx			/* past the error code */
 pv_trap_framed:
 	push	%rax
+	cmp	${EXC_DF}, %r11d		/* Xen never bounces one: it crashes the guest */
+	je	pv_trap_unhandled
 	cmp	${UPCALL_VECTOR}, %r11d
 	je	pv_trap_upcall
 	cmp	${EXC_UD}, %r11d
@@ -293,6 +309,12 @@ pv_trap_unhandled:
 	call	pv_traps_put_hex
 	mov	${NEWLINE}, %al
 	outb	%al, %dx
+	/* Xen crashes such a guest: so does the shim (SCHEDOP_shutdown, crash, through
+	   Xen's own stub), and halts should that return */
+	lea	pv_crash_reason(%rip), %rsi
+	mov	${SCHEDOP_SHUTDOWN}, %edi
+	movabs	$({PV_XEN_STUBS_VIRT} + {SCHED_OP_STUB_AT}), %rax
+	call	*%rax
 	jmp	pvh_halt
 
 /* rax = a value, ecx = its hex digits to write on the debug port, highest first;
@@ -685,11 +707,38 @@ pv_xen_version:
 	call	*%rax
 	jmp	pv_events_sync
 pv_sched_op:
+	cmp	${SCHEDOP_SHUTDOWN}, %edi
+	je	pv_sched_op_shutdown
 	cmp	${SCHEDOP_BLOCK}, %edi
 	jne	pv_sched_op_xen
 	movabs	${VCPU_INFO_VIRT}, %rax
 	movb	$0x0, {VI_UPCALL_MASK}(%rax)
 	call	pv_events_sync
+	jmp	pv_sched_op_xen
+pv_sched_op_shutdown:			/* say so: a domU's console may not work yet */
+	push	%rcx
+	push	%rdx
+	push	%rsi
+	push	%rdi
+	mov	%rsi, %rdi
+	mov	${SHUTDOWN_REASON_SIZE}, %esi
+	mov	${PTE_PRESENT}, %edx
+	call	pv_abi_guest_ok
+	jc	pv_sched_op_said			/* Xen answers -EFAULT */
+	mov	(%rdi), %edi			/* the reason */
+	cld
+	lea	pv_shutdown_msg(%rip), %rsi
+	call	pv_abi_puts
+	mov	%edi, %eax
+	mov	${VECTOR_HEX_DIGITS}, %ecx
+	call	pv_traps_put_hex
+	mov	${NEWLINE}, %al
+	outb	%al, %dx
+pv_sched_op_said:
+	pop	%rdi
+	pop	%rsi
+	pop	%rdx
+	pop	%rcx
 pv_sched_op_xen:
 	movabs	$({PV_XEN_STUBS_VIRT} + {SCHED_OP_STUB_AT}), %rax
 	call	*%rax

@@ -11,6 +11,8 @@ pv_callback_masks:
 	.quad	0x0				/* by CALLBACKTYPE_: CALLBACKF_mask_events */
 pv_events_param:
 	.fill	{HVM_PARAM_SIZE}, 0x1, 0x0	/* pv_events_register's xen_hvm_param */
+pv_crash_reason:
+	.long	{SHUTDOWN_CRASH}		/* struct sched_shutdown */
 pv_events_on:
 	.byte	0x0				/* Xen delivers upcalls as UPCALL_VECTOR */
 	.balign	0x8
@@ -43,6 +45,8 @@ pv_trap_msg:
 	.byte	{MSG_PV_TRAP_UNHANDLED_BYTES}, 0x0
 pv_trap_msg_at:
 	.byte	{MSG_PV_TRAP_AT_BYTES}, 0x0
+pv_shutdown_msg:
+	.byte	{MSG_PV_SHUTDOWN_BYTES}, 0x0
 pv_iret_user_msg:
 	.byte	{MSG_PV_IRET_USER_BYTES}, 0x0
 pv_traps_data_end:

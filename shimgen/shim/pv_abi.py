@@ -92,7 +92,8 @@ MMUEXT_ROUTINES: dict[Mmuext, str] = {
 MMU_BATCH_MAX = 0x400
 MULTICALL_MAX = 0x100
 END = 0xFF  # ends the slot list and the name records (no hypercall has this number)
-UNHANDLED_PREFIX = b"shimgen: pv-abi: unhandled hypercall "
+LINE_PREFIX = b"shimgen: pv-abi: "  # every line the layer prints
+UNHANDLED_PREFIX = LINE_PREFIX + b"unhandled hypercall "
 
 assert set(HANDLERS) <= set(SLOTS) and max(SLOTS) < END
 

@@ -404,8 +404,16 @@ OPCODE_IRETQ = 0xCF  # after REX.W (Intel SDM vol. 2, IRET)
 # The GDT's reserved page past the GDT's limit (which ends after Xen's flat entries):
 # Xen's stubs of the calls the layer passes on (shim/pv_abi.py PASSED_ON), then in
 # its second half the trap table, a quad word a vector, handler << 8 | trap_info flags.
-XEN_STUBS_OFFSET = 0x40
+XEN_STUBS_OFFSET = 0x80
 TRAP_TABLE_OFFSET = abi.PAGE_SIZE // 2
+# Xen's TSS entry (TSS_ENTRY in Xen's asm/desc.h: the one after its 64-bit CS32),
+# inside the GDT's limit, and the 64-bit TSS it names (SDM vol. 3, 8.7: IST1 at 0x24,
+# 0x68 bytes), between the saved stubs and the trap table
+GDT_TSS_OFFSET = 0x40
+TSS_OFFSET = 0x100
+TSS_IST1 = 0x24
+TSS_LIMIT = 0x67
+TSS_TYPE_AVAILABLE = 0x89  # present, DPL 0, 64-bit TSS (available)
 # The vector Xen delivers event upcalls as (any vector no exception uses; Linux's
 # HYPERVISOR_CALLBACK_VECTOR)
 UPCALL_VECTOR = 0xF3
@@ -415,6 +423,7 @@ CALLBACK_SLOTS = 8  # pv_callbacks holds CALLBACKTYPE_ 0 to 7
 TRAP_UNHANDLED_MESSAGE = b"shimgen: pv-abi: unhandled trap 0x"
 TRAP_AT_MESSAGE = b" at 0x"
 IRET_USER_MESSAGE = b"shimgen: pv-abi: iret to user mode is not supported; halted\n"
+SHUTDOWN_MESSAGE = b"shimgen: pv-abi: the kernel shuts down, reason 0x"
 
 
 def _pv_traps_values() -> dict[str, int | str]:
@@ -426,7 +435,8 @@ def _pv_traps_values() -> dict[str, int | str]:
     assert entries[0] >= abi.FIRST_RESERVED_GDT_ENTRY
     flat_end = (entries[-1] + 1) * abi.GDT_DESCRIPTOR_SIZE - abi.FIRST_RESERVED_GDT_BYTE
     stubs_end = XEN_STUBS_OFFSET + len(pv_abi.PASSED_ON) * abi.HYPERCALL_STUB_SIZE
-    assert flat_end <= XEN_STUBS_OFFSET and stubs_end <= TRAP_TABLE_OFFSET
+    assert flat_end <= GDT_TSS_OFFSET and GDT_TSS_OFFSET + 16 <= XEN_STUBS_OFFSET
+    assert stubs_end <= TSS_OFFSET and TSS_OFFSET + TSS_LIMIT < TRAP_TABLE_OFFSET
     assert pv_abi.PASSED_ON == (abi.Hypercall.XEN_VERSION, abi.Hypercall.SCHED_OP)
     ring0_cs = abi.FLAT_KERNEL_CS64 & ~3
     page_entries = abi.PAGE_SIZE // abi.GDT_DESCRIPTOR_SIZE
@@ -446,7 +456,13 @@ def _pv_traps_values() -> dict[str, int | str]:
         "GDT_FLAT_ENTRIES": len(entries),
         "GDT_CODE32_DPL3": abi.GDT_CODE32_DPL3,
         "GDT_DATA_DPL3": abi.GDT_DATA_DPL3,
-        "PV_GDT_LIMIT": abi.FIRST_RESERVED_GDT_BYTE + XEN_STUBS_OFFSET - 1,
+        "PV_GDT_LIMIT": abi.FIRST_RESERVED_GDT_BYTE + GDT_TSS_OFFSET + 16 - 1,
+        "GDT_TSS_OFFSET": GDT_TSS_OFFSET,
+        "TSS_OFFSET": TSS_OFFSET,
+        "TSS_IST1": TSS_IST1,
+        "TSS_SELECTOR": abi.FIRST_RESERVED_GDT_BYTE + GDT_TSS_OFFSET,
+        "GATE_IST_AT": 4,  # a gate's IST field: the low bits of its byte 4
+        "EXC_DF": 8,
         "HC_XEN_VERSION": abi.Hypercall.XEN_VERSION,
         "HC_SCHED_OP": abi.Hypercall.SCHED_OP,
         "XEN_VERSION_STUB_AT": 0,
@@ -549,6 +565,8 @@ def _pv_traps_values() -> dict[str, int | str]:
         "MSG_PV_TRAP_UNHANDLED_BYTES": _hex_bytes(TRAP_UNHANDLED_MESSAGE),
         "MSG_PV_TRAP_AT_BYTES": _hex_bytes(TRAP_AT_MESSAGE),
         "MSG_PV_IRET_USER_BYTES": _hex_bytes(IRET_USER_MESSAGE),
+        "MSG_PV_SHUTDOWN_BYTES": _hex_bytes(SHUTDOWN_MESSAGE),
+        "SHUTDOWN_REASON_SIZE": 4,  # struct sched_shutdown: an unsigned int (sched.h)
     }
 
 
@@ -620,6 +638,13 @@ def shim_values(place: Placement) -> dict[str, int]:
     }
 
 
+def tss_descriptor(base: int) -> dict[str, int]:
+    """The two quad words of a 64-bit TSS descriptor for a TSS at base (SDM vol. 3,
+    8.2.3)."""
+    low = TSS_LIMIT | (base & 0xFFFFFF) << 16 | TSS_TYPE_AVAILABLE << 40 | (base >> 24 & 0xFF) << 56
+    return {"TSS_DESC_LOW": low, "TSS_DESC_HIGH": base >> 32 & 0xFFFFFFFF}
+
+
 def pv_traps_pages(place: Placement) -> dict[str, int]:
     """The PV ABI layer's reserved pages (shim/pv_abi.py RESERVED_PAGES): the IDT, the
     GDT's reserved page with the trap table in its second half, the zero page, and
@@ -629,6 +654,7 @@ def pv_traps_pages(place: Placement) -> dict[str, int]:
         "PV_GDT_PAGE_VIRT": place.virt("pv_gdt"),
         "PV_TRAP_TABLE_VIRT": place.virt("pv_gdt") + TRAP_TABLE_OFFSET,
         "PV_XEN_STUBS_VIRT": place.virt("pv_gdt") + XEN_STUBS_OFFSET,
+        **tss_descriptor(place.virt("pv_gdt") + TSS_OFFSET),
         "PV_ZERO_PTE": place.phys("pv_zero") | abi.PTE_PRESENT,  # read-only
         "VCPU_INFO_VIRT": place.virt("shared_info"),
     }

@@ -662,6 +662,21 @@ callback:
     assert reg["r13"] == 0  # SCHEDOP_block unmasked events
 
 
+def test_a_shutdown_says_its_reason_then_reaches_xen(tmp_path: Path) -> None:
+    """A domU whose console does not work yet (the ring needs the M2P) still tells
+    why it ended."""
+    source = f"""
+    pushq ${abi.SHUTDOWN_CRASH:#x}
+    mov %rsp, %rsi
+    mov ${abi.SCHEDOP_SHUTDOWN:#x}, %edi
+    {hypercall(H.SCHED_OP)}
+"""
+    result = boot(tmp_path, source)
+    line = f"shimgen: pv-abi: the kernel shuts down, reason {abi.SHUTDOWN_CRASH:#04x}\n"
+    assert result.debug_output.decode() == line
+    assert result.hypercalls[-1].startswith(f"SCHED_OP({abi.SCHEDOP_SHUTDOWN:#x}, ")
+
+
 def test_without_an_event_callback_interrupts_stay_off(tmp_path: Path) -> None:
     source = f"""
     mov {SHARED_INFO:#x}(%rsi), %rbx

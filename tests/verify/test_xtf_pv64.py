@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from shimgen.read.image import read_image
-from shimgen.shim.pv_abi import UNHANDLED_PREFIX
+from shimgen.shim.pv_abi import LINE_PREFIX
 from shimgen.verify.boot import BootOptions, BootResult, Verdict, boot
 from shimgen.verify.xlboot import DomuJob, boot_domus
 from shimgen.write.patch import patch_file
@@ -59,7 +59,7 @@ XTF_SUCCESS = "Test result: SUCCESS"
 GUEST_SECONDS = 30
 DOM0_SECONDS = 180
 XTF_MEMORY_MIB = 128  # what XTF's own xl configs give every test
-UNHANDLED = UNHANDLED_PREFIX.decode()
+LAYER = LINE_PREFIX.decode()  # the PV ABI layer's lines: an unhandled call or trap
 # Xen's dump of a vCPU it gives up on (a triple fault, a domain_crash): the header names
 # the domain, the rip line comes a few lines later.
 _DUMP_HEADER = re.compile(r"\*\*\* Dumping Dom(\d+) vcpu#\d+ state")
@@ -129,7 +129,7 @@ def _kernel_ran(result: BootResult, log: str, kernel: Path) -> str | None:
     spoken = [
         line
         for line in result.guest_lines
-        if line.strip() and (not line.startswith("shimgen: ") or line.startswith(UNHANDLED))
+        if line.strip() and (not line.startswith("shimgen: ") or line.startswith(LAYER))
     ]
     if spoken:
         return f"it printed {spoken[0]!r}"
