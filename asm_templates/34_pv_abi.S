@@ -22,7 +22,7 @@
  *   mode, CPL 0, Xen has just filled the page at HCALL_PAGE_PHYS (identity
  *   mapped), DF clear. pv_abi_dispatch: reached from a rewritten slot, at CPL 0,
  *   eax = the hypercall's number, the kernel's return address on top of its
- *   stack (for iret: the PV iret frame, which the kernel jumps in with).
+ *   stack.
  * Clobbered: pv_abi_install: rax, rdx, rdi, r8-r11, flags; the rewritten
  *   slots. pv_abi_dispatch: rax (the result), flags.
  * Exit state guaranteed: pv_abi_install: every slot listed at pv_abi_slots holds
@@ -30,9 +30,8 @@
  *   result, Xen's errno values negated (xen/include/public/errno.h).
  * Error path: a hypercall without a handler writes "shimgen: pv-abi: unhandled
  *   hypercall N (name)" on the debug port and returns -ENOSYS, the answer Xen
- *   gives a PVH guest; iret never returns to its caller (the stack holds its frame,
- *   not a return address), so an unhandled iret halts after the line, as Xen
- *   crashes a PV guest whose iret it cannot perform.
+ *   gives a PVH guest. (iret never comes here: its slot gets its own stub,
+ *   36_pv_traps.S.)
  */
 	.code64
 pv_abi_install:
@@ -97,8 +96,6 @@ pv_abi_name_skip:
 pv_abi_name_found:
 	call	pv_abi_puts
 pv_abi_name_done:
-	cmp	${HC_IRET}, %ecx
-	je	pvh_halt
 	popfq
 	pop	%rsi
 	pop	%rdx

@@ -69,7 +69,7 @@ def test_under_pv_the_kernel_calls_xen_and_the_shim_stays_out(tmp_path: Path) ->
 # gates at 21 each (36_pv_traps.S) on top; in the kernel: the unhandled xenoprof_op
 # (its line is most of it) and vm_assist.
 PVH_TO_ENTRY_WITH_LAYER = 6085
-PVH_KERNEL = 1837
+PVH_KERNEL = 1835
 PV_KERNEL = 25  # Xen's (emulated) stubs: mov, vmcall, ret
 
 
