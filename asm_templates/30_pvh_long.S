@@ -14,7 +14,10 @@
  * Exit state guaranteed: jump to the kernel's original PV entry, long mode, CPL 0,
  *   rsp = top of the shim's stack (16-byte aligned), rsi = virtual address of the
  *   synthesized start_info, rdi = mode (Xen PVH or PVH without Xen), rdx = the
- *   original hvm_start_info address, boot-mode variable = rdi.
+ *   original hvm_start_info address, boot-mode variable = rdi. With the PV ABI
+ *   layer (PV_ABI 1) under Xen, pv_memory (35_pv_memory.S) has given start_info
+ *   PV's memory fields and switched CR3 to the kernel's own tables; without it the
+ *   .if block assembles to nothing.
  * Error path: any part of what hvm_start_info points at (the struct itself, its
  *   module list entry, the module, its memory map) outside the identity map ->
  *   hvm_out_of_range (40_start_info.S): message on the debug port, halt. Reading
@@ -36,6 +39,9 @@
 	call	install_hypercall_page
 pvh_fill:
 	call	fill_start_info
+.if {PV_ABI}
+	call	pv_memory			/* PV's view of memory, the kernel's tables */
+.endif
 	movabs	${BOOT_MODE_VIRT}, %rax
 	mov	%r14d, (%rax)
 	mov	%r14d, %edi

@@ -19,6 +19,8 @@
  *   the identity map makes a valid pointer (SIF_MOD_START_PFN is not set).
  * Error path: a module list entry, module or memory map outside the identity map,
  *   or a command line starting outside it -> hvm_out_of_range: message, halt.
+ * With the PV ABI layer (PV_ABI 1) count_ram also records the map it walks at
+ *   pv_memmap (94_pv_memory_data.S) for pv_memory (35_pv_memory.S).
  * The hypercall argument structs live at fixed places in the scratch page, which
  *   the loader zeroed: fields that must be 0 (pads, sizes, idx) are never written.
  * nr_pages, as PV's start_info means it (the pages the guest has), is the number
@@ -155,6 +157,11 @@ count_pages_v0:
 	mov	${E820_STRIDE}, %edx
 /* rsi = table, ecx = entries, rdx = stride; nr_pages = whole pages of RAM entries */
 count_ram:
+.if {PV_ABI}
+	mov	%rsi, pv_memmap(%rip)		/* for pv_memory (35_pv_memory.S) */
+	mov	%ecx, pv_memmap_nr(%rip)
+	mov	%rdx, pv_memmap_stride(%rip)
+.endif
 	xor	%r8d, %r8d
 count_ram_loop:
 	test	%ecx, %ecx

@@ -229,6 +229,7 @@ CR0_PE = 1 << 0
 CR0_MP = 1 << 1  # monitor coprocessor: wait/fwait honour TS
 CR0_EM = 1 << 2  # x87 emulation: when set, x87 and SSE instructions raise #NM/#UD
 CR0_TS = 1 << 3  # task switched: the next FPU/SSE instruction raises #NM
+CR0_WP = 1 << 16  # write protect: CPL 0 writes honour read-only pages (Xen runs PV so)
 CR0_PG = 1 << 31
 CR4_PAE = 1 << 5
 CR4_OSFXSR = 1 << 9  # fxsave/fxrstor and SSE instructions enabled
@@ -314,6 +315,9 @@ MACH2PHYS_VIRT_END = 0xFFFF804000000000
 # a PV kernel leaves to the hypervisor, so no kernel mapping ever collides with it.
 SHIM_DIRECTMAP_VIRT = 0xFFFF830000000000
 SHIM_DIRECTMAP_SIZE = 1 << 32
+# What the M2P holds for a frame the guest has no pfn for: Xen's INVALID_M2P_ENTRY
+# (~0UL, xen/arch/x86/include/asm/mm.h; not in the public headers).
+INVALID_M2P_ENTRY = (1 << 64) - 1
 M2P_ENTRY_SIZE = 8  # one unsigned long per frame (xen-x86_64.h: machine_to_phys_mapping)
 # The PV GDT the shim runs a kernel on (asm_templates/36_pv_traps.S), right after the
 # direct map in the same PML4 slot: FIRST_RESERVED_GDT_PAGE pages that map the

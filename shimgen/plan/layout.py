@@ -21,6 +21,11 @@ from .handoffs import HandoffSpec
 
 MAX_MAPPED_CHUNKS = 1 << 16  # 2 MiB chunks the shim's page tables may cover: 128 GiB
 OWN_HYPERCALL_PAGE = "hypercall_page"  # reserved for a PV handoff whose kernel has none
+# The PV ABI layer's pages (docs/pv-abi.md, "Memory as PV sees it"): the pfns the
+# kernel finds its console and xenstore rings at (their page-table entries point at
+# the rings' frames under PVH), and the page tables the kernel runs on, last.
+PV_RING_PAGES = ("pv_console", "pv_store")
+KERNEL_TABLES = "kernel_tables"
 
 
 @dataclass
@@ -40,6 +45,7 @@ class Draft:
     shim_paddr: int = 0
     offsets: dict[str, int] = field(default_factory=dict)
     frames: int = 0
+    kernel_frames: int = 0  # the PV ABI layer's tables for the kernel (0: none)
 
     @property
     def own_hcall(self) -> bool:
@@ -48,7 +54,7 @@ class Draft:
     @property
     def reserved_names(self) -> list[str]:
         own = [OWN_HYPERCALL_PAGE] if self.own_hcall else []
-        layer = list(pv_abi_layer.RESERVED_PAGES) if self.pv_abi else []
+        layer = [*pv_abi_layer.RESERVED_PAGES, *PV_RING_PAGES] if self.pv_abi else []
         return [*self.spec.reserved, *own, *layer]
 
     def virt(self, name: str) -> int:
@@ -84,6 +90,7 @@ class Draft:
             shim_paddr=self.shim_paddr,
             offsets=dict(self.offsets),
             frames=self.frames,
+            kernel_frames=self.kernel_frames,
             kernel_entry=self.kernel_entry,
             boot_mode_virt=self.boot_mode_virt(),
             boot_mode_phys=self.boot_mode_phys(),
@@ -122,7 +129,8 @@ def require_single_entry(draft: Draft, delta: int) -> None:
 
 def reserved_layout(draft: Draft, tables_end: int) -> tuple[dict[str, int], int]:
     """Offsets of the reserved pages (one page each, the PV ABI layer's as many as it
-    says) and the stack after the tables; the end."""
+    says) and the stack after the tables, and with the PV ABI layer the kernel's
+    tables after them; the end."""
     offsets: dict[str, int] = {}
     cursor = tables_end
     for name in draft.reserved_names:
@@ -131,6 +139,10 @@ def reserved_layout(draft: Draft, tables_end: int) -> tuple[dict[str, int], int]
     offsets["stack"] = cursor
     cursor += draft.spec.stack_pages * PAGE
     offsets["stack_top"] = cursor
+    if draft.pv_abi:
+        # last: a PV kernel takes every frame after pt_base + nr_pt_frames as free
+        offsets[KERNEL_TABLES] = cursor
+        cursor += draft.kernel_frames * PAGE
     return offsets, cursor
 
 
@@ -141,7 +153,8 @@ def at_zero(draft: Draft) -> Draft:
     40_start_info.S), is the same here as in the final layout, so this is the final
     size."""
     reserved, _end = reserved_layout(draft, 0)
-    return replace(draft, shim_vaddr=0, shim_paddr=0, offsets={"tables": 0} | reserved)
+    ptes = {name: 0 for name in ring_pte_names(draft)}
+    return replace(draft, shim_vaddr=0, shim_paddr=0, offsets={"tables": 0} | reserved | ptes)
 
 
 def lay_out(draft: Draft, code_size: int, note_size: int) -> tuple[int, int]:
@@ -159,12 +172,15 @@ def lay_out(draft: Draft, code_size: int, note_size: int) -> tuple[int, int]:
         if not draft.spec.page_tables:
             break
         needed = pt.count_frames(draft_regions(draft, memsz))
-        if needed == frames:
+        kernel = pt.count_frames(kernel_regions(draft, memsz), False) if draft.pv_abi else 0
+        if (needed, kernel) == (frames, draft.kernel_frames):
             break
-        frames = needed
+        frames, draft.kernel_frames = needed, kernel
     draft.offsets = offsets | reserved
     draft.frames = frames
-    return offsets["tables"] + frames * PAGE, memsz
+    # the kernel's tables are built at patch time: in the file, up to the segment's end
+    filesz = memsz if draft.pv_abi else offsets["tables"] + frames * PAGE
+    return filesz, memsz
 
 
 # --- page tables ----------------------------------------------------------------------
@@ -233,6 +249,47 @@ def build_tables(draft: Draft, memsz: int) -> pt.PageTables:
     if not draft.spec.page_tables:
         return pt.PageTables(base=draft.phys("tables"), data=b"")
     return pt.build(draft_regions(draft, memsz), draft.phys("tables"))
+
+
+# --- the tables the kernel runs on (PV ABI layer) ----------------------------------------
+
+
+def kernel_regions(draft: Draft, memsz: int) -> list[pt.Region]:
+    """What the kernel's own tables map, as a PV kernel's initial tables do: its
+    segments and the shim segment (where start_info, the ring pages and the tables
+    themselves lie), page by page. No identity map: a PV kernel extends these tables
+    from pt_base over the addresses after its region and takes any present entry
+    there for a table of its own."""
+    return regions(draft.image, draft.shim_vaddr, draft.shim_paddr, memsz)[1:]
+
+
+def ring_pte_names(draft: Draft) -> list[str]:
+    """The offsets naming where the kernel's tables map each ring page (its L1 entry)."""
+    return [f"{name}_pte" for name in PV_RING_PAGES] if draft.pv_abi else []
+
+
+def build_kernel_tables(draft: Draft, memsz: int, shim_tables: pt.PageTables) -> pt.PageTables:
+    """The kernel's tables (4 KiB pages over its region), with the shim's direct map
+    (PML4 slot 262, the shim's own tables below it in the segment) shared; records in
+    draft.offsets where each ring page's L1 entry lies, which the shim points at the
+    ring's frame at boot."""
+    base = draft.phys(KERNEL_TABLES)
+    tables = pt.build(kernel_regions(draft, memsz), base, allow_large=False)
+    data = bytearray(tables.data)
+    at = pt.table_index(abi.SHIM_DIRECTMAP_VIRT, 4) * pt.ENTRY_SIZE
+    end = at + pt.ENTRY_SIZE
+    shared = shim_tables.data[at:end]
+    if any(data[at:end]) or not any(shared):
+        raise Refused("internal: the shim's direct-map slot is taken in the kernel's tables")
+    data[at:end] = shared
+    tables = pt.PageTables(base, bytes(data), small_pages=tables.small_pages)
+    read = pt.reader_for(tables)
+    for name, pte in zip(PV_RING_PAGES, ring_pte_names(draft), strict=True):
+        found = pt.entry_address(read, tables.cr3, draft.virt(name))
+        if found is None:
+            raise Refused(f"internal: the kernel's tables do not map the {name} page")
+        draft.offsets[pte] = found - draft.shim_paddr
+    return tables
 
 
 def check_tables(draft: Draft, shim: Shim, tables: pt.PageTables) -> None:

@@ -31,8 +31,10 @@ from .handoffs import (
     resolve_handoff,
 )
 from .layout import (
+    KERNEL_TABLES,
     Draft,
     at_zero,
+    build_kernel_tables,
     build_tables,
     check_tables,
     lay_out,
@@ -81,6 +83,8 @@ class Plan:
     # --replace-pvh-entry): PVH boots enter the kernel directly, PV ones the shim.
     kept_pvh_entry: int | None = None
     pv_abi: PvAbiChoice = field(default_factory=lambda: PvAbiChoice(False, ""))
+    # the PV ABI layer's tables the kernel runs on (PV layout), at offsets["kernel_tables"]
+    kernel_tables: pt.PageTables | None = field(default=None, repr=False)
 
     @property
     def spec(self) -> HandoffSpec:
@@ -122,6 +126,9 @@ class Plan:
         data[self.offsets["tables"] : self.offsets["tables"] + len(self.tables.data)] = (
             self.tables.data
         )
+        if self.kernel_tables is not None:
+            at = self.offsets[KERNEL_TABLES]
+            data[at : at + len(self.kernel_tables.data)] = self.kernel_tables.data
         return bytes(data)
 
     def virt(self, name: str) -> int:
@@ -157,6 +164,11 @@ class Plan:
                 "large_pages": self.tables.large_pages,
                 "small_pages": self.tables.small_pages,
             },
+            "kernel_page_tables": (
+                None
+                if self.kernel_tables is None
+                else {"base": self.kernel_tables.base, "frames": self.kernel_tables.frames}
+            ),
             "notes": [
                 {
                     "owner": n.owner.decode(),
@@ -233,7 +245,9 @@ def make_plan(
 
     stub = partial(meta_stub, input_facts, draft, options)
     entries = (0, kept_pvh or 0)  # placeholders of the final notes' size
-    shim, tables, (filesz, memsz) = _assemble_in_place(draft, dropped, delta, entries, stub)
+    shim, tables, kernel_tables, (filesz, memsz) = _assemble_in_place(
+        draft, dropped, delta, entries, stub
+    )
     plan = Plan(
         handoff=spec.name,
         image=image,
@@ -249,6 +263,7 @@ def make_plan(
         memsz=memsz,
         shim=shim,
         tables=tables,
+        kernel_tables=kernel_tables,
         notes=[],
         options=options,
         warnings=warnings,
@@ -326,8 +341,9 @@ def _assemble_in_place(
     delta: int,
     entries: tuple[int, int],
     meta_stub: Callable[[Shim], NoteEntry],
-) -> tuple[Shim, pt.PageTables, tuple[int, int]]:
-    """The shim assembled where it goes, its page tables, (filesz, memsz).
+) -> tuple[Shim, pt.PageTables, pt.PageTables | None, tuple[int, int]]:
+    """The shim assembled where it goes, its page tables, the kernel's (PV ABI layer),
+    (filesz, memsz).
 
     Its size comes first, from the same shim at address 0 (layout.at_zero), with
     notes of the final size (the metadata's numbers are fixed width); then the
@@ -338,12 +354,13 @@ def _assemble_in_place(
     stub = shim_notes(zero, dropped, delta, entries, meta_stub(zero_shim))
     sizes = lay_out(draft, code_size, encoded_size(stub))
     tables = build_tables(draft, sizes[1])
+    kernel_tables = build_kernel_tables(draft, sizes[1], tables) if draft.pv_abi else None
     shim = draft.assemble()
     if len(shim.code) != code_size or shim.regions != zero_shim.regions:
         raise Refused(
             f"internal: shim size changed with its layout ({code_size} -> {len(shim.code)})"
         )
-    return shim, tables, sizes
+    return shim, tables, kernel_tables, sizes
 
 
 def _draft(

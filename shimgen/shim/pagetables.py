@@ -28,7 +28,8 @@ from ..structs.xen_abi import (
     PTE_WRITE,
 )
 
-_ENTRY_SIZE = 8
+ENTRY_SIZE = 8  # bytes of one entry at every level
+_ENTRY_SIZE = ENTRY_SIZE
 _ENTRY_TYPECODE = "Q"  # array's unsigned 64-bit integers, in the host's byte order
 _TABLE_FLAGS = PTE_PRESENT | PTE_WRITE
 _CANONICAL_MASK = (1 << 48) - 1
@@ -112,6 +113,11 @@ def _large_page_delta(pieces: list[tuple[int, int, int]]) -> int | None:
     return delta
 
 
+def table_index(vaddr: int, level: int) -> int:
+    """Index of vaddr's entry in its table at level 4 (PML4) .. 1 (PT)."""
+    return _index(vaddr, level)
+
+
 def _index(vaddr: int, level: int) -> int:
     """Table index of vaddr at level 4 (PML4) .. 1 (PT)."""
     return (vaddr >> (12 + 9 * (level - 1))) & (ENTRIES_PER_TABLE - 1)
@@ -125,27 +131,31 @@ _PD_KEY_MASK = (1 << 2 * _INDEX_BITS) - 1
 _PT_KEY_MASK = (1 << 3 * _INDEX_BITS) - 1
 
 
-def count_frames(regions: list[Region]) -> int:
+def count_frames(regions: list[Region], allow_large: bool = True) -> int:
     """How many 4 KiB frames build() will need, without placing them."""
     chunks = _chunks(regions)
     pml4 = {c >> _PML4_SHIFT & _PDPT_KEY_MASK for c in chunks}
     pdpt = {c >> _PDPT_SHIFT & _PD_KEY_MASK for c in chunks}
-    pts = sum(1 for pieces in chunks.values() if _large_page_delta(pieces) is None)
+    pts = sum(
+        1 for pieces in chunks.values() if not allow_large or _large_page_delta(pieces) is None
+    )
     return 1 + len(pml4) + len(pdpt) + pts
 
 
-def build(regions: list[Region], base: int) -> PageTables:
+def build(regions: list[Region], base: int, allow_large: bool = True) -> PageTables:
     """Tables for regions, laid out from physical address base (PML4 first).
 
     Tables are allocated in virtual-address order (PML4, then each PDPT and page
     directory, then the page tables), so the layout is deterministic. Entries are
     collected as integers and packed once at the end: the identity map alone is
-    2048 chunks, so the loop over chunks is kept lean."""
+    2048 chunks, so the loop over chunks is kept lean. ``allow_large=False`` maps
+    every page through a page table, as a PV kernel expects of the tables it walks
+    (docs/pv-abi.md)."""
     if base % PAGE_SIZE:
         raise ValueError("page tables must start on a page boundary")
     chunks = _chunks(regions)
     ordered = sorted(chunks, key=lambda c: c & _CANONICAL_MASK)
-    large = {chunk: _large_page_delta(chunks[chunk]) for chunk in ordered}
+    large = {chunk: _large_page_delta(chunks[chunk]) if allow_large else None for chunk in ordered}
     keys: dict[tuple[int, int], None] = {(0, 0): None}  # (level, key); the PML4 is (0, 0)
     for chunk in ordered:
         keys[(3, chunk >> _PML4_SHIFT & _PDPT_KEY_MASK)] = None
@@ -201,6 +211,21 @@ def translate(memory_read, cr3: int, vaddr: int) -> int | None:
             return (entry & PTE_ADDR_MASK & ~(LARGE_PAGE_SIZE - 1)) | (vaddr % LARGE_PAGE_SIZE)
         table = entry & PTE_ADDR_MASK
     return table | (vaddr % PAGE_SIZE)
+
+
+def entry_address(memory_read, cr3: int, vaddr: int, level: int = 1) -> int | None:
+    """Physical address of the entry at ``level`` (4 = PML4 .. 1 = page table) that
+    maps vaddr, None when a table above it is missing or a large page ends the walk."""
+    table = cr3 & PTE_ADDR_MASK
+    for at in (4, 3, 2, 1):
+        address = table + _index(vaddr, at) * _ENTRY_SIZE
+        if at == level:
+            return address
+        entry = int.from_bytes(memory_read(address, _ENTRY_SIZE), "little")
+        if not entry & PTE_PRESENT or (at == 2 and entry & PTE_LARGE):
+            return None
+        table = entry & PTE_ADDR_MASK
+    return None
 
 
 def reader_for(tables: PageTables):

@@ -13,8 +13,13 @@ Hypercall = abi.Hypercall
 
 # The layer's code, right after INSTALL_AFTER (whose install jumps into the first),
 # one template per piece of docs/pv-abi.md, and its data after the handoff's own.
-TEMPLATES = ("34_pv_abi.S", "36_pv_traps.S", "37_pv_mmu.S")
-DATA_TEMPLATES = ("93_pv_abi_data.S", "95_pv_traps_data.S", "96_pv_mmu_data.S")
+TEMPLATES = ("34_pv_abi.S", "35_pv_memory.S", "36_pv_traps.S", "37_pv_mmu.S")
+DATA_TEMPLATES = (
+    "93_pv_abi_data.S",
+    "94_pv_memory_data.S",
+    "95_pv_traps_data.S",
+    "96_pv_mmu_data.S",
+)
 INSTALL_AFTER = "33_hypercall_page.S"
 OPTION = "pv_abi"  # the metadata option: the names of the hypercalls answered
 

@@ -30,7 +30,7 @@ from ..structs import (
 )
 from ..structs import xen_abi as abi
 from ..structs.clayout import MASK64, U32, U64
-from . import pv_abi
+from . import pagetables, pv_abi
 from .assemble import placeholders
 
 PAGE = abi.PAGE_SIZE
@@ -119,6 +119,7 @@ def fixed_values() -> dict[str, int | str]:
         **_pv_abi_values(),
         **_pv_mmu_values(),
         **_pv_traps_values(),
+        **_pv_memory_values(),
     }
 
 
@@ -570,6 +571,65 @@ def _pv_traps_values() -> dict[str, int | str]:
     }
 
 
+# The PV memory layout the shim builds at boot at the top of the kernel's RAM
+# (35_pv_memory.S; docs/pv-abi.md): from its first page, the M2P's page-directory
+# pointer table and page directory, its page tables, the two M2P pages for the ring
+# frames outside the RAM, then the M2P pages of the RAM's frames and mfn_list.
+PV_M2P_TABLES = 2  # the PDPT and the page directory of PML4 slot 256
+# M2P page tables: enough for every frame of the direct map, the frames the shim
+# covers (a frame past it gets no M2P entry)
+PV_M2P_L1_TABLES = abi.SHIM_DIRECTMAP_SIZE // (
+    abi.PAGE_SIZE * abi.ENTRIES_PER_TABLE * (abi.PAGE_SIZE // abi.M2P_ENTRY_SIZE)
+)
+PV_RING_M2P_PAGES = 2  # console and xenstore: at most one M2P page each
+PV_FIXED_PAGES = PV_M2P_TABLES + PV_M2P_L1_TABLES + PV_RING_M2P_PAGES
+# Tables mapping mfn_list in the kernel's region: one page table per 512 pages taken,
+# and spare ones: two for a range across a page-table boundary, two page
+# directories (across a 1 GiB boundary), a page-directory pointer table, one more.
+PV_POOL_SPARE = 6
+PV_NO_RAM_MESSAGE = (
+    b"shimgen: pv-abi: no RAM entry of the memory map holds the kernel, not entering it; halted\n"
+)
+PV_NO_ROOM_MESSAGE = (
+    b"shimgen: pv-abi: too little RAM after the kernel for its mfn_list and M2P, "
+    b"not entering it; halted\n"
+)
+
+
+def _pv_memory_values() -> dict[str, int | str]:
+    """The PV memory layout (35_pv_memory.S, 94_pv_memory_data.S)."""
+    entries_per_page = abi.PAGE_SIZE // abi.M2P_ENTRY_SIZE
+    assert pagetables.ENTRY_SIZE == abi.M2P_ENTRY_SIZE  # one scale indexes both
+    si = start_info(64)
+    return {
+        "PV_FIXED_PAGES": PV_FIXED_PAGES,
+        "PV_M2P_L1_PAGES": PV_M2P_L1_TABLES,
+        "PV_RING_M2P_OFFSET": (PV_M2P_TABLES + PV_M2P_L1_TABLES) * PAGE,
+        "PV_M2P_RUN_OFFSET": PV_FIXED_PAGES * PAGE,
+        "PV_L1_OFFSET": PV_M2P_TABLES * PAGE,
+        "PV_ZEROED_QUADS": (PV_M2P_TABLES + PV_M2P_L1_TABLES) * entries_per_page,
+        "PV_RING_M2P_QUADS": PV_RING_M2P_PAGES * entries_per_page,
+        "PV_GFN_LIMIT": abi.SHIM_DIRECTMAP_SIZE >> abi.PAGE_SHIFT,
+        "PV_DIRECTMAP_SIZE": abi.SHIM_DIRECTMAP_SIZE,
+        "PV_M2P_PML4_OFFSET": pagetables.table_index(abi.MACH2PHYS_VIRT_START, 4)
+        * pagetables.ENTRY_SIZE,
+        "PV_M2P_SHIFT": (entries_per_page - 1).bit_length(),  # gfn -> its M2P page
+        "PV_M2P_INDEX_MASK": entries_per_page - 1,
+        "PV_TABLE_FLAGS": abi.PTE_PRESENT | abi.PTE_WRITE,
+        "PV_READ_ONLY_FLAGS": abi.PTE_PRESENT,
+        "PV_ENTRY_SIZE": abi.M2P_ENTRY_SIZE,  # also a page-table entry's (checked above)
+        "PV_POOL_SPARE": PV_POOL_SPARE,
+        "PV_QUADS_PER_PAGE": abi.PAGE_SIZE // pagetables.ENTRY_SIZE,
+        # a kernel linked in the upper half (sign bit set) or in the lower half
+        "PV_HIGH_HALF_BIT": MASK64.bit_length() - 1,
+        "PV_LOW_HALF_END": 1 << (abi.VIRTUAL_ADDRESS_BITS - 1),
+        "CR0_WP": abi.CR0_WP,
+        "SI_MFN_LIST": si.offset_of("mfn_list"),
+        "MSG_PV_NO_RAM_BYTES": _hex_bytes(PV_NO_RAM_MESSAGE),
+        "MSG_PV_NO_ROOM_BYTES": _hex_bytes(PV_NO_ROOM_MESSAGE),
+    }
+
+
 # --- values the plan decides ----------------------------------------------------------
 
 
@@ -589,12 +649,18 @@ class Placement:
     hypercall_phys: int
     pv_virt_base: int  # what the PV path subtracts for a pseudo-physical address
     pv_abi: bool = False  # the PV ABI layer is in (33_hypercall_page.S installs it)
+    kernel_frames: int = 0  # the layer's tables for the kernel, at offsets["kernel_tables"]
 
     def virt(self, name: str) -> int:
         return (self.shim_vaddr + self.offsets[name]) & MASK64
 
     def phys(self, name: str) -> int:
         return self.shim_paddr + self.offsets[name]
+
+    def phys_or_zero(self, name: str) -> int:
+        """phys(name), or 0 when this layout has no such page (a shim without the PV
+        ABI layer: the values are then used by no template it assembles)."""
+        return self.phys(name) if name in self.offsets else 0
 
 
 PageValues = Callable[[Placement], dict[str, int]]
@@ -635,6 +701,25 @@ def shim_values(place: Placement) -> dict[str, int]:
         "PV_VIRT_BASE": place.pv_virt_base,
         "PV_ABI": int(place.pv_abi),
         **(pv_traps_pages(place) if place.pv_abi else {}),
+        **pv_memory_pages(place),
+    }
+
+
+def pv_memory_pages(place: Placement) -> dict[str, int]:
+    """The PV ABI layer's pages (35_pv_memory.S): the kernel's tables, the end of the
+    shim segment (they end it), the pfns standing for the console and xenstore rings
+    and the kernel-table entries mapping those pfns."""
+    tables = place.phys_or_zero("kernel_tables")
+    return {
+        "KERNEL_PML4_PHYS": tables,
+        "KERNEL_PML4_VIRT": (tables - place.shim_paddr + place.shim_vaddr) & MASK64,
+        "KERNEL_PT_FRAMES": place.kernel_frames,
+        "PV_SHIM_END": tables + place.kernel_frames * PAGE,
+        "PV_KERNEL_DELTA": (place.shim_vaddr - place.shim_paddr) & MASK64,
+        "PV_CONSOLE_PFN": place.phys_or_zero("pv_console") >> abi.PAGE_SHIFT,
+        "PV_STORE_PFN": place.phys_or_zero("pv_store") >> abi.PAGE_SHIFT,
+        "PV_CONSOLE_PTE": place.phys_or_zero("pv_console_pte"),
+        "PV_STORE_PTE": place.phys_or_zero("pv_store_pte"),
     }
 
 

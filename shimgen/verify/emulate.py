@@ -156,6 +156,8 @@ class StartState:
     reservation: int | None = None
     watch: dict[str, int] = field(default_factory=dict)  # name -> address: count at first run
     run_kernel: bool = False  # go on past the kernel's entry, up to its hlt
+    ram_size: int = RAM_SIZE  # the RAM block at 0 (a PC map's RAM ends there)
+    budget: int = INSTRUCTION_BUDGET  # instructions before the run stops ("budget")
 
 
 @dataclass
@@ -206,7 +208,8 @@ class Machine:
             raise Refused(f"{image.path}: not patched by shimgen: nothing to emulate")
         self.image, self.state, self.meta = image, state, meta
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
-        self.uc.mem_map(0, RAM_SIZE)
+        self.ram = state.ram_size
+        self.uc.mem_map(0, self.ram)
         self.count = 0
         self.outcome = "budget"
         self.debug = bytearray()
@@ -256,7 +259,7 @@ class Machine:
         data = data[: max(0, OPEN_BUS_LIMIT - paddr)]
         if not data:
             return
-        if paddr + len(data) > RAM_SIZE:
+        if paddr + len(data) > self.ram:
             self._map_past_ram(paddr, len(data))
         self.uc.mem_write(paddr, data)
 
@@ -297,7 +300,7 @@ class Machine:
         """The map the loader passes: the start state's, else a PC's."""
         if self.state.memmap is not None:
             return list(self.state.memmap)
-        return self.pc_memory_map()
+        return self.pc_memory_map(self.ram)
 
     def reservation(self) -> int:
         """XENMEM_current_reservation's answer: the pages the domain owns."""
@@ -311,12 +314,12 @@ class Machine:
         return ram + SPECIAL_PAGES
 
     @staticmethod
-    def pc_memory_map() -> list[tuple[int, int, int]]:
-        """RAM below the EBDA, the BIOS area reserved, RAM from 1 MiB to RAM_SIZE."""
+    def pc_memory_map(ram: int = RAM_SIZE) -> list[tuple[int, int, int]]:
+        """RAM below the EBDA, the BIOS area reserved, RAM from 1 MiB to ram."""
         return [
             (0, LOW_RAM_END, E820Type.RAM),
             (LOW_RAM_END, HIGH_RAM_START - LOW_RAM_END, E820Type.RESERVED),
-            (HIGH_RAM_START, RAM_SIZE - HIGH_RAM_START, E820Type.RAM),
+            (HIGH_RAM_START, ram - HIGH_RAM_START, E820Type.RAM),
         ]
 
     def fill_hypercall_page(self, paddr: int) -> None:
@@ -364,7 +367,7 @@ class Machine:
     def _map_past_ram(self, address: int, size: int) -> list[int] | None:
         """Map the pages of [address, address + size) past RAM, filled with 0xff; the
         range may start in RAM. None when it reaches 4 GiB (nothing is mapped)."""
-        first = max(address, RAM_SIZE)
+        first = max(address, self.ram)
         last = address + max(size, 1) - 1
         if last >= OPEN_BUS_LIMIT:
             return None
@@ -634,7 +637,7 @@ class Machine:
         self.uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, UC_X86_INS_CPUID)
         self.uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, UC_X86_INS_OUT)
         try:
-            self.uc.emu_start(start, NEVER_REACHED, count=INSTRUCTION_BUDGET)
+            self.uc.emu_start(start, NEVER_REACHED, count=self.state.budget)
         except UcError as error:
             self.outcome = f"fault: {error} at {self._reg('rip'):#x}"
             return
@@ -712,7 +715,7 @@ def _place_pvh_info(machine: Machine, state: StartState) -> int:
         cmdline=cmdline_at,
         module=module_at,
         module_size=len(MODULE_BYTES),
-        nr_pages=RAM_SIZE >> abi.PAGE_SHIFT,
+        nr_pages=machine.ram >> abi.PAGE_SHIFT,
     )
     return info_at
 
@@ -721,7 +724,7 @@ def _place_cmdline(machine: Machine, state: StartState) -> int:
     """Physical address of the command line (0: none), NUL-terminated after the image,
     or (cmdline_unterminated) in the last bytes of RAM with no NUL."""
     if state.cmdline_unterminated:
-        at = RAM_SIZE - len(state.cmdline)
+        at = machine.ram - len(state.cmdline)
         machine.uc.mem_write(at, state.cmdline)
         return at
     if not state.cmdline:
@@ -753,7 +756,7 @@ def _set_loader_registers(machine: Machine, **defined: int) -> None:
 def _set_long_mode_identity(machine: Machine) -> None:
     """Long mode, CPL 0, RAM identity mapped: a loader that wrongly enters a 32-bit
     entry the way it would enter a 64-bit one."""
-    tables = pt.build([pt.Region(0, 0, RAM_SIZE)], machine.free)
+    tables = pt.build([pt.Region(0, 0, machine.ram)], machine.free)
     machine.uc.mem_write(machine.alloc(len(tables.data)), tables.data)
     _set_long_mode(machine, tables.cr3)
 
@@ -814,7 +817,7 @@ def _start_pv(machine: Machine) -> int:
     magic = b"" if state.bad_magic else START_INFO_MAGIC[64]
     info = {
         "magic": magic.ljust(32, b"\0"),
-        "nr_pages": RAM_SIZE >> abi.PAGE_SHIFT,
+        "nr_pages": machine.ram >> abi.PAGE_SHIFT,
         "shared_info": 0,
         "flags": state.flags,
         "store_mfn": 0,
@@ -848,7 +851,7 @@ def _start_pv(machine: Machine) -> int:
         module=module_at,
         module_virt=(module_at + delta) & MASK64,
         module_size=len(MODULE_BYTES),
-        nr_pages=RAM_SIZE >> abi.PAGE_SHIFT,
+        nr_pages=machine.ram >> abi.PAGE_SHIFT,
     )
     return machine.meta.pv_entry
 
@@ -874,6 +877,12 @@ REGISTERS = (
 
 
 def emulate(image: Image, state: StartState, trace: bool = False) -> Result:
+    return run_machine(image, state, trace)[1]
+
+
+def run_machine(image: Image, state: StartState, trace: bool = False) -> tuple[Machine, Result]:
+    """The run, and the machine it leaves (its memory and registers, for tests that
+    look at what the shim built)."""
     machine = Machine(image, state, trace)
     start = _start_pv(machine) if state.mode == "pv" else _start_pvh(machine)
     machine.run(start)
@@ -890,7 +899,7 @@ def emulate(image: Image, state: StartState, trace: bool = False) -> Result:
         pointer = entry["rbx"] if machine.passthrough else entry["rsi"]
         hvm = decode_hvm_start_info(machine.read, pointer)
     boot_mode_var = _boot_mode_var(machine) if entry is not None else None
-    return Result(
+    return machine, Result(
         mode=state.mode,
         xen=state.xen,
         hvm_version=state.hvm_version,
