@@ -13,8 +13,9 @@
  *     below the direct map's end and at most nr_pages frames;
  *   - the last frames of that space, taken out of nr_pages, hold the M2P's tables,
  *     the M2P pages of every frame below the last RAM's end and of the ring
- *     frames, mfn_list, and a pool of page tables mapping mfn_list in the kernel's
- *     region; frames the map has no RAM for are invalid in the M2P;
+ *     frames, mfn_list, and a pool of page tables mapping mfn_list and the 512 KiB
+ *     xen.h promises after the kernel's region (the first frames the kernel takes
+ *     as free) in the kernel's region; frames without RAM are invalid in the M2P;
  *   - the console and xenstore rings, outside the RAM, appear as the shim's pages
  *     pv_console and pv_store: their entries in the kernel's tables point at the
  *     rings' frames, mfn_list names those frames, the M2P names those pfns back;
@@ -95,6 +96,9 @@ pv_memory_layout:
 	jb	pv_memory_no_room		/* more than that RAM holds */
 	cmp	%r8, %r12
 	jb	pv_memory_no_room		/* it would overwrite the shim segment */
+	mov	${PV_PADDING_END_PFN}, %eax	/* (a mov: its width is the same wherever) */
+	cmp	%rax, %rbx
+	jb	pv_memory_no_room		/* or take the padding after it */
 	/* the module the kernel reads later stays out of [P, r11): the cap moves below it */
 	mov	{SI_MOD_LEN}(%r13), %rcx
 	test	%rcx, %rcx
@@ -171,6 +175,12 @@ pv_memory_m2p_pages_loop:
 	lea	({PV_RING_M2P_OFFSET} + {PAGE_SIZE})(%r12), %r8
 	call	pv_memory_ring
 
+	mov	pv_memory_mfn_list(%rip), %rax
+	mov	pv_memory_mfn_pages(%rip), %rcx
+	shl	${PAGE_SHIFT}, %rcx
+	add	%rcx, %rax
+	mov	%rax, pv_memory_pool(%rip)	/* after mfn_list */
+	call	pv_memory_map_padding
 	call	pv_memory_map_mfn_list
 	movabs	${SHIM_DIRECTMAP_VIRT}, %rcx
 	cmpq	$0x0, {SI_MOD_START}(%r13)
@@ -196,10 +206,6 @@ pv_memory_done:
    more RAM than the space above it), the direct map's address instead. */
 pv_memory_map_mfn_list:
 	mov	pv_memory_mfn_list(%rip), %r8
-	mov	pv_memory_mfn_pages(%rip), %rax
-	shl	${PAGE_SHIFT}, %rax
-	add	%r8, %rax
-	mov	%rax, pv_memory_pool(%rip)
 	movabs	${SHIM_DIRECTMAP_VIRT}, %rax
 	add	%r8, %rax
 	mov	%rax, {SI_MFN_LIST}(%r13)
@@ -233,6 +239,27 @@ pv_memory_map_page:
 	cmp	pv_memory_pfns(%rip), %rbx
 	jb	pv_memory_map_page
 pv_memory_map_done:
+	ret
+
+/* the padding xen.h promises a PV kernel after its initial region: the first
+   frames it takes as free, where it builds its first tables (Mini-OS's
+   build_pagetable), mapped at the kernel's address of their pfns */
+pv_memory_map_padding:
+	movabs	${PV_KERNEL_DELTA}, %r9
+	mov	${PV_SHIM_END_PFN}, %ebx
+	mov	${PV_PADDING_END_PFN}, %r10d
+	mov	pv_memory_mfn_list(%rip), %r8
+pv_memory_map_padding_page:
+	mov	%rbx, %rax
+	shl	${PAGE_SHIFT}, %rax
+	add	%r9, %rax
+	mov	(%r8,%rbx,{PV_ENTRY_SIZE}), %rdx
+	shl	${PAGE_SHIFT}, %rdx
+	or	${PV_TABLE_FLAGS}, %rdx
+	call	pv_memory_map
+	inc	%ebx
+	cmp	%r10d, %ebx
+	jb	pv_memory_map_padding_page
 	ret
 
 /* the kernel's tables map virtual address rax with entry rdx; a table missing on

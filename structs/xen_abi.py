@@ -318,6 +318,10 @@ SHIM_DIRECTMAP_SIZE = 1 << 32
 # What the M2P holds for a frame the guest has no pfn for: Xen's INVALID_M2P_ENTRY
 # (~0UL, xen/arch/x86/include/asm/mm.h; not in the public headers).
 INVALID_M2P_ENTRY = (1 << 64) - 1
+# xen/include/public/xen.h (start_info): "There is guaranteed to be at least 512kB
+# padding after the final bootstrap element" in a PV guest's initial mapping; a PV
+# kernel writes its first new page tables there (Mini-OS's build_pagetable).
+PV_BOOTSTRAP_PADDING = 512 << 10
 M2P_ENTRY_SIZE = 8  # one unsigned long per frame (xen-x86_64.h: machine_to_phys_mapping)
 # The PV GDT the shim runs a kernel on (asm_templates/36_pv_traps.S), right after the
 # direct map in the same PML4 slot: FIRST_RESERVED_GDT_PAGE pages that map the

@@ -257,9 +257,10 @@ def build_tables(draft: Draft, memsz: int) -> pt.PageTables:
 def kernel_regions(draft: Draft, memsz: int) -> list[pt.Region]:
     """What the kernel's own tables map, as a PV kernel's initial tables do: its
     segments and the shim segment (where start_info, the ring pages and the tables
-    themselves lie), page by page. No identity map: a PV kernel extends these tables
-    from pt_base over the addresses after its region and takes any present entry
-    there for a table of its own."""
+    themselves lie), page by page; the padding after them comes at boot
+    (35_pv_memory.S), when the pfns there are known. No identity map: a PV kernel
+    extends these tables from pt_base over the addresses after its region and takes
+    any present entry there for a table of its own."""
     return regions(draft.image, draft.shim_vaddr, draft.shim_paddr, memsz)[1:]
 
 

@@ -583,10 +583,11 @@ PV_M2P_L1_TABLES = abi.SHIM_DIRECTMAP_SIZE // (
 )
 PV_RING_M2P_PAGES = 2  # console and xenstore: at most one M2P page each
 PV_FIXED_PAGES = PV_M2P_TABLES + PV_M2P_L1_TABLES + PV_RING_M2P_PAGES
-# Tables mapping mfn_list in the kernel's region: one page table per 512 pages taken,
-# and spare ones: two for a range across a page-table boundary, two page
-# directories (across a 1 GiB boundary), a page-directory pointer table, one more.
-PV_POOL_SPARE = 6
+# Tables mapping mfn_list and the padding after the shim segment in the kernel's
+# region: one page table per 512 pages taken, and spare ones: for mfn_list two
+# across a page-table boundary, two page directories (across a 1 GiB boundary), a
+# page-directory pointer table; for the padding two page tables and a directory.
+PV_POOL_SPARE = 8
 PV_NO_RAM_MESSAGE = (
     b"shimgen: pv-abi: no RAM entry of the memory map holds the kernel, not entering it; halted\n"
 )
@@ -710,11 +711,15 @@ def pv_memory_pages(place: Placement) -> dict[str, int]:
     shim segment (they end it), the pfns standing for the console and xenstore rings
     and the kernel-table entries mapping those pfns."""
     tables = place.phys_or_zero("kernel_tables")
+    end = tables + place.kernel_frames * PAGE
     return {
         "KERNEL_PML4_PHYS": tables,
         "KERNEL_PML4_VIRT": (tables - place.shim_paddr + place.shim_vaddr) & MASK64,
         "KERNEL_PT_FRAMES": place.kernel_frames,
-        "PV_SHIM_END": tables + place.kernel_frames * PAGE,
+        "PV_SHIM_END": end,
+        "PV_SHIM_END_PFN": end >> abi.PAGE_SHIFT,
+        # the padding xen.h promises after the kernel's region ends at this pfn
+        "PV_PADDING_END_PFN": (end + abi.PV_BOOTSTRAP_PADDING) >> abi.PAGE_SHIFT,
         "PV_KERNEL_DELTA": (place.shim_vaddr - place.shim_paddr) & MASK64,
         "PV_CONSOLE_PFN": place.phys_or_zero("pv_console") >> abi.PAGE_SHIFT,
         "PV_STORE_PFN": place.phys_or_zero("pv_store") >> abi.PAGE_SHIFT,

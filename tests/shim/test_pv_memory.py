@@ -183,14 +183,17 @@ def test_the_kernel_runs_on_pt_base_mapped_page_by_page(reader: Boot) -> None:
         for segment in image.loadable_segments
         for vaddr in range(segment.vaddr & -PAGE, segment.vaddr + segment.memsz, PAGE)
     ]
-    shim = range(reader.plan.shim_vaddr, reader.plan.shim_vaddr + reader.plan.memsz, PAGE)
+    end = reader.plan.shim_vaddr + reader.plan.memsz
+    # the shim segment, then the padding xen.h promises a PV kernel after its region
+    shim = range(reader.plan.shim_vaddr, end + abi.PV_BOOTSTRAP_PADDING, PAGE)
     for vaddr in [*pages, *shim]:
         entries = _walk(reader, vaddr)
         assert len(entries) == 4, hex(vaddr)
         assert all(e & abi.PTE_PRESENT for e in entries), hex(vaddr)
         assert not any(e & abi.PTE_LARGE for e in entries[1:3]), hex(vaddr)
     # nothing past the region in the kernel's half: no identity map to mis-walk
-    for vaddr in (0, abi.PAGE_SIZE * 0x200, reader.plan.shim_vaddr + reader.plan.memsz):
+    assert reader.translate(end) == reader.shim_end
+    for vaddr in (0, abi.PAGE_SIZE * 0x200, end + abi.PV_BOOTSTRAP_PADDING):
         assert reader.translate(vaddr) is None, hex(vaddr)
     # the shim's window on physical memory is there (PML4 slot 262)
     assert reader.translate(abi.SHIM_DIRECTMAP_VIRT + RAM_GFN * PAGE) == RAM_GFN * PAGE
