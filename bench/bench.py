@@ -513,6 +513,53 @@ def _traps_part(image: Path) -> str:
     )
 
 
+# xl's PVH domU sizes (MiB) the PV memory layout is measured for: the smallest xl
+# default and a guest whose RAM fills the space below the hole (4 GiB: about 8
+# million emulated instructions, minutes under Unicorn's per-instruction hook)
+PV_MEMORY_GUESTS = (32, 4096)
+XL_LOWMEM_END = 0xFC000000  # libxl's PVH hole (tests/memmaps.py): the RAM below it
+
+
+def pv_memory_costs(workdir: Path) -> list[tuple[str, str]]:
+    """The PV ABI layer's memory layout (35_pv_memory.S, docs/pv-abi.md) on pv-hello
+    booted as an xl PVH domU of each size: emulated instructions from pv_memory to
+    the kernel's entry, and the pages taken out of nr_pages."""
+    from shimgen.structs import E820Type
+    from shimgen.structs import xen_abi as abi
+
+    from shimgen import api
+    from shimgen.read.image import read_image
+    from shimgen.verify.emulate import StartState, emulate
+
+    out = workdir / "pv-hello.pv-memory"
+    plan = api.patch(SAMPLES / "pv-hello", out, pv_abi=True).plan
+    start = plan.shim_vaddr + plan.shim.all_labels["pv_memory"]
+    image = read_image(out)
+    rows = []
+    for mib in PV_MEMORY_GUESTS:
+        ram = min(mib << 20, XL_LOWMEM_END)
+        state = StartState(
+            "pvh",
+            memmap=((0, ram, E820Type.RAM),),
+            ram_size=ram,
+            budget=1 << 26,
+            watch={"pv_memory": start},
+        )
+        result = emulate(image, state)
+        if result.start_info is None:
+            rows.append((f"{mib} MiB guest", result.outcome))
+            continue
+        taken = ram // abi.PAGE_SIZE - result.start_info["nr_pages"]
+        spent = result.instructions - result.reached["pv_memory"]
+        rows.append(
+            (
+                f"PV memory layout, {mib} MiB xl domU",
+                f"{spent} instructions, {taken} pages ({taken * abi.PAGE_SIZE >> 10} KiB) taken",
+            )
+        )
+    return rows
+
+
 def inspect_startup() -> list[tuple[str, str]]:
     image = SAMPLES / "pvh-hello"
     run(sys.executable, "-m", "shimgen", "inspect", image)  # bytecode compiled once
@@ -706,6 +753,7 @@ def _can_time() -> bool:
 # name on the command line -> (title, measure, whether this machine can run it)
 SECTIONS: dict[str, tuple[str, Callable[[Path], list[tuple[str, str]]], Callable[[], bool]]] = {
     "shim": ("(b) shim paths", lambda workdir: shim_counts(workdir), lambda: True),
+    "pvmem": ("(b) PV memory layout (PV ABI layer)", pv_memory_costs, lambda: True),
     "patch": ("(a) patch -o, 100 MB", patch_large, _can_time),
     "inplace": ("(a) patch --in-place", patch_in_place, _can_time),
     "small": ("(a) patch -o, a small image", patch_small, _can_time),
