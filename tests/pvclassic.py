@@ -63,6 +63,10 @@ DOMU_STEPS = ("console_ring", "xenstore")
 # event channel or scheduler call: those steps pass under real Xen only.
 PVH_PASSING = ("set_trap_table", "set_callbacks", "callback_op", "stack_switch")
 PVH_PASSING += ("trap_bp", "trap_ud", "trap_de", "trap_gp")
+# the M2P, mfn_list and the kernel's tables in PV's layout (35_pv_memory.S)
+PVH_PASSING += ("m2p", "console_ring", "update_va_mapping", "mmu_update", "mmuext_invlpg")
+PVH_PASSING += ("window_shows_scratch", "mmu_update_restore", "mmuext_tlb_flush")
+PVH_PASSING += ("window_restored", "new_baseptr", "new_baseptr_back")
 
 # The trap each probe raises: vector, the symbol of the instruction its frame's rip
 # names (int3 is a trap: rip is past its one byte), and whether Xen pushes an error code.
