@@ -32,8 +32,8 @@
  *   taken, the kernel's PML4 slot 256 and its ring pages' entries, pv_memory_*.
  * Exit state guaranteed: without Xen nothing changes (the layer is not installed,
  *   the kernel runs on the shim's tables). Under Xen: CR3 = the kernel's tables,
- *   CR0.WP set, GDTR at the shim's GDT through its virtual address (the kernel's
- *   tables have no identity map); start_info.mfn_list = mfn_list's address in the
+ *   CR0.WP set (the PV GDT, IDT and TSS pv_traps_install loaded lie at virtual
+ *   addresses both tables map: the shim segment, PML4 slot 262); start_info.mfn_list = mfn_list's address in the
  *   kernel's region (VIRT_BASE + pfn << 12; the direct map's where that cannot
  *   be), nr_pages = at most the first pfn taken, pt_base/nr_pt_frames = the
  *   kernel's tables, mod_start = the module's direct-map address (0 stays 0).
@@ -191,8 +191,7 @@ pv_memory_switch:
 	mov	%rax, {SI_PT_BASE}(%r13)
 	movq	${KERNEL_PT_FRAMES}, {SI_NR_PT_FRAMES}(%r13)
 	movabs	${KERNEL_PML4_PHYS}, %rax
-	mov	%rax, %cr3
-	lgdt	pv_memory_gdt(%rip)
+	mov	%rax, %cr3			/* the PV GDT and IDT (36_pv_traps.S) are in both */
 	mov	%cr0, %rax
 	or	${CR0_WP}, %eax
 	mov	%rax, %cr0

@@ -1,7 +1,7 @@
 /*
  * Data of the PV memory layout (35_pv_memory.S): the memory map count_ram walked
- * (written by 40_start_info.S with the layer in), the layout's sizes, the GDT descriptor through the
- * shim's virtual address, the error lines. Entry/exit state: not applicable (data).
+ * (written by 40_start_info.S with the layer in), the layout's sizes, the error
+ * lines. Entry/exit state: not applicable (data).
  */
 	.balign	0x8
 pv_memmap:
@@ -25,9 +25,6 @@ pv_memory_first:
 	.quad	0x0				/* T: the first pfn taken */
 pv_memory_pool:
 	.quad	0x0				/* the next page of the pool (physical) */
-pv_memory_gdt:
-	.word	gdt_end - gdt - 0x1
-	.quad	{SHIM_VIRT} + (gdt - shim_start)
 pv_msg_no_ram:
 	.byte	{MSG_PV_NO_RAM_BYTES}, 0x0
 pv_msg_no_room:
