@@ -23,6 +23,25 @@ from shimgen import api
 H = abi.Hypercall
 IRET = f"jmp {PAGE_VIRT + H.IRET * STUB:#x}"
 SHARED_INFO = start_info(64).offset_of("shared_info")
+
+
+SHARED_INFO_VA = DATA_VIRT + 0x1000  # where the test kernels map shared_info
+
+
+def map_shared_info(register: str) -> str:
+    """What a PV kernel does to reach shared_info: start_info.shared_info is a machine
+    address, mapped with update_va_mapping (here at SHARED_INFO_VA); register = its
+    address afterwards. rsi (start_info) is kept."""
+    return f"""
+    push %rsi
+    mov {SHARED_INFO:#x}(%rsi), %rsi
+    or ${abi.PTE_PRESENT | abi.PTE_WRITE:#x}, %rsi
+    movabs ${SHARED_INFO_VA:#x}, %rdi
+    mov ${abi.UVMF_INVLPG:#x}, %edx
+    {hypercall(H.UPDATE_VA_MAPPING)}
+    pop %rsi
+    movabs ${SHARED_INFO_VA:#x}, %{register}
+"""
 UNMAPPED = 0x100000000000  # nothing maps 16 TiB in the shim's tables
 NON_CANONICAL = 0x0000800000001000
 KERNEL_CS = 0xE030  # FLAT_KERNEL_CS64 with RPL 0: what Xen shows a kernel-mode frame
@@ -79,7 +98,7 @@ def trap_kernel(vector: int, flags: int, trigger: str, skip: int, masked: bool =
     halt after the iret with ebx = evtchn_upcall_mask and ebp = set_trap_table's."""
     error = vector in abi.EXC_WITH_ERROR_CODE
     return f"""
-    mov {SHARED_INFO:#x}(%rsi), %rbx
+{map_shared_info("rbx")}
     lea traps(%rip), %rdi
     {hypercall(H.SET_TRAP_TABLE)}
     mov %rax, %rbp
@@ -167,7 +186,7 @@ def test_vector_255_and_software_interrupts_go_through_the_table(tmp_path: Path)
 
 def test_the_kernel_starts_with_events_masked(tmp_path: Path) -> None:
     """As Xen's PV domain builders leave vcpu_info[0] (xc_dom_x86.c, dom0_build.c)."""
-    source = f"mov {SHARED_INFO:#x}(%rsi), %rax\nmovzbl 0x1(%rax), %ebx"
+    source = map_shared_info("rax") + "    movzbl 0x1(%rax), %ebx"
     assert boot(tmp_path, source).registers["rbx"] == 1
 
 
@@ -556,8 +575,8 @@ handler:
 
 UPCALL = 0xF3  # the vector the shim asks Xen to deliver upcalls as
 CALLBACK_VECTOR = abi.HVM_PARAM_CALLBACK_TYPE_VECTOR << abi.HVM_PARAM_CALLBACK_TYPE_SHIFT | UPCALL
-# rbx = vcpu_info[0] (start_info.shared_info, identity mapped), then the callback
-EVENTS_ON = f"    mov {SHARED_INFO:#x}(%rsi), %rbx\n" + callback(REGISTER, CB.EVENT, "callback")
+# rbx = vcpu_info[0] (shared_info, mapped), then the callback
+EVENTS_ON = map_shared_info("rbx") + callback(REGISTER, CB.EVENT, "callback")
 
 
 def flags_into(register: str) -> str:
@@ -679,7 +698,7 @@ def test_a_shutdown_says_its_reason_then_reaches_xen(tmp_path: Path) -> None:
 
 def test_without_an_event_callback_interrupts_stay_off(tmp_path: Path) -> None:
     source = f"""
-    mov {SHARED_INFO:#x}(%rsi), %rbx
+{map_shared_info("rbx")}
     movb $0x0, 0x1(%rbx)
     xor %edi, %edi
     {hypercall(H.XEN_VERSION)}
