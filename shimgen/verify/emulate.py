@@ -38,9 +38,12 @@ does. The emulator plays the hypervisor:
   #PF's is worked out from the tables and the faulting instruction (present,
   write), #GP's from an iretq's frame or a segment load's selector, 0 otherwise.
   Each delivery is listed in ``Result.traps``; one with no usable gate stops the
-  run as a fault (a real CPU would triple-fault). QEMU, never told a delivery
-  happened, reports a later contributory fault as #DF: the emulator works out
-  which it was (_undoubled).
+  run as a fault (a real CPU would triple-fault). QEMU marks a delivery finished
+  only in the routine the hook replaces, so after each one the emulator clears
+  QEMU's record of the exception in flight (_clear_exception_in_flight); without
+  that a second fault would come as #DF and a third end the run in silence.
+* Unicorn calls the code hook before every instruction; the bytes it matches are
+  read once per basic block (_block), not through the page tables per instruction.
 
 It stops when the kernel's entry is about to run (or on hlt, or after an
 instruction budget) and reports registers, the instruction count and the boot
@@ -52,6 +55,7 @@ under PV pseudo-physical, address), or the loader's hvm_start_info at ebx
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -92,6 +96,11 @@ OTHER_HYPERVISOR_SIGNATURE = b"Microsoft Hv"
 OTHER_HYPERVISOR_LEAVES = 5
 MODULE_BYTES = b"shimgen emulated module\n" * 100
 INSTRUCTION_BUDGET = 2_000_000
+# Finding CPUX86State.old_exception in a Unicorn context (_exception_in_flight_offset)
+DEBUG_REGISTERS = 8  # dr[8], just before the breakpoint pointers
+BREAKPOINT_POINTERS = 4  # cpu_breakpoint[4] / cpu_watchpoint[4], then old_exception
+DEBUG_REGISTER_MARK = 0x5EED_D0D0_0000_0000  # values no fresh CPU holds
+NO_EXCEPTION = (-1).to_bytes(4, "little", signed=True)
 # Unicorn's emu_start stops when rip reaches its "until" address, and 0 is an address
 # too: a kernel entered at 0 (Mini-OS and Unikraft link there) would stop before the
 # kernel-entry hook ran. A non-canonical address is never fetched from.
@@ -129,7 +138,6 @@ MAX_DECODED = 16  # entries of a module list or memory map shown
 # what a 64-bit trap clears in RFLAGS (TF, NT, RF, VM; IF too through an interrupt
 # gate) and the #PF error code's bits
 GATE_PRESENT, GATE_TYPE, GATE_INTERRUPT, GATE_TRAP = 0x80, 0xF, 0xE, 0xF
-EXC_DE, EXC_DF = 0, 8
 EFLAGS_CLEARED_ON_TRAP = (1 << 8) | (1 << 14) | (1 << 16) | abi.EFLAGS_VM
 PFEC_PRESENT, PFEC_WRITE = 1 << 0, 1 << 1
 
@@ -215,7 +223,8 @@ class Machine:
         self.debug = bytearray()
         self.hypercalls: list[str] = []
         self.traps: list[str] = []
-        self.last_cr2 = 0  # CR2 after the last delivery (_undoubled)
+        self.block_start, self.block_bytes = 0, b""  # the basic block running (_block)
+        self.in_flight_offset = _exception_in_flight_offset()
         self.trace: list[str] | None = [] if trace else None
         self.cr3 = 0
         self.loader: dict[str, int] = {}
@@ -279,7 +288,13 @@ class Machine:
         return paddr
 
     def vread(self, vaddr: int, size: int) -> bytes:
-        return self.read(self.phys(vaddr), size)
+        """size bytes at guest virtual vaddr, each page translated on its own."""
+        chunks = []
+        while size > 0:
+            length = min(size, abi.PAGE_SIZE - vaddr % abi.PAGE_SIZE)
+            chunks.append(self.read(self.phys(vaddr), length))
+            vaddr, size = vaddr + length, size - length
+        return b"".join(chunks)
 
     def vwrite(self, vaddr: int, data: bytes) -> None:
         self.uc.mem_write(self.phys(vaddr), data)
@@ -482,10 +497,13 @@ class Machine:
         if name is not None and name not in self.reached:
             self.reached[name] = self.count
         self.count += 1
-        head = self.vread(address, 3)
+        offset = address - self.block_start
+        head = self.block_bytes[offset : offset + min(size, 3)]
+        if len(head) < min(size, 3):  # Unicorn began no block here (a rip we set)
+            head = self.vread(address, min(size, 3))
         self.last_byte = head[0]
         if self.trace is not None:
-            self.trace.append(f"{address:#x} {head[: min(size, 3)].hex()}")
+            self.trace.append(f"{address:#x} {head.hex()}")
         if head[:2] == OP_SPIN:
             self.outcome = "halted"
             uc.emu_stop()
@@ -496,27 +514,30 @@ class Machine:
             self._set("rax", self._hypercall() & MASK64)
             self._set("rip", address + len(head))
 
+    def _block(self, _uc: Any, address: int, size: int, _user: Any) -> None:
+        self.block_start = address
+        try:
+            self.block_bytes = self.vread(address, size)
+        except Refused:  # the fetch faults; the code hook never runs on these bytes
+            self.block_bytes = b""
+
     # --- exceptions through the guest's IDT -------------------------------------------
 
     def _interrupt(self, uc: Any, vector: int, _user: Any) -> None:
-        if vector == EXC_DF:
-            vector = self._undoubled(self._reg("rip"))
         if not self._deliver(vector):
             uc.emu_stop()
-        self.last_cr2 = self._reg("cr2")
+        self._clear_exception_in_flight()
 
-    def _undoubled(self, rip: int) -> int:
-        """The exception QEMU reported as #DF. Its check_exception turns a second
-        contributory exception or #PF into #DF unless one was delivered in between,
-        and only its own delivery (which Unicorn replaces by this hook) says so: here
-        every #DF is one of those. The real one: #PF when CR2 moved (QEMU sets it
-        first), #DE for a division, else #GP."""
-        if self._reg("cr2") != self.last_cr2:
-            return abi.EXC_PF
-        insn = self._instruction(rip)
-        if insn is not None and insn.mnemonic in ("div", "idiv"):
-            return EXC_DE
-        return abi.EXC_GP
+    def _clear_exception_in_flight(self) -> None:
+        """Tell QEMU the exception was delivered, as its own delivery routine (which
+        Unicorn's interrupt hook replaces) does by setting CPUX86State.old_exception
+        to -1; left set, QEMU's check_exception turns the next contributory fault or
+        #PF into #DF and the one after into a silent triple fault."""
+        import ctypes
+
+        context = self.uc.context_save()
+        ctypes.memmove(context.context.value + self.in_flight_offset, NO_EXCEPTION, 4)
+        self.uc.context_restore(context)
 
     def _invalid_opcode(self, _uc: Any, _user: Any) -> bool:
         return self._deliver(abi.EXC_UD)
@@ -621,6 +642,7 @@ class Machine:
 
     def run(self, start: int) -> None:
         from unicorn import (
+            UC_HOOK_BLOCK,
             UC_HOOK_CODE,
             UC_HOOK_INSN,
             UC_HOOK_INSN_INVALID,
@@ -630,6 +652,7 @@ class Machine:
         )
         from unicorn.x86_const import UC_X86_INS_CPUID, UC_X86_INS_OUT
 
+        self.uc.hook_add(UC_HOOK_BLOCK, self._block)
         self.uc.hook_add(UC_HOOK_CODE, self._code)
         self.uc.hook_add(UC_HOOK_INTR, self._interrupt)
         self.uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid_opcode)
@@ -652,6 +675,30 @@ class Machine:
 
 
 # --- start states ----------------------------------------------------------------------
+
+
+@functools.cache
+def _exception_in_flight_offset() -> int:
+    """Where a Unicorn CPU context (uc_context's data: QEMU's CPUX86State up to
+    end_reset_fields) holds old_exception, found by its place in the struct: after
+    dr[8] and four breakpoint pointers (qemu/target/i386/cpu.h). The debug registers
+    are written with marks to find them; old_exception is -1 after reset."""
+    import ctypes
+
+    from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
+    from unicorn.x86_const import UC_X86_REG_DR0
+
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    marks = [DEBUG_REGISTER_MARK + n for n in range(DEBUG_REGISTERS)]
+    for n, mark in enumerate(marks):
+        uc.reg_write(UC_X86_REG_DR0 + n, mark)
+    context = uc.context_save()
+    blob = ctypes.string_at(context.context.value, context.size)
+    found = blob.find(b"".join(mark.to_bytes(8, "little") for mark in marks))
+    offset = found + DEBUG_REGISTERS * 8 + BREAKPOINT_POINTERS * ctypes.sizeof(ctypes.c_void_p)
+    if found < 0 or blob[offset : offset + 4] != NO_EXCEPTION:
+        raise Refused("this Unicorn's CPU context has no old_exception where QEMU's has it")
+    return offset
 
 
 def _set_32bit_flat(machine: Machine) -> None:
