@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 
-from .clayout import U8, U16, U32, U64, Field, Record
+from .clayout import U8, U16, U32, U64, CharArray, Field, Record
 
 # --- hypercall numbers: xen/include/public/xen.h -----------------------------------
 
@@ -112,6 +112,7 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 DOMID_SELF = 0x7FF0  # xen.h
 CONSOLEIO_WRITE = 0  # xen.h, CONSOLEIO_write
 SCHEDOP_SHUTDOWN = 2  # sched.h
+EVTCHNOP_SEND = 4  # event_channel.h: struct evtchn_send { evtchn_port_t port; }
 SHUTDOWN_CRASH = 3  # sched.h
 
 # --- guest types (XENVER_capabilities, xen/include/public/version.h) ------------------
@@ -576,3 +577,21 @@ DESC_TYPE_MASK = 0xF
 # cpuid (ud2; "xen") to have Xen's view of it; Xen emulates the cpuid on the #UD
 XEN_EMULATE_PREFIX = b"\x0f\x0bxen"
 XEN_CPUID = XEN_EMULATE_PREFIX + b"\x0f\xa2"
+
+
+# xen/include/public/io/console.h: a domU's console ring. The guest writes its output
+# into out[] (indices free-running, taken modulo the array's size), advances out_prod
+# and notifies the console's event channel; the backend (xenconsoled) consumes up to
+# out_prod and advances out_cons.
+XENCONS_INTERFACE = Record(
+    "xencons_interface",
+    (
+        Field("in", CharArray(1024), "input from the backend"),
+        Field("out", CharArray(2048), "output to the backend"),
+        Field("in_cons", U32),
+        Field("in_prod", U32),
+        Field("out_cons", U32),
+        Field("out_prod", U32),
+    ),
+    doc="the console ring page (io/console.h)",
+)

@@ -67,6 +67,8 @@ PVH_PASSING += ("trap_bp", "trap_ud", "trap_de", "trap_gp")
 PVH_PASSING += ("m2p", "console_ring", "update_va_mapping", "mmu_update", "mmuext_invlpg")
 PVH_PASSING += ("window_shows_scratch", "mmu_update_restore", "mmuext_tlb_flush")
 PVH_PASSING += ("window_restored", "new_baseptr", "new_baseptr_back")
+PVH_PASSING += ("unmap_page", "trap_pf", "set_gdt", "gdt_selector", "flat_kernel_ds")
+PVH_PASSING += ("events_masked_at_entry",)
 
 # The trap each probe raises: vector, the symbol of the instruction its frame's rip
 # names (int3 is a trap: rip is past its one byte), and whether Xen pushes an error code.

@@ -20,6 +20,7 @@ TEXT_VIRT = imagegen.PV64_VIRT_BASE + imagegen.PHYS_BASE
 PAGE_VIRT = TEXT_VIRT + 0x1000  # imagegen's HYPERCALL_PAGE note
 STUB = 32  # xen.h: one 32-byte stub per hypercall
 UNHANDLED = "shimgen: pv-abi: unhandled hypercall {} ({})\n"
+UNHANDLED_TRAP = "shimgen: pv-abi: unhandled trap {:#04x} at {:#018x}\n"
 
 # x86-64 encodings (Intel SDM vol. 2): movabs $imm64 into an argument register, and
 # mov %rax into the registers that keep each result

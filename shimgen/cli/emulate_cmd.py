@@ -153,6 +153,9 @@ def _show(result: Any, args: argparse.Namespace) -> None:
         out.print(f"  of which the kernel's: {result.kernel_instructions}", markup=False)
     if result.debug_output:
         out.print(f"guest output: {result.debug_output.decode('latin-1')!r}", markup=False)
+    if result.console_output:
+        text = result.console_output.decode("latin-1")
+        out.print(f"console ring: {text!r}", markup=False)
     regs = Table(title="registers")
     regs.add_column("register")
     regs.add_column("value")

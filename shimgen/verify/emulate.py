@@ -186,6 +186,7 @@ class Result:
     boot_mode_var: int | None = None  # the kernel's shimgen_boot_mode at its entry
     kernel_instructions: int = 0  # run_kernel: from the kernel's entry to its hlt
     debug_output: bytes = b""
+    console_output: bytes = b""  # what the kernel wrote to its console ring (PVH, Xen)
     hypercalls: list[str] = field(default_factory=list)
     traps: list[str] = field(default_factory=list)  # exceptions delivered through the IDT
     trace: list[str] = field(default_factory=list)
@@ -202,6 +203,7 @@ class Result:
         data = asdict(self)
         del data["start_info_raw"]
         data["debug_output"] = self.debug_output.decode("latin-1")
+        data["console_output"] = self.console_output.decode("latin-1")
         return data
 
 
@@ -221,6 +223,8 @@ class Machine:
         self.count = 0
         self.outcome = "budget"
         self.debug = bytearray()
+        self.console = bytearray()  # drained from the console ring (_drain_console)
+        self.rings_mapped = False
         self.hypercalls: list[str] = []
         self.traps: list[str] = []
         self.block_start, self.block_bytes = 0, b""  # the basic block running (_block)
@@ -418,6 +422,7 @@ class Machine:
             abi.Hypercall.HVM_OP: self._hvm_op,
             abi.Hypercall.CONSOLE_IO: self._console_io,
             abi.Hypercall.SET_TIMER_OP: self._set_timer_op,
+            abi.Hypercall.EVENT_CHANNEL_OP: self._event_channel_op,
         }
         handler = handlers.get(number)
         name = abi.Hypercall(number).name if number in abi.Hypercall._value2member_map_ else number
@@ -472,6 +477,37 @@ class Machine:
         too: it arms or (0) stops the vCPU's one-shot timer and always answers 0. No
         time passes here, so nothing fires."""
         return 0
+
+    def _event_channel_op(self, cmd: int, arg: int) -> int:
+        """EVTCHNOP_send on the console's port: the emulated console backend drains
+        the ring into console_output, as xenconsoled does; everything else -ENOSYS."""
+        if cmd != abi.EVTCHNOP_SEND:
+            return -abi.ENOSYS
+        port = int.from_bytes(self.vread(arg, 4), "little")
+        if port == FAKE_PARAMS[abi.HvmParam.CONSOLE_EVTCHN] and self.rings_mapped:
+            self._drain_console()
+        return 0
+
+    def _drain_console(self) -> None:
+        ring = FAKE_PARAMS[abi.HvmParam.CONSOLE_PFN] << abi.PAGE_SHIFT
+        layout = abi.XENCONS_INTERFACE
+        out = ring + layout.offset_of("out")
+        size = layout.offset_of("in_cons") - layout.offset_of("out")  # char out[2048]
+        cons_at, prod_at = ring + layout.offset_of("out_cons"), ring + layout.offset_of("out_prod")
+        cons = int.from_bytes(self.read(cons_at, 4), "little")
+        prod = int.from_bytes(self.read(prod_at, 4), "little")
+        pending = min((prod - cons) & 0xFFFFFFFF, size)  # a bad index takes one ring's worth
+        for index in range(cons, cons + pending):
+            self.console += self.read(out + index % size, 1)
+        self.uc.mem_write(cons_at, ((cons + pending) & 0xFFFFFFFF).to_bytes(4, "little"))
+
+    def map_rings(self) -> None:
+        """The console and xenstore pages of a PVH domU, zeroed as libxl leaves them."""
+        for param in (abi.HvmParam.CONSOLE_PFN, abi.HvmParam.STORE_PFN):
+            page = FAKE_PARAMS[param] << abi.PAGE_SHIFT
+            self._map_past_ram(page, abi.PAGE_SIZE)
+            self.uc.mem_write(page, bytes(abi.PAGE_SIZE))
+        self.rings_mapped = True
 
     def _console_io(self, cmd: int, length: int) -> int:
         if cmd == abi.CONSOLEIO_WRITE:
@@ -783,6 +819,8 @@ def _place_cmdline(machine: Machine, state: StartState) -> int:
 
 def _start_pvh(machine: Machine) -> int:
     info = _place_pvh_info(machine, machine.state)
+    if machine.state.xen:
+        machine.map_rings()
     if machine.state.wrong_mode:
         _set_long_mode_identity(machine)
     else:
@@ -958,6 +996,7 @@ def run_machine(image: Image, state: StartState, trace: bool = False) -> tuple[M
         start_info=decoded,
         start_info_raw=raw,
         debug_output=bytes(machine.debug),
+        console_output=bytes(machine.console),
         hypercalls=machine.hypercalls,
         traps=machine.traps,
         trace=machine.trace or [],

@@ -72,7 +72,7 @@ def test_under_pv_the_kernel_calls_xen_and_the_shim_stays_out(tmp_path: Path) ->
 # its M2P and mfn_list, 32671 frames at 6 instructions each, 69632 quad words of
 # invalid entries and zeroed tables stored, mfn_list and the 512 KiB after the
 # kernel's region mapped page by page.
-PV_MEMORY_LAYOUT = 278609
+PV_MEMORY_LAYOUT = 278608
 PVH_TO_ENTRY_WITH_LAYER = 6085 + PV_MEMORY_LAYOUT
 PVH_KERNEL = 1835
 PV_KERNEL = 25  # Xen's (emulated) stubs: mov, vmcall, ret

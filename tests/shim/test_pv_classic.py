@@ -70,6 +70,16 @@ def test_under_emulated_pvh_it_passes_the_steps_the_layer_answers(
     assert set(passed) <= set(pvclassic.PV_STEPS + pvclassic.DOMU_STEPS)
 
 
+def test_under_emulated_pvh_its_report_reaches_its_console_ring(
+    pvh_run: api.EmulateResult,
+) -> None:
+    """A domU's report goes to the console ring it finds through the M2P; the emulated
+    console backend drains it on each notify, as xenconsoled does."""
+    console = pvh_run.console_output.decode().splitlines()
+    assert "shimgen-sample: step.console_ring=ok" in console
+    assert console[-1] == "shimgen-sample: done"
+
+
 # Steps that make one PV-only hypercall (callback_op: its first) and report its result
 ONE_CALL_STEPS = ("set_trap_table", "set_callbacks", "callback_op", "stack_switch")
 ONE_CALL_STEPS += ("update_va_mapping",)

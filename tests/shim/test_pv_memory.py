@@ -17,7 +17,7 @@ from typing import Any
 import imagegen
 import pytest
 from memmaps import RAM, RESERVED, xl_pvh_memmap
-from pvkernel import UNHANDLED, assemble, write_kernel
+from pvkernel import UNHANDLED, UNHANDLED_TRAP, assemble, write_kernel
 from shimgen.structs import HVM_MODLIST_ENTRY, start_info
 from shimgen.structs import xen_abi as abi
 
@@ -155,9 +155,10 @@ def test_the_m2p_is_read_only_to_the_kernel(tmp_path: Path) -> None:
         movq $0x0, (%rcx)
     """
     result = boot(tmp_path, writer).result
-    assert result.outcome.startswith("fault"), result.outcome
-    # the write is the instruction that faulted (movabs is 10 bytes)
-    assert result.registers["rip"] == imagegen.PV64_VIRT_BASE + imagegen.PHYS_BASE + 10
+    # the write faults (movabs is 10 bytes); with no trap table the shim names the
+    # #PF and stops the kernel, as Xen crashes a PV guest it cannot bounce a fault to
+    write = imagegen.PV64_VIRT_BASE + imagegen.PHYS_BASE + 10
+    assert result.debug_output.decode() == UNHANDLED_TRAP.format(abi.EXC_PF, write)
     assert result.registers["cr0"] & abi.CR0_WP
 
 

@@ -13,7 +13,17 @@ from pathlib import Path
 
 import imagegen
 import pytest
-from pvkernel import DATA_VIRT, PAGE_VIRT, STUB, TEXT_VIRT, assemble, hypercall, patched, run
+from pvkernel import (
+    DATA_VIRT,
+    PAGE_VIRT,
+    STUB,
+    TEXT_VIRT,
+    UNHANDLED_TRAP,
+    assemble,
+    hypercall,
+    patched,
+    run,
+)
 from shimgen.structs import start_info
 from shimgen.structs import xen_abi as abi
 from xenprobe import xen_values
@@ -50,7 +60,6 @@ NON_CANONICAL = 0x0000800000001000
 KERNEL_CS = 0xE030  # FLAT_KERNEL_CS64 with RPL 0: what Xen shows a kernel-mode frame
 KERNEL_SS = 0xE02B  # FLAT_KERNEL_SS64
 IF = 1 << 9
-UNHANDLED_TRAP = "shimgen: pv-abi: unhandled trap {:#04x} at {:#018x}\n"
 
 
 def signed(value: int) -> int:

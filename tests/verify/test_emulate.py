@@ -176,3 +176,18 @@ def test_hvm_start_info_handoff_enters_with_sse_enabled_too(samples_build, tmp_p
     regs = result.registers
     assert regs["cr4"] & SSE_ON == SSE_ON
     assert regs["cr0"] & abi.CR0_MP and not regs["cr0"] & abi.CR0_EM
+
+
+def test_the_emulated_console_backend_uses_xens_ring_layout(tmp_path: Path) -> None:
+    """The ring the emulated xenconsoled drains (io/console.h) and the event channel
+    call that asks it to, as gcc compiles Xen's headers."""
+    from xenprobe import xen_values
+
+    ring = abi.XENCONS_INTERFACE
+    members = ("out", "in_cons", "out_cons", "out_prod")
+    expressions = {m: f"offsetof(struct xencons_interface, {m})" for m in members}
+    expressions |= {"size": "sizeof(struct xencons_interface)", "send": "EVTCHNOP_send"}
+    headers = ("xen/xen.h", "xen/io/console.h", "xen/event_channel.h")
+    got = xen_values(tmp_path, expressions, headers)
+    assert {m: ring.offset_of(m) for m in members} == {m: got[m] for m in members}
+    assert (ring.size, abi.EVTCHNOP_SEND) == (got["size"], got["send"])
