@@ -9,7 +9,6 @@ The emulated PVH boot runs the shim, then the kernel past its entry up to its hl
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import imagegen
@@ -369,33 +368,7 @@ def test_check_stops_saying_it_fails_when_every_pv_only_call_is_answered(tmp_pat
     )
 
 
-# --- a real PV kernel under real Xen ------------------------------------------------
-
-BOOT_SECONDS = 180  # Xen in QEMU TCG takes about 2 s idle; the machine is shared
-
-
-@pytest.mark.xen
-@pytest.mark.slow
-def test_patched_mini_os_takes_its_first_page_fault_through_its_trap_table_under_xen(
-    mini_os: Callable[[str], Path], tmp_path: Path
-) -> None:
-    """Mini-OS's PV build (../shared/thirdparty) as a Xen PVH dom0. Without the layer
-    Xen answers its first PV-only hypercall, set_trap_table, -ENOSYS and the kernel
-    dies later without a word; through the layer its trap table and callbacks are
-    taken, and its first M2P read (the M2P is not there yet: docs/pv-abi.md) reaches
-    its own page-fault handler, which prints the PV frame it got: cs 0xe030 (Xen's
-    kernel-mode cs) and ss 0xe02b. Its lines go through console_io, which keeps
-    Xen's own stub; a release Xen refuses console_io to a domU, and a domU's console
-    ring needs the M2P, so as an xl-pvh domU it prints nothing yet."""
-    out = tmp_path / "mini-os.universal"
-    assert api.patch(mini_os("pv"), out).plan.pv_abi.on
-    result = api.boot(out, "xen-pvh", timeout=BOOT_SECONDS)
-    lines = [line.strip() for line in result.guest_lines]
-    assert lines[0] == "Bootstrapping...", result.to_json()
-    assert lines[1].startswith("Page fault at linear address"), lines
-    assert any(line.startswith("RIP: e030:") for line in lines), lines
-    assert any(line.startswith("RSP: e02b:") for line in lines), lines
-    assert not any(line.startswith("shimgen: pv-abi: unhandled") for line in lines), lines
+# Mini-OS under real Xen through the layer: tests/shim/test_pv_memory.py
 
 
 # --- the numbers the handlers take, against Xen's public headers -----------------------
