@@ -502,11 +502,12 @@ class Machine:
         self.uc.mem_write(cons_at, ((cons + pending) & 0xFFFFFFFF).to_bytes(4, "little"))
 
     def map_rings(self) -> None:
-        """The console and xenstore pages of a PVH domU, zeroed as libxl leaves them."""
+        """The console and xenstore pages of a PVH domU, zeroed as libxl leaves them
+        (unless the start state wrote them already)."""
         for param in (abi.HvmParam.CONSOLE_PFN, abi.HvmParam.STORE_PFN):
             page = FAKE_PARAMS[param] << abi.PAGE_SHIFT
-            self._map_past_ram(page, abi.PAGE_SIZE)
-            self.uc.mem_write(page, bytes(abi.PAGE_SIZE))
+            if self._map_past_ram(page, abi.PAGE_SIZE):
+                self.uc.mem_write(page, bytes(abi.PAGE_SIZE))
         self.rings_mapped = True
 
     def _console_io(self, cmd: int, length: int) -> int:
