@@ -246,7 +246,7 @@ pv_mmu_update_next:
 	je	pv_mmu_update_machphys
 	cmp	${MMU_PT_UPDATE_NO_TRANSLATE}, %r11d
 	ja	pv_mmu_update_enosys
-	call	pv_mmu_address_ok
+	call	pv_mmu_address_frame
 	jc	pv_mmu_update_einval
 	xchg	%rsi, %r10
 	call	pv_mmu_l1e_ok
@@ -263,14 +263,7 @@ pv_mmu_update_write:
 	mov	%r10, (%rsi)
 	jmp	pv_mmu_update_done_one
 pv_mmu_update_machphys:
-	call	pv_mmu_address_ok
-	jc	pv_mmu_update_einval
-	mov	%rsi, %rdi
-	shr	${M2P_FRAME_SHIFT}, %rdi	/* the frame times an entry's size */
-	and	${M2P_ENTRY_MASK}, %edi
-	movabs	${MACH2PHYS_VIRT_START}, %rax
-	add	%rax, %rdi
-	call	pv_mmu_mapped
+	call	pv_mmu_address_frame		/* rax = its M2P entry */
 	jc	pv_mmu_update_einval
 	mov	%r10, (%rax)
 pv_mmu_update_done_one:
@@ -295,13 +288,33 @@ pv_mmu_update_flush:
 	mov	%rdx, %cr3
 	jmp	pv_mmu_batch_end
 
-/* rsi = a guest-physical address: CF clear when it lies in the direct map;
-   clobbers rax, flags */
-pv_mmu_address_ok:
+/* rsi = a guest-physical address: pv_mmu_guest_frame of its frame */
+pv_mmu_address_frame:
+	push	%rsi
+	shr	${PAGE_SHIFT}, %rsi
+	call	pv_mmu_guest_frame
+	pop	%rsi
+	ret
+
+/* rsi = a frame number: CF clear with rax = the direct-map address of its M2P
+   entry when the frame is the guest's: below the direct map's end, with an M2P
+   entry mapped at MACH2PHYS_VIRT_START that is not INVALID_M2P_ENTRY (the layer's
+   M2P, 35_pv_memory.S, marks every frame without RAM so), as Xen refuses a frame
+   the domain does not own; CF set otherwise. Clobbers rax, flags. */
+pv_mmu_guest_frame:
 	mov	%rsi, %rax
-	shr	${DIRECTMAP_BITS}, %rax
+	shr	${DIRECTMAP_FRAME_BITS}, %rax
 	jnz	pv_mmu_entry_ok_bad
-	clc					/* shr left bit 31 in CF */
+	push	%rdi
+	lea	(,%rsi,{M2P_ENTRY_SIZE}), %rdi
+	movabs	${MACH2PHYS_VIRT_START}, %rax
+	add	%rax, %rdi
+	call	pv_mmu_mapped
+	pop	%rdi
+	jc	pv_mmu_entry_ok_done
+	cmpq	${INVALID_M2P_ENTRY_IMM}, (%rax)
+	je	pv_mmu_entry_ok_bad
+	clc
 	ret
 
 /* mmuext_op(ops, count, done, foreigndom), as Xen's do_mmuext_op for a 64-bit PV
@@ -361,9 +374,8 @@ pv_mmuext_op_enosys:
    errno; may clobber rdx, rsi, rdi, r10, r11 and flags */
 pv_mmuext_pin:					/* and unpin */
 pv_mmuext_frame:
-	mov	%rsi, %rax
-	shr	${DIRECTMAP_FRAME_BITS}, %rax
-	jnz	pv_mmuext_einval
+	call	pv_mmu_guest_frame
+	jc	pv_mmuext_einval
 	xor	%eax, %eax
 	ret
 pv_mmuext_new_baseptr:

@@ -340,11 +340,10 @@ _BATCH_SAVED = ("rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11")
 def _pv_mmu_batch_values() -> dict[str, int | str]:
     """mmu_update, mmuext_op and multicall (37_pv_mmu.S, 96_pv_mmu_data.S)."""
     directmap_bits = abi.SHIM_DIRECTMAP_SIZE.bit_length() - 1
-    m2p_entry_bits = abi.M2P_ENTRY_SIZE.bit_length() - 1
     slot_shift = abi.PAGE_SHIFT + 3 * (abi.ENTRIES_PER_TABLE.bit_length() - 1)
     slot_mask = abi.ENTRIES_PER_TABLE - 1
     stub_shift = abi.HYPERCALL_STUB_SIZE.bit_length() - 1
-    assert 1 << m2p_entry_bits == abi.M2P_ENTRY_SIZE
+    assert abi.INVALID_M2P_ENTRY == MASK64  # cmpq with INVALID_M2P_ENTRY_IMM
     assert 1 << stub_shift == abi.HYPERCALL_STUB_SIZE
     table = pv_abi.mmuext_table()
     return {
@@ -368,9 +367,8 @@ def _pv_mmu_batch_values() -> dict[str, int | str]:
         "MMU_PT_UPDATE_PRESERVE_AD": abi.MMU_PT_UPDATE_PRESERVE_AD,
         "MMU_PT_UPDATE_NO_TRANSLATE": abi.MMU_PT_UPDATE_NO_TRANSLATE,
         "MACH2PHYS_VIRT_START": abi.MACH2PHYS_VIRT_START,
-        "M2P_FRAME_SHIFT": abi.PAGE_SHIFT - m2p_entry_bits,  # frame * entry size
-        "M2P_ENTRY_MASK": -abi.M2P_ENTRY_SIZE,
-        "DIRECTMAP_BITS": directmap_bits,
+        "M2P_ENTRY_SIZE": abi.M2P_ENTRY_SIZE,
+        "INVALID_M2P_ENTRY_IMM": -1,  # ~0UL, as an imm8 the CPU sign-extends
         "DIRECTMAP_FRAME_BITS": directmap_bits - abi.PAGE_SHIFT,
         "MMUEXT_OP_SIZE": abi.MMUEXT_OP.size,
         "MMUEXT_CMD": abi.MMUEXT_OP.offset_of("cmd"),

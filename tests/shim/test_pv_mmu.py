@@ -362,6 +362,7 @@ def test_mmu_update_machphys_update_writes_the_m2p_entry_through_its_mapping(
 
 
 FAR = 1 << 32  # past the direct map: a frame the shim refuses as not the guest's
+HOLE = 0x80000000  # in the direct map, past the emulated RAM: no M2P entry
 
 
 @pytest.mark.parametrize(
@@ -374,6 +375,8 @@ FAR = 1 << 32  # past the direct map: a frame the shim refuses as not the guest'
         (L1_PHYS | 4, PAGE_PHYS | P, -abi.ENOSYS),  # no such command
         (L1_PHYS | 7, PAGE_PHYS | P, -abi.ENOSYS),
         (FAR | abi.MMU_MACHPHYS_UPDATE, 1, -abi.EINVAL),
+        (HOLE, PAGE_PHYS | P, -abi.EINVAL),  # no RAM there: not the guest's frame
+        (HOLE | abi.MMU_MACHPHYS_UPDATE, 1, -abi.EINVAL),
         (L1_PHYS | abi.MMU_PT_UPDATE_NO_TRANSLATE, FAR | 0xFFE, 0),  # not present: any
     ],
 )
@@ -495,6 +498,9 @@ FAR_FRAME = FAR >> abi.PAGE_SHIFT
         ((21, 0, 0), -abi.ENOSYS),
         ((0xFFFFFFFF, 0, 0), -abi.ENOSYS),
         ((X.CLEAR_PAGE, FAR_FRAME, 0), -abi.EINVAL),
+        ((X.CLEAR_PAGE, HOLE >> abi.PAGE_SHIFT, 0), -abi.EINVAL),
+        ((X.PIN_L1_TABLE, HOLE >> abi.PAGE_SHIFT, 0), -abi.EINVAL),
+        ((X.NEW_BASEPTR, HOLE >> abi.PAGE_SHIFT, 0), -abi.EINVAL),
         ((X.COPY_PAGE, PAGE_FRAME, FAR_FRAME), -abi.EINVAL),
     ],
 )
