@@ -74,6 +74,9 @@ __all__ = [
 
 PathLike = str | Path
 MODES = ("pv", "pvh")
+# emulate's memory_mib: enough for a small kernel and its boot structures, and below
+# the toolstack's special pages under 4 GiB (shimgen/verify/emulate.py FAKE_PARAMS)
+EMULATED_MEMORY_RANGE_MIB = (4, 3072)
 
 # Names that live with the stage that defines them: name -> (module, attribute);
 # HANDOFFS and LOADERS are tuple[str, ...].
@@ -531,6 +534,7 @@ def emulate(
     wrong_mode: bool = False,
     run_kernel: bool = False,
     trace: bool = False,
+    memory_mib: int | None = None,
 ) -> EmulateResult:
     """Run a patched image's shim in Unicorn from the start state Xen (or, with
     ``xen=False``, QEMU) builds, up to the kernel's entry (``shimgen emulate``).
@@ -540,8 +544,10 @@ def emulate(
     cmdline_unterminated, wrong_mode (each entry in the other CPU mode),
     other_hypervisor (another hypervisor's cpuid leaves first). ``.reached_kernel``
     is True when the kernel's entry was reached. run_kernel: go on past the kernel's
-    entry up to its hlt (outcome "kernel-halted"). Raises Refused for PV on an image
-    without a PV entry, UsageError for an unknown field or mode.
+    entry up to its hlt (outcome "kernel-halted"). memory_mib: the guest's RAM (a PC's
+    memory map, RAM from 0 up; default 128 MiB). Raises Refused for PV on an
+    image without a PV entry, UsageError for an unknown field or mode or a memory size
+    outside EMULATED_MEMORY_RANGE_MIB.
     """
     from .read.image import read_image
     from .verify.emulate import StartState
@@ -551,6 +557,10 @@ def emulate(
         raise UsageError(f"mode must be 'pv' or 'pvh', not {mode!r}")
     if hvm_version not in (0, 1):
         raise UsageError(f"hvm_version must be 0 or 1, not {hvm_version!r}")
+    low, high = EMULATED_MEMORY_RANGE_MIB
+    if memory_mib is not None and not low <= memory_mib <= high:
+        raise UsageError(f"memory must be {low} to {high} MiB, not {memory_mib}")
+    sized = {} if memory_mib is None else {"ram_size": memory_mib << 20}
     state = StartState(
         mode=mode,
         cmdline=cmdline.encode() if isinstance(cmdline, str) else bytes(cmdline),
@@ -563,6 +573,7 @@ def emulate(
         cmdline_unterminated=cmdline_unterminated,
         wrong_mode=wrong_mode,
         run_kernel=run_kernel,
+        **sized,
     )
     return run_emulate(read_image(path), state, trace=trace)
 

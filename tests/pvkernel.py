@@ -96,7 +96,13 @@ def patched(tmp_path: Path, calls: list[Step] | bytes, **options: object) -> Pat
     return out
 
 
+# The test kernels' RAM: an xl domU's usual size. The PV memory layout the layer
+# builds at boot grows with it (about 8 instructions a frame in the emulator).
+MEMORY_MIB = 32
+
+
 def run(image: Path, mode: str = "pvh", **options: object) -> api.EmulateResult:
+    options = {"memory_mib": MEMORY_MIB} | options
     result = api.emulate(image, mode, run_kernel=True, **options)  # type: ignore[arg-type]
     assert result.outcome == "kernel-halted", result.outcome
     return result

@@ -46,7 +46,7 @@ def register(commands: Any) -> None:
     )
     hostile = parser.add_argument_group(
         "hostile loaders",
-        "What a broken loader could hand over. RAM is 128 MiB; past it and below 4 GiB "
+        "What a broken loader could hand over. RAM is 128 MiB (--memory); past it and below 4 GiB "
         "reads see open bus (0xff); at or above 4 GiB nothing is mapped.",
     )
     hostile.add_argument(
@@ -92,15 +92,24 @@ def register(commands: Any) -> None:
             "the shim's PV ABI layer run too); registers are the kernel's at the end"
         ),
     )
+    parser.add_argument(
+        "--memory",
+        metavar="MIB",
+        type=int,
+        help="the guest's RAM in MiB (default 128; xl's domUs often get 32)",
+    )
     parser.add_argument("--trace", action="store_true", help="list every instruction run")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run_emulate)
 
 
 def run_emulate(args: argparse.Namespace) -> int:
-    from ..api import emulate
+    from ..api import EMULATED_MEMORY_RANGE_MIB, emulate
     from ..errors import UsageError
 
+    low, high = EMULATED_MEMORY_RANGE_MIB
+    if args.memory is not None and not low <= args.memory <= high:
+        raise UsageError(f"--memory must be {low} to {high} MiB, not {args.memory}")
     try:
         result = emulate(
             args.image,
@@ -116,6 +125,7 @@ def run_emulate(args: argparse.Namespace) -> int:
             wrong_mode=args.wrong_mode,
             run_kernel=args.run_kernel,
             trace=args.trace,
+            memory_mib=args.memory,
         )
     except UsageError as error:  # argparse checked the rest: a --set field was refused
         raise UsageError(f"--set: {error}") from None

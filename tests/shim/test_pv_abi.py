@@ -67,11 +67,11 @@ def test_under_pv_the_kernel_calls_xen_and_the_shim_stays_out(tmp_path: Path) ->
 # rewritten at about 11 instructions each, two of Xen's stubs saved, a TSS and the 256 IDT
 # gates at 21 each (36_pv_traps.S) on top; in the kernel: the unhandled xenoprof_op
 # (its line is most of it) and vm_assist. And before the kernel, the PV memory
-# layout of the emulated guest (tests/shim/test_pv_memory.py):
-# its M2P and mfn_list, 32671 frames at 6 instructions each, 69632 quad words of
-# invalid entries and zeroed tables stored, mfn_list and the 512 KiB after the
-# kernel's region mapped page by page.
-PV_MEMORY_LAYOUT = 278608
+# layout (tests/shim/test_pv_memory.py) of a 32 MiB guest (pvkernel.MEMORY_MIB): its
+# M2P and mfn_list at 6 instructions a frame, the invalid entries and zeroed tables
+# stored (Unicorn counts each store of a rep stosq), mfn_list and the 512 KiB after
+# the kernel's region mapped page by page.
+PV_MEMORY_LAYOUT = 79024
 PVH_TO_ENTRY_WITH_LAYER = 6085 + PV_MEMORY_LAYOUT
 PVH_KERNEL = 1835
 PV_KERNEL = 25  # Xen's (emulated) stubs: mov, vmcall, ret

@@ -122,6 +122,24 @@ def test_cli_json_and_exit_status(samples_build: Path, tmp_path: Path, capsys) -
     assert "0x" in capsys.readouterr().out
 
 
+def test_memory_sizes_the_guests_ram(samples_build: Path, tmp_path: Path, capsys) -> None:
+    """--memory MIB: the RAM the emulated loader's memory map and the PVH shim's
+    start_info report; out of range is a usage error."""
+    import json
+
+    out = tmp_path / "u.elf"
+    assert main(["patch", str(samples_build / "pv-hello"), "-o", str(out)]) == 0
+    capsys.readouterr()
+    for mib in (8, 200):
+        assert main(["emulate", str(out), "--mode", "pvh", "--memory", str(mib), "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["loader"]["nr_pages"] == mib << 20 >> abi.PAGE_SHIFT
+    for mib in ("1", "5000"):
+        assert main(["emulate", str(out), "--mode", "pvh", "--memory", mib]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "--memory must be 4 to 3072 MiB" in error
+
+
 def test_unpatched_is_refused(samples_build: Path, capsys) -> None:
     assert main(["emulate", str(samples_build / "pv-hello"), "--mode", "pv"]) == 6
 
