@@ -54,16 +54,13 @@ PV_STEPS = (
 )
 DOMU_STEPS = ("console_ring", "xenstore")
 
-# The steps that pass as PVH through the shim (`shimgen emulate --mode pvh
-# --run-kernel`, tests/shim/test_pv_classic.py; real Xen, tests/verify/test_xl_boot.py)
-# with the PV ABI layer's handlers as they are. Add a step when what it needs lands:
-# set_trap_table and iret bring the traps; the M2P and mfn_list (with L1 tables
-# under the kernel) the page-table steps, set_gdt and the console ring;
-# update_va_mapping of shared_info the event steps. The emulated Xen answers no
-# event channel or scheduler call: those steps pass under real Xen only.
+# The steps that pass as PVH through the shim in the emulator (`shimgen emulate
+# --mode pvh --run-kernel`, tests/shim/test_pv_classic.py): all but the event channel,
+# timer and xenstore steps, which need a real Xen's event channels (the emulated one
+# answers none). Under real Xen as an xl PVH domU every step passes
+# (tests/verify/test_xl_boot.py).
 PVH_PASSING = ("set_trap_table", "set_callbacks", "callback_op", "stack_switch")
 PVH_PASSING += ("trap_bp", "trap_ud", "trap_de", "trap_gp")
-# the M2P, mfn_list and the kernel's tables in PV's layout (35_pv_memory.S)
 PVH_PASSING += ("m2p", "console_ring", "update_va_mapping", "mmu_update", "mmuext_invlpg")
 PVH_PASSING += ("window_shows_scratch", "mmu_update_restore", "mmuext_tlb_flush")
 PVH_PASSING += ("window_restored", "new_baseptr", "new_baseptr_back")
