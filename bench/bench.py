@@ -10,8 +10,9 @@ Prints:
   (d) boot time under qemu-pvh of the PVH-native sample, unpatched, next to the
       patched PV sample booting through the shim;
   (e) domU boots in one xl rig run (Xen 4.17 in QEMU, `xl create` in a Linux dom0):
-      the patched PV sample as plain PVH next to the unpatched one under Xen's pv-shim
-      (PV in a PVH container, Xen's own way): time to the first console line and to
+      the patched PV samples as plain PVH next to the unpatched ones under Xen's
+      pv-shim (PV in a PVH container, Xen's own way; pv-classic is PV-only and runs as
+      PVH through the shim's PV ABI layer): time to the first console line and to
       the shutdown, the domain's memory as `xl list` shows it, and what Xen's free
       memory dropped by while it ran (pv-shim's own memory counts there); the same
       for XTF's test-pv64-example (../shared/thirdparty), with each one's outcome
@@ -607,29 +608,42 @@ DOMU_FIGURES = (
 XTF_FIGURES = tuple(row for row in DOMU_FIGURES if row[1] not in ("kernel_memory", "overhead"))
 
 
+# Samples booted patched as xl-pvh and unpatched under pv-shim: pv-hello branches on
+# the boot mode itself; pv-classic is PV-only and runs as PVH through the PV ABI layer.
+DOMU_SAMPLES = ("pv-hello", "pv-classic")
+
+
 def domu_times(workdir: Path) -> list[tuple[str, str]]:
     from shimgen.verify.xlboot import DomuJob, boot_domus
     from shimgen.write.patch import patch_file
 
-    universal = workdir / "pv-hello.xl"
-    patch_file(SAMPLES / "pv-hello", universal)
-    pair = [DomuJob(universal, "xl-pvh"), DomuJob(SAMPLES / "pv-hello", "xl-pvshim")]
+    pairs = []
+    for name in DOMU_SAMPLES:
+        universal = workdir / f"{name}.xl"
+        patch_file(SAMPLES / name, universal)
+        pairs.append([DomuJob(universal, "xl-pvh"), DomuJob(SAMPLES / name, "xl-pvshim")])
     xtf_pair, xtf_missing = _xtf_jobs(workdir)
-    results = boot_domus(pair * DOMU_ROUNDS + xtf_pair * DOMU_ROUNDS)
-    samples, xtf = results[: len(pair) * DOMU_ROUNDS], results[len(pair) * DOMU_ROUNDS :]
+    jobs = [job for pair in pairs for job in pair * DOMU_ROUNDS] + xtf_pair * DOMU_ROUNDS
+    results = boot_domus(jobs)
     rig = results[0].timings
     rows = [
         (
             "rig: QEMU start to dom0 up / toolstack up",
             f"{rig['dom0_up']:.1f} s / {rig['toolstack_up']:.1f} s",
         ),
-        ("the shim's own memory in the patched image (its segment)", _shim_footprint(universal)),
     ]
-    if all(result.ok for result in samples):
-        rows += _pair_rows("pv-hello", _by_loader(pair, samples), DOMU_FIGURES)
-    else:
-        failed = next(result for result in samples if not result.ok)
-        rows.append(("pv-hello domU boots failed", f"{failed.loader}: {failed.reason}"))
+    done = 0
+    for name, pair in zip(DOMU_SAMPLES, pairs, strict=True):
+        runs = results[done : done + len(pair) * DOMU_ROUNDS]
+        done += len(runs)
+        footprint = _shim_footprint(pair[0].image)
+        rows.append((f"the shim's own memory in patched {name} (its segment)", footprint))
+        if all(result.ok for result in runs):
+            rows += _pair_rows(name, _by_loader(pair, runs), DOMU_FIGURES)
+        else:
+            failed = next(result for result in runs if not result.ok)
+            rows.append((f"{name} domU boots failed", f"{failed.loader}: {failed.reason}"))
+    xtf = results[done:]
     if xtf_missing:
         return [*rows, (f"XTF test-pv64-{XTF_GROUP}", f"not measured: {xtf_missing}")]
     # The patched kernel may not pass under PVH yet: its figures show with its outcome.

@@ -761,6 +761,7 @@ void pv_main(uint64_t rdi, start_info_t *start_info)
 	choose_sinks();
 	report_str("name", sample_name);
 	report_dec("mode", shimgen_boot_mode == MODE_UNPATCHED ? SHIMGEN_BOOT_MODE_XEN_PV : shimgen_boot_mode);
+	report_dec("nr_pages", si->nr_pages);
 	install_traps();
 	install_callbacks();
 	switch_stacks();
