@@ -16,6 +16,8 @@
  *     frames, mfn_list, and a pool of page tables mapping mfn_list and the 512 KiB
  *     xen.h promises after the kernel's region (the first frames the kernel takes
  *     as free) in the kernel's region; frames without RAM are invalid in the M2P;
+ *   - PV_GRANT_FRAMES free gfns after that RAM kept for the grant table's frames
+ *     (38_pv_grant.S maps them when the kernel asks), their M2P entries invalid;
  *   - the console and xenstore rings, outside the RAM, appear as the shim's pages
  *     pv_console and pv_store: their entries in the kernel's tables point at the
  *     rings' frames, mfn_list names those frames, the M2P names those pfns back;
@@ -29,7 +31,8 @@
  *   r14 = mode; count_ram (40_start_info.S) left the memory map it walked at
  *   pv_memmap (none: 0 entries). DF clear.
  * Clobbered: rax, rbx, rcx, rdx, rsi, rdi, rbp, r8-r12, flags; memory: the frames
- *   taken, the kernel's PML4 slot 256 and its ring pages' entries, pv_memory_*.
+ *   taken, the kernel's PML4 slot 256 and its ring pages' entries, pv_memory_*,
+ *   pv_grant_gfn.
  * Exit state guaranteed: without Xen nothing changes (the layer is not installed,
  *   the kernel runs on the shim's tables). Under Xen: CR3 = the kernel's tables,
  *   CR0.WP set (the PV GDT, IDT and TSS pv_traps_install loaded lie at virtual
@@ -127,7 +130,7 @@ pv_memory_zero:
 	mov	pv_memory_m2p_pages(%rip), %rcx
 	add	pv_memory_mfn_pages(%rip), %rcx
 	shl	${PV_M2P_SHIFT}, %rcx
-	add	${PV_RING_M2P_QUADS}, %rcx
+	add	${PV_SPARE_M2P_QUADS}, %rcx
 	rep stosq				/* M2P and mfn_list: invalid entries */
 	lea	({PAGE_SIZE} + {PV_TABLE_FLAGS})(%r12), %rax
 	mov	%rax, (%r12)			/* PDPT[0]: the page directory */
@@ -174,6 +177,7 @@ pv_memory_m2p_pages_loop:
 	movabs	${PV_STORE_PTE}, %rsi
 	lea	({PV_RING_M2P_OFFSET} + {PAGE_SIZE})(%r12), %r8
 	call	pv_memory_ring
+	call	pv_memory_grant
 
 	mov	pv_memory_mfn_list(%rip), %rax
 	mov	pv_memory_mfn_pages(%rip), %rcx
@@ -416,6 +420,67 @@ pv_memory_ring_page:
 	and	${PV_M2P_INDEX_MASK}, %eax
 	mov	%rdx, (%rcx,%rax,{PV_ENTRY_SIZE})	/* M2P[frame] = pfn */
 pv_memory_ring_done:
+	ret
+
+/* the gfns the grant table's frames appear at (38_pv_grant.S): the first run of
+   PV_GRANT_FRAMES frames from the end of the M2P's run (the RAM with pfns, rounded
+   up to an M2P page) that no memory-map entry of any type overlaps (as Mini-OS's
+   PVH build takes a gap of its map), within the direct map. pv_grant_gfn = its
+   first frame, and the M2P pages holding the run's entries are there (the spare
+   ones at PV_GRANT_M2P_OFFSET where the M2P has none), their entries invalid: Xen's
+   share_xen_page_with_guest leaves a grant frame out of a PV guest's M2P, and a
+   kernel reading them must not fault. No run: pv_grant_gfn = 0, and setup_table
+   goes to Xen unchanged. Each overlap moves the run past an entry's end, so the
+   search ends within as many passes as the map has entries. Clobbers rax, rcx,
+   rdx, rsi, rdi, r8. */
+pv_memory_grant:
+	mov	pv_memory_m2p_pages(%rip), %rax
+	shl	$({PV_M2P_SHIFT} + {PAGE_SHIFT}), %rax	/* the M2P run's end */
+pv_memory_grant_try:
+	lea	{PV_GRANT_SIZE}(%rax), %rdx
+	movabs	${PV_DIRECTMAP_SIZE}, %rcx
+	cmp	%rcx, %rdx
+	ja	pv_memory_grant_done		/* no room below the direct map's end */
+	mov	pv_memmap(%rip), %rsi
+	mov	pv_memmap_nr(%rip), %ecx
+pv_memory_grant_entry:
+	test	%ecx, %ecx
+	jz	pv_memory_grant_free
+	cmp	{ENTRY_ADDR}(%rsi), %rdx
+	jbe	pv_memory_grant_next		/* it starts at or after the run's end */
+	mov	{ENTRY_ADDR}(%rsi), %rdi
+	add	{ENTRY_SIZE}(%rsi), %rdi
+	jc	pv_memory_grant_done		/* it wraps: nothing after it */
+	cmp	%rax, %rdi
+	ja	pv_memory_grant_past		/* it ends after the run's start */
+pv_memory_grant_next:
+	add	pv_memmap_stride(%rip), %rsi
+	dec	%ecx
+	jmp	pv_memory_grant_entry
+pv_memory_grant_past:
+	mov	%rdi, %rax
+	add	$({PAGE_SIZE} - 0x1), %rax
+	jc	pv_memory_grant_done
+	and	$-{PAGE_SIZE}, %rax
+	jmp	pv_memory_grant_try
+pv_memory_grant_free:
+	shr	${PAGE_SHIFT}, %rax
+	mov	%rax, pv_grant_gfn(%rip)
+	lea	{PV_GRANT_M2P_OFFSET}(%r12), %r8
+	call	pv_memory_grant_m2p
+	add	$({PV_GRANT_FRAMES} - 0x1), %rax
+	lea	({PV_GRANT_M2P_OFFSET} + {PAGE_SIZE})(%r12), %r8
+/* rax = a gfn: the M2P page holding its entry is there, r8 (a spare page of invalid
+   entries) where the M2P has none; clobbers rcx, rdi */
+pv_memory_grant_m2p:
+	mov	%rax, %rcx
+	shr	${PV_M2P_SHIFT}, %rcx
+	lea	{PV_L1_OFFSET}(%r12,%rcx,{PV_ENTRY_SIZE}), %rdi
+	testb	${PV_READ_ONLY_FLAGS}, (%rdi)
+	jnz	pv_memory_grant_done
+	lea	{PV_READ_ONLY_FLAGS}(%r8), %rcx
+	mov	%rcx, (%rdi)
+pv_memory_grant_done:
 	ret
 
 pv_memory_no_ram:

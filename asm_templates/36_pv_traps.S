@@ -59,7 +59,7 @@
  */
 	.code64
 /* before pv_abi_install rewrites them: Xen's own stubs of the calls the layer
-   passes on (shim/pv_abi.py PASSED_ON), kept in the GDT's reserved page past the
+   passes on (shim/pv_abi.py XEN_STUBS), kept in the GDT's reserved page past the
    GDT's limit; clobbers rcx, rsi, rdi */
 pv_traps_save:
 	movabs	$({HCALL_PAGE_PHYS} + {HC_XEN_VERSION} * {HYPERCALL_STUB_SIZE}), %rsi
@@ -70,6 +70,10 @@ pv_traps_save:
 	movabs	$({PV_XEN_STUBS_VIRT} + {SCHED_OP_STUB_AT}), %rdi
 	mov	${HYPERCALL_STUB_SIZE}, %ecx
 	rep movsb
+	movabs	$({HCALL_PAGE_PHYS} + {HC_GRANT_TABLE_OP} * {HYPERCALL_STUB_SIZE}), %rsi
+	movabs	$({PV_XEN_STUBS_VIRT} + {GRANT_TABLE_OP_STUB_AT}), %rdi
+	mov	${HYPERCALL_STUB_SIZE}, %ecx
+	rep movsb				/* for 38_pv_grant.S */
 	ret
 
 pv_traps_install:

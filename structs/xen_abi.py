@@ -158,6 +158,27 @@ XEN_ADD_TO_PHYSMAP = Record(
     doc="XENMEM_add_to_physmap argument (memory.h)",
 )
 
+XENMAPSPACE_GRANT_TABLE = 1
+
+# --- grant_table_op: xen/include/public/grant_table.h ------------------------------
+
+GNTTABOP_SETUP_TABLE = 2
+GNTST_OKAY = 0
+GNTST_GENERAL_ERROR = -1
+# Xen's default bound on a domU's grant-table frames (xl.cfg max_grant_frames, 64 in
+# Xen 4.17's xen/common/grant_table.c opt_max_grant_frames)
+MAX_GRANT_FRAMES = 64
+GNTTAB_SETUP_TABLE = Record(
+    "gnttab_setup_table",
+    (
+        Field("dom", U16, "domid_t: DOMID_SELF"),
+        Field("nr_frames", U32, "frames asked for"),
+        Field("status", U16, "out: GNTST_* (an int16_t)"),
+        Field("frame_list", U64, "guest handle of a xen_pfn_t array, out"),
+    ),
+    doc="GNTTABOP_setup_table's argument (grant_table.h)",
+)
+
 XEN_MEMORY_MAP = Record(
     "xen_memory_map",
     (

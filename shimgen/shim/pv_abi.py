@@ -13,12 +13,13 @@ Hypercall = abi.Hypercall
 
 # The layer's code, right after INSTALL_AFTER (whose install jumps into the first),
 # one template per piece of docs/pv-abi.md, and its data after the handoff's own.
-TEMPLATES = ("34_pv_abi.S", "35_pv_memory.S", "36_pv_traps.S", "37_pv_mmu.S")
+TEMPLATES = ("34_pv_abi.S", "35_pv_memory.S", "36_pv_traps.S", "37_pv_mmu.S", "38_pv_grant.S")
 DATA_TEMPLATES = (
     "93_pv_abi_data.S",
     "94_pv_memory_data.S",
     "95_pv_traps_data.S",
     "96_pv_mmu_data.S",
+    "97_pv_grant_data.S",
 )
 INSTALL_AFTER = "33_hypercall_page.S"
 OPTION = "pv_abi"  # the metadata option: the names of the hypercalls answered
@@ -46,6 +47,8 @@ HANDLERS: dict[Hypercall, str] = {
     # passed on to Xen's own stubs, then events let in
     Hypercall.XEN_VERSION: "pv_xen_version",
     Hypercall.SCHED_OP: "pv_sched_op",
+    # setup_table's frames mapped first, then Xen's own stub
+    Hypercall.GRANT_TABLE_OP: "pv_grant_table_op",  # 38_pv_grant.S
 }
 # Pages the layer adds to the shim's reserved area (zeroed by the loader), by name
 # (36_pv_traps.S): the IDT; the page of the GDT entries Xen reserves, whose second
@@ -60,11 +63,16 @@ RESERVED_PAGES = {"pv_idt": 1, "pv_gdt": 1, "pv_zero": 1}
 # runs each through the kernel's own page; and PASSED_ON: calls the layer hands to
 # Xen's own stubs (saved before the rewrite), letting pending events in after (a PV
 # kernel's force_evtchn_callback is xen_version; PV's SCHEDOP_block enables events).
-# grant_table_op and physdev_op keep Xen's stub: what a PV kernel asks of them
-# mostly works under PVH; set_timer_op too: Xen serves it to HVM/PVH guests as to
-# PV ones (xen/include/hypercall-defs.c).
+# grant_table_op: setup_table's frames are not in a PVH guest's memory until it maps
+# them (XENMEM_add_to_physmap), which a PV kernel never does: the shim maps them,
+# then hands the call to Xen's stub (38_pv_grant.S). physdev_op keeps Xen's stub:
+# what a PV kernel asks of it mostly works under PVH; set_timer_op too: Xen serves it
+# to HVM/PVH guests as to PV ones (xen/include/hypercall-defs.c).
 PASSED_ON = (Hypercall.XEN_VERSION, Hypercall.SCHED_OP)
-TAKEN_OVER = frozenset({Hypercall.MMUEXT_OP, Hypercall.VM_ASSIST, Hypercall.MULTICALL, *PASSED_ON})
+# Xen's own stubs the layer keeps (saved before the slots are rewritten), in the
+# order of the save area (36_pv_traps.S pv_traps_save)
+XEN_STUBS = (*PASSED_ON, Hypercall.GRANT_TABLE_OP)
+TAKEN_OVER = frozenset({Hypercall.MMUEXT_OP, Hypercall.VM_ASSIST, Hypercall.MULTICALL, *XEN_STUBS})
 SLOTS = tuple(sorted(abi.PV_ONLY_HYPERCALLS | TAKEN_OVER))
 Mmuext = abi.Mmuext
 # mmuext_op's commands, each with its routine in 37_pv_mmu.S; the others -ENOSYS

@@ -120,6 +120,7 @@ def fixed_values() -> dict[str, int | str]:
         **_pv_mmu_values(),
         **_pv_traps_values(),
         **_pv_memory_values(),
+        **_pv_grant_values(),
     }
 
 
@@ -401,7 +402,7 @@ OPCODE_PUSH_IMM8 = 0x6A
 OPCODE_JMP_REL8 = 0xEB
 OPCODE_IRETQ = 0xCF  # after REX.W (Intel SDM vol. 2, IRET)
 # The GDT's reserved page past the GDT's limit (which ends after Xen's flat entries):
-# Xen's stubs of the calls the layer passes on (shim/pv_abi.py PASSED_ON), then in
+# Xen's stubs of the calls the layer passes on (shim/pv_abi.py XEN_STUBS), then in
 # its second half the trap table, a quad word a vector, handler << 8 | trap_info flags.
 XEN_STUBS_OFFSET = 0x80
 TRAP_TABLE_OFFSET = abi.PAGE_SIZE // 2
@@ -433,10 +434,10 @@ def _pv_traps_values() -> dict[str, int | str]:
     assert entries == list(range(entries[0], entries[0] + len(entries)))
     assert entries[0] >= abi.FIRST_RESERVED_GDT_ENTRY
     flat_end = (entries[-1] + 1) * abi.GDT_DESCRIPTOR_SIZE - abi.FIRST_RESERVED_GDT_BYTE
-    stubs_end = XEN_STUBS_OFFSET + len(pv_abi.PASSED_ON) * abi.HYPERCALL_STUB_SIZE
+    stubs_end = XEN_STUBS_OFFSET + len(pv_abi.XEN_STUBS) * abi.HYPERCALL_STUB_SIZE
     assert flat_end <= GDT_TSS_OFFSET and GDT_TSS_OFFSET + 16 <= XEN_STUBS_OFFSET
     assert stubs_end <= TSS_OFFSET and TSS_OFFSET + TSS_LIMIT < TRAP_TABLE_OFFSET
-    assert pv_abi.PASSED_ON == (abi.Hypercall.XEN_VERSION, abi.Hypercall.SCHED_OP)
+    stub_at = {n: i * abi.HYPERCALL_STUB_SIZE for i, n in enumerate(pv_abi.XEN_STUBS)}
     ring0_cs = abi.FLAT_KERNEL_CS64 & ~3
     page_entries = abi.PAGE_SIZE // abi.GDT_DESCRIPTOR_SIZE
     recorded = set(abi.CallbackType) - {abi.CallbackType.NMI}
@@ -464,8 +465,10 @@ def _pv_traps_values() -> dict[str, int | str]:
         "EXC_DF": 8,
         "HC_XEN_VERSION": abi.Hypercall.XEN_VERSION,
         "HC_SCHED_OP": abi.Hypercall.SCHED_OP,
-        "XEN_VERSION_STUB_AT": 0,
-        "SCHED_OP_STUB_AT": abi.HYPERCALL_STUB_SIZE,
+        "HC_GRANT_TABLE_OP": abi.Hypercall.GRANT_TABLE_OP,
+        "XEN_VERSION_STUB_AT": stub_at[abi.Hypercall.XEN_VERSION],
+        "SCHED_OP_STUB_AT": stub_at[abi.Hypercall.SCHED_OP],
+        "GRANT_TABLE_OP_STUB_AT": stub_at[abi.Hypercall.GRANT_TABLE_OP],
         "SCHEDOP_BLOCK": abi.SCHEDOP_BLOCK,
         "UPCALL_VECTOR": UPCALL_VECTOR,
         "HVMOP_SET_PARAM": abi.HVMOP_SET_PARAM,
@@ -580,7 +583,10 @@ PV_M2P_L1_TABLES = abi.SHIM_DIRECTMAP_SIZE // (
     abi.PAGE_SIZE * abi.ENTRIES_PER_TABLE * (abi.PAGE_SIZE // abi.M2P_ENTRY_SIZE)
 )
 PV_RING_M2P_PAGES = 2  # console and xenstore: at most one M2P page each
-PV_FIXED_PAGES = PV_M2P_TABLES + PV_M2P_L1_TABLES + PV_RING_M2P_PAGES
+# the grant table's gfns (38_pv_grant.S), PV_GRANT_FRAMES of them: two M2P pages at
+# most, after the rings'
+PV_GRANT_M2P_PAGES = 2
+PV_FIXED_PAGES = PV_M2P_TABLES + PV_M2P_L1_TABLES + PV_RING_M2P_PAGES + PV_GRANT_M2P_PAGES
 # Tables mapping mfn_list and the padding after the shim segment in the kernel's
 # region: one page table per 512 pages taken, and spare ones: for mfn_list two
 # across a page-table boundary, two page directories (across a 1 GiB boundary), a
@@ -604,10 +610,11 @@ def _pv_memory_values() -> dict[str, int | str]:
         "PV_FIXED_PAGES": PV_FIXED_PAGES,
         "PV_M2P_L1_PAGES": PV_M2P_L1_TABLES,
         "PV_RING_M2P_OFFSET": (PV_M2P_TABLES + PV_M2P_L1_TABLES) * PAGE,
+        "PV_GRANT_M2P_OFFSET": (PV_M2P_TABLES + PV_M2P_L1_TABLES + PV_RING_M2P_PAGES) * PAGE,
         "PV_M2P_RUN_OFFSET": PV_FIXED_PAGES * PAGE,
         "PV_L1_OFFSET": PV_M2P_TABLES * PAGE,
         "PV_ZEROED_QUADS": (PV_M2P_TABLES + PV_M2P_L1_TABLES) * entries_per_page,
-        "PV_RING_M2P_QUADS": PV_RING_M2P_PAGES * entries_per_page,
+        "PV_SPARE_M2P_QUADS": (PV_RING_M2P_PAGES + PV_GRANT_M2P_PAGES) * entries_per_page,
         "PV_GFN_LIMIT": abi.SHIM_DIRECTMAP_SIZE >> abi.PAGE_SHIFT,
         "PV_DIRECTMAP_SIZE": abi.SHIM_DIRECTMAP_SIZE,
         "PV_M2P_PML4_OFFSET": pagetables.table_index(abi.MACH2PHYS_VIRT_START, 4)
@@ -626,6 +633,30 @@ def _pv_memory_values() -> dict[str, int | str]:
         "SI_MFN_LIST": si.offset_of("mfn_list"),
         "MSG_PV_NO_RAM_BYTES": _hex_bytes(PV_NO_RAM_MESSAGE),
         "MSG_PV_NO_ROOM_BYTES": _hex_bytes(PV_NO_ROOM_MESSAGE),
+    }
+
+
+# grant_table_op setup_table (38_pv_grant.S): the gfns reserved for the grant
+# table's frames, after the RAM (35_pv_memory.S): as many as Xen gives a domU by
+# default (Mini-OS asks for 4).
+PV_GRANT_FRAMES = abi.MAX_GRANT_FRAMES
+
+
+def _pv_grant_values() -> dict[str, int | str]:
+    """grant_table_op (38_pv_grant.S, 97_pv_grant_data.S) and the gfns 35_pv_memory.S
+    reserves for it."""
+    assert PV_GRANT_FRAMES <= abi.PAGE_SIZE // abi.M2P_ENTRY_SIZE  # two M2P pages at most
+    return {
+        "PV_GRANT_FRAMES": PV_GRANT_FRAMES,
+        "PV_GRANT_SIZE": PV_GRANT_FRAMES * abi.PAGE_SIZE,
+        "GNTTABOP_SETUP_TABLE": abi.GNTTABOP_SETUP_TABLE,
+        "GNTTAB_SETUP_SIZE": abi.GNTTAB_SETUP_TABLE.size,
+        "GS_DOM": abi.GNTTAB_SETUP_TABLE.offset_of("dom"),
+        "GS_NR_FRAMES": abi.GNTTAB_SETUP_TABLE.offset_of("nr_frames"),
+        "XENMAPSPACE_GRANT_TABLE": abi.XENMAPSPACE_GRANT_TABLE,
+        "AP_SPACE": abi.XEN_ADD_TO_PHYSMAP.offset_of("space"),
+        "AP_IDX": abi.XEN_ADD_TO_PHYSMAP.offset_of("idx"),
+        "ADD_TO_PHYSMAP_SIZE": abi.XEN_ADD_TO_PHYSMAP.size,
     }
 
 

@@ -17,8 +17,9 @@ does. The emulator plays the hypervisor:
   address, or its frame number with SIF_MOD_START_PFN).
 * Xen present: cpuid leaves 0x40000000.. answer "XenVMMXenVMM"; a wrmsr to the
   hypercall MSR fills the named page with ``mov $nr, %eax; vmcall; ret`` stubs;
-  vmcall is answered (memory_op: memory_map, add_to_physmap; hvm_op: get_param,
-  set_param of the callback IRQ; console_io; set_timer_op). Unicorn cannot hook
+  vmcall is answered (memory_op: memory_map, add_to_physmap of shared_info and
+  grant-table frames; hvm_op: get_param, set_param of the callback IRQ; console_io;
+  set_timer_op; grant_table_op setup_table). Unicorn cannot hook
   wrmsr or vmcall by instruction type, so the code hook matches their bytes and
   skips them. ``other_hypervisor`` puts another hypervisor's leaves (Viridian's) at
   0x40000000 first, moving Xen's to 0x40000100 as Xen does for a Viridian guest;
@@ -232,6 +233,7 @@ class Machine:
         self.trace: list[str] | None = [] if trace else None
         self.cr3 = 0
         self.loader: dict[str, int] = {}
+        self.grant_frames: dict[int, int] = {}  # XENMAPSPACE_grant_table: index -> gfn
         self.last_byte = 0
         self.watch = {address: name for name, address in state.watch.items()}
         self.reached: dict[str, int] = {}
@@ -423,6 +425,7 @@ class Machine:
             abi.Hypercall.CONSOLE_IO: self._console_io,
             abi.Hypercall.SET_TIMER_OP: self._set_timer_op,
             abi.Hypercall.EVENT_CHANNEL_OP: self._event_channel_op,
+            abi.Hypercall.GRANT_TABLE_OP: self._grant_table_op,
         }
         handler = handlers.get(number)
         name = abi.Hypercall(number).name if number in abi.Hypercall._value2member_map_ else number
@@ -448,11 +451,37 @@ class Machine:
         if cmd == abi.XENMEM_ADD_TO_PHYSMAP:
             record = abi.XEN_ADD_TO_PHYSMAP
             request = record.parse(self.vread(arg, record.size))
+            if request.space == abi.XENMAPSPACE_GRANT_TABLE:
+                if request.idx >= abi.MAX_GRANT_FRAMES:
+                    return -abi.EINVAL
+                self.grant_frames[request.idx] = request.gpfn
+                return 0
             if request.space != abi.XENMAPSPACE_SHARED_INFO:
                 return -abi.ENOSYS
             self.loader["shared_info_gpfn"] = request.gpfn
             return 0
         return -abi.ENOSYS
+
+    def _grant_table_op(self, cmd: int, arg: int) -> int:
+        """GNTTABOP_setup_table as Xen answers an HVM/PVH guest
+        (xen/common/grant_table.c gnttab_setup_table): each frame's gfn where
+        XENMAPSPACE_grant_table put it, INVALID (the M2P's entry of a frame never
+        mapped) otherwise; more frames than the domain may have: general error."""
+        if cmd != abi.GNTTABOP_SETUP_TABLE:
+            return -abi.ENOSYS
+        if self._reg("rdx") != 1:
+            return -abi.EINVAL
+        record = abi.GNTTAB_SETUP_TABLE
+        request = record.parse(self.vread(arg, record.size))
+        status = abi.GNTST_OKAY
+        if request.nr_frames > abi.MAX_GRANT_FRAMES:
+            status = abi.GNTST_GENERAL_ERROR
+        else:
+            for index in range(request.nr_frames):
+                gfn = self.grant_frames.get(index, abi.INVALID_M2P_ENTRY)
+                self.vwrite(request.frame_list + 8 * index, gfn.to_bytes(8, "little"))
+        self.vwrite(arg + record.offset_of("status"), (status & 0xFFFF).to_bytes(2, "little"))
+        return 0
 
     def _hvm_op(self, cmd: int, arg: int) -> int:
         record = abi.XEN_HVM_PARAM
