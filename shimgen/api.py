@@ -481,6 +481,7 @@ def boot(
     exit_ok: int | None = None,
     memory: int | None = None,
     on_progress: Callable[[str], None] | None = None,
+    shutdown_on: str | None = None,
 ) -> BootResult:
     """Boot the image for real and report what the kernel printed (``shimgen boot``).
 
@@ -491,7 +492,9 @@ def boot(
     each stage's name. exit_on: a regex that ends the boot as soon as the guest
     printed it (verdict ok). exit_ok: the isa-debug-exit value meaning success
     (default the samples' 0x10; not for xl loaders). memory: the domU's MiB (xl
-    loaders). ``.ok`` is True when the guest ended well.
+    loaders). shutdown_on (xl loaders): a regex; once the guest's output matches it,
+    dom0 asks the guest to power off (xl shutdown). ``.ok`` is True when the guest
+    ended well.
     Raises MissingTool when QEMU or Xen are missing, BadInput, UsageError.
     """
     from .verify.boot import DEBUG_EXIT_OK, DEFAULT_MACHINE, BootOptions
@@ -510,6 +513,7 @@ def boot(
             exit_on=exit_on,
             exit_ok=DEBUG_EXIT_OK if exit_ok is None else exit_ok,
             memory=memory,
+            shutdown_on=shutdown_on,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None

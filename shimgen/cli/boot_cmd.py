@@ -50,6 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="end the boot as soon as the guest printed this regex (verdict ok)",
     )
     parser.add_argument(
+        "--shutdown-on",
+        metavar="REGEX",
+        help=(
+            "xl loaders: ask the guest to power off (xl shutdown) once its output matches "
+            "this regex (grep -E over its whole output: '.' crosses lines)"
+        ),
+    )
+    parser.add_argument(
         "--exit-ok",
         type=unsigned,
         metavar="VALUE",
@@ -114,7 +122,10 @@ def _check_options(args: argparse.Namespace) -> None:
         parser.error("--memory must be at least 1 MiB")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
-    for flag, regex in (("--expect", args.expect), ("--exit-on", args.exit_on)):
+    if args.shutdown_on is not None and not xl:
+        parser.error("--shutdown-on applies to the xl-* loaders only")
+    regexes = (("--expect", args.expect), ("--exit-on", args.exit_on))
+    for flag, regex in (*regexes, ("--shutdown-on", args.shutdown_on)):
         if regex is not None:
             try:
                 re.compile(regex)
@@ -152,6 +163,7 @@ def _boot(args: argparse.Namespace, on_progress: Callable[[str], None] | None = 
         exit_ok=args.exit_ok,
         memory=args.memory,
         on_progress=on_progress,
+        shutdown_on=args.shutdown_on,
     )
 
 

@@ -65,6 +65,9 @@ class BootOptions:
     # the isa-debug-exit value meaning success (qemu-pvh, xen-pv, xen-pvh)
     exit_ok: int = DEBUG_EXIT_OK
     memory: int | None = None  # domU memory in MiB (xl loaders; default xlcfg's)
+    # xl loaders: once the guest's output matches this regex, dom0 asks it to power
+    # off (xl shutdown) and the verdict is how it ends
+    shutdown_on: str | None = None
 
     def __post_init__(self) -> None:
         if self.loader not in LOADERS:
@@ -75,6 +78,8 @@ class BootOptions:
             raise ValueError("timeout must be positive")
         if self.uses_xl and self.exit_ok != DEBUG_EXIT_OK:
             raise ValueError("exit_ok: a domU cannot reach QEMU's isa-debug-exit device")
+        if self.shutdown_on is not None and not self.uses_xl:
+            raise ValueError("shutdown_on: only an xl domU is asked to shut down")
 
     @property
     def uses_xen(self) -> bool:

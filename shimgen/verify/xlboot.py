@@ -92,6 +92,10 @@ class DomuJob:
     timeout: float = DEFAULT_TIMEOUT  # seconds the guest may run
     expect: str | None = None
     exit_on: str | None = None  # regex (also read by grep -E in dom0)
+    # regex (grep -E on the console ring's whole text, "." crossing lines): once the
+    # guest's output matches it, dom0 asks it to power off (`xl shutdown`), as a user
+    # would; the verdict is then the guest's own shutdown
+    shutdown_on: str | None = None
 
     def __post_init__(self) -> None:
         if self.loader not in _LOADER_CONFIG:
@@ -129,6 +133,7 @@ def job_from_options(image: Path, options: BootOptions) -> DomuJob:
         timeout=options.timeout,
         expect=options.expect,
         exit_on=options.exit_on,
+        shutdown_on=options.shutdown_on,
     )
 
 
@@ -156,6 +161,8 @@ def jobs_archive(jobs: Sequence[DomuJob], files: Dom0Files) -> bytes:
             archive.file(f"{folder}/ramdisk", job.initrd.read_bytes())
         if job.exit_on is not None:
             archive.file(f"{folder}/exit_on", f"{job.exit_on}\n".encode())
+        if job.shutdown_on is not None:
+            archive.file(f"{folder}/shutdown_on", f"{job.shutdown_on}\n".encode())
     if any(job.pvshim for job in jobs):
         # Only runs that need it carry the 6 MiB pv-shim.
         archive.file(PV_SHIM, files.pv_shim.read_bytes())
@@ -335,6 +342,8 @@ class RigParser(ConsoleParser):
             record.timed_out = True
         elif key == "exit-on":
             record.exit_on = True
+        elif key == "shutdown-asked":
+            record.times["shutdown_asked"] = now
         elif key == "ended":
             record.times["ended"] = now
         elif key == "xl-status":
@@ -497,7 +506,8 @@ def _timings(job: DomuJob, parser: RigParser, record: JobRecord, output: list[tu
         # was running already.
         if "started" in times:
             times["started"] = min(times["started"], output[0][0])
-    order = ("dom0_up", "toolstack_up", "created", "started", "first_output", "ended")
+    order = ("dom0_up", "toolstack_up", "created", "started", "first_output")
+    order += ("shutdown_asked", "ended")
     return {stage: times[stage] for stage in order if stage in times}
 
 

@@ -483,6 +483,17 @@ run_job() {
     done
     xl list $name 2>&1 | sed -n "2s/^/@xlrig $job list: /p"
     mark $job free-running $(free_mib)
+    # asked to power off (xl shutdown: control/shutdown in xenstore) once its output
+    # matches shutdown_on's regex, read as one text (grep -z: "." crosses lines, so
+    # "A.*A" waits for two A lines); it ends by itself, or at the watchdog
+    if [ -f $dir/shutdown_on ]; then
+      while kill -0 $xl 2>/dev/null; do
+        if grep -Ezq -f $dir/shutdown_on /tmp/console-$job.log; then
+          mark $job shutdown-asked; xl shutdown $name >/dev/null 2>&1; break
+        fi
+        usleep 50000
+      done
+    fi
     if [ -f $dir/exit_on ]; then
       while kill -0 $xl 2>/dev/null; do
         if grep -Eq -f $dir/exit_on /tmp/console-$job.log; then

@@ -1,4 +1,5 @@
-"""`boot --exit-on` and `--exit-ok` under QEMU's PVH loader (fast: no Xen)."""
+"""`boot --exit-on` and `--exit-ok` under QEMU's PVH loader (fast: no Xen); `--shutdown-on`
+refused there."""
 
 from __future__ import annotations
 
@@ -45,3 +46,14 @@ def test_exit_ok_is_refused_for_a_domu(samples_build: Path, capsys) -> None:
         main(["boot", str(samples_build / "pvh-hello"), "--loader", "xl-pvh", "--exit-ok", "1"])
     assert exited.value.code == ExitCode.USAGE
     assert "isa-debug-exit" in capsys.readouterr().err
+
+
+def test_shutdown_on_is_refused_outside_xl(samples_build: Path, capsys) -> None:
+    """Only a domU has a toolstack to ask it to shut down (`xl shutdown`)."""
+    image = str(samples_build / "pvh-hello")
+    with pytest.raises(SystemExit) as exited:
+        main(["boot", image, "--loader", "qemu-pvh", "--shutdown-on", "x"])
+    assert exited.value.code == ExitCode.USAGE
+    assert "--shutdown-on applies to the xl-* loaders only" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="shutdown_on"):
+        BootOptions(loader="xen-pvh", shutdown_on="x")

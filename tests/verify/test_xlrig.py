@@ -142,6 +142,25 @@ def test_jobs_archive_holds_each_job(tmp_path: Path) -> None:
     assert "usr/lib/xen-4.17/boot/xen-shim" in names  # only because job 2 needs it
 
 
+def test_shutdown_on_reaches_dom0_and_matches_across_lines(tmp_path: Path) -> None:
+    """A job's shutdown_on goes into its folder; dom0 matches it against the guest's
+    whole output with busybox's grep -Ez, so "T.*T" waits for a second T line."""
+    from shimgen.verify.xlrig import Dom0Files
+
+    image = tmp_path / "k"
+    image.write_bytes(b"\x7fELF")
+    files = Dom0Files(kernel=image, initramfs=image, pv_shim=image, packages=())
+    data = jobs_archive([DomuJob(image, "xl-pvh", shutdown_on="T.*T")], files)
+    busybox = str(_busybox())
+    listing = subprocess.run([busybox, "cpio", "-t"], input=data, capture_output=True, check=True)
+    assert "jobs/1/shutdown_on" in listing.stdout.decode().split()
+    assert "grep -Ezq -f $dir/shutdown_on" in init_script()
+    (tmp_path / "pattern").write_text("T.*T\n")
+    for text, matches in ((b"T1\nx\n", False), (b"T1\nx\nT2\n", True)):
+        grep = [busybox, "grep", "-Ezq", "-f", str(tmp_path / "pattern")]
+        assert (subprocess.run(grep, input=text).returncode == 0) is matches, text
+
+
 # --- the log parser on recorded logs ------------------------------------------------
 
 # The jobs of the recorded run, in order (tests/data/xlrig-matrix.log): a patched
