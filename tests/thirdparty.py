@@ -39,6 +39,9 @@ XEN_HEADERS = Path("/usr/include/xen")  # Debian's libxen-dev: Mini-OS builds ag
 MINI_OS_CONFIGS = {
     # Mini-OS's own console (console_io for dom0, the ring for a domU).
     "pv": ("CONFIG_USE_XEN_CONSOLE=y",),
+    # Its PV build with its test application (test.c): a periodic thread prints the
+    # time every second (msleep: set_timer_op and SCHEDOP_block), then xenbus tests.
+    "pv-test": ("CONFIG_USE_XEN_CONSOLE=y", "CONFIG_TEST=y"),
     # Its PVH build: an ELF32 EM_386 container of 64-bit code.
     "pvh": ("CONFIG_USE_XEN_CONSOLE=y", "CONFIG_PARAVIRT=n"),
 }
