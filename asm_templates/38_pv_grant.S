@@ -87,3 +87,4 @@ pv_grant_xen:
 	jmp	*%rax				/* its ret returns to the kernel */
 pv_grant_return:
 	ret
+pv_grant_end:
