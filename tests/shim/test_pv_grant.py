@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from memmaps import MIB, RAM, RESERVED, Memmap, xl_pvh_memmap
-from pvkernel import DATA_VIRT, assemble, hypercall, write_kernel
+from pvkernel import DATA_VIRT, MEMORY_MIB, assemble, hypercall, write_kernel
 from shimgen.structs import xen_abi as abi
 
 from shimgen import api
@@ -24,7 +24,6 @@ SETUP = abi.GNTTAB_SETUP_TABLE
 LISTS = (DATA_VIRT + 0x100, DATA_VIRT + 0x300, DATA_VIRT + 0x500)  # one a call
 ASKED = (4, 6, abi.MAX_GRANT_FRAMES + 1)  # Mini-OS's 4, then more, then too many
 RESULTS = ("r12", "r13", "r14")
-MEMORY_MIB = 64
 
 
 def setup_table(frames: int, frame_list: int, result: str) -> str:
@@ -59,7 +58,7 @@ def boot(tmp_path: Path, memmap: Memmap) -> tuple[emu.Machine, emu.Result]:
     kernel = write_kernel(tmp_path / "kernel.elf", assemble(KERNEL))
     out = tmp_path / "kernel.universal"
     api.patch(kernel, out, pv_abi=True)
-    start = emu.StartState(mode="pvh", run_kernel=True, memmap=memmap)
+    start = emu.StartState(mode="pvh", run_kernel=True, memmap=memmap, ram_size=MEMORY_MIB * MIB)
     machine, result = emu.run_machine(read_image(out), start)
     assert result.outcome == "kernel-halted", (result.outcome, result.traps)
     return machine, result
@@ -101,7 +100,7 @@ def test_setup_table_gives_frames_mapped_right_after_the_ram(
 ) -> None:
     machine, result = xl_domu
     # xl's map has nothing between the RAM's end and its ACPI tables: the frames
-    # follow the RAM (64 MiB, a whole number of M2P pages), in index order
+    # follow the RAM (32 MiB, a whole number of M2P pages), in index order
     first = MEMORY_MIB * MIB // abi.PAGE_SIZE
     assert signed(result.registers["r12"]) == 0
     assert frame_list(machine, result, 0) == [first + i for i in range(4)]
