@@ -107,6 +107,9 @@ pv_abi_enosys:
 pv_abi_einval:
 	movq	${NEG_EINVAL}, %rax
 	ret
+pv_abi_efault:
+	movq	${NEG_EFAULT}, %rax
+	ret
 pv_abi_eperm:
 	movq	${NEG_EPERM}, %rax
 	ret
@@ -144,6 +147,35 @@ pv_vm_assist:
 pv_vm_assist_enable:
 	bts	%rax, pv_abi_vm_assist(%rip)
 	jmp	pv_abi_ok
+
+/* physdev_op(cmd, arg): PHYSDEVOP_set_iopl as Xen's do_physdev_op answers a PV
+   guest: the argument unreadable -EFAULT, an iopl above IOPL_MAX -EINVAL, else
+   recorded at pv_abi_iopl. The kernel runs at CPL 0, where port I/O is never
+   checked against IOPL, so its own I/O works whatever it asks (under Xen a PV
+   kernel needs iopl 1). Every other operation goes to Xen's own stub, saved by
+   pv_traps_save: what Xen serves a PVH guest. Clobbers rax (the result), flags. */
+pv_physdev_op:
+	cmp	${PHYSDEVOP_SET_IOPL}, %edi
+	jne	pv_physdev_op_xen
+	push	%rdx
+	push	%rsi
+	push	%rdi
+	mov	%rsi, %rdi
+	mov	${PHYSDEV_SET_IOPL_SIZE}, %esi
+	mov	${PTE_PRESENT}, %edx
+	call	pv_abi_guest_ok
+	pop	%rdi				/* pops keep CF */
+	pop	%rsi
+	pop	%rdx
+	jc	pv_abi_efault
+	mov	(%rsi), %eax			/* physdev_set_iopl.iopl */
+	cmp	${IOPL_MAX}, %eax
+	ja	pv_abi_einval
+	mov	%eax, pv_abi_iopl(%rip)
+	jmp	pv_abi_ok
+pv_physdev_op_xen:
+	movabs	$({PV_XEN_STUBS_VIRT} + {PHYSDEV_OP_STUB_AT}), %rax
+	jmp	*%rax				/* its ret returns to the kernel */
 
 /* fpu_taskswitch(set): CR0.TS set when set != 0, cleared otherwise */
 pv_fpu_taskswitch:

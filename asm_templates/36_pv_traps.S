@@ -74,6 +74,10 @@ pv_traps_save:
 	movabs	$({PV_XEN_STUBS_VIRT} + {GRANT_TABLE_OP_STUB_AT}), %rdi
 	mov	${HYPERCALL_STUB_SIZE}, %ecx
 	rep movsb				/* for 38_pv_grant.S */
+	movabs	$({HCALL_PAGE_PHYS} + {HC_PHYSDEV_OP} * {HYPERCALL_STUB_SIZE}), %rsi
+	movabs	$({PV_XEN_STUBS_VIRT} + {PHYSDEV_OP_STUB_AT}), %rdi
+	mov	${HYPERCALL_STUB_SIZE}, %ecx
+	rep movsb				/* for pv_physdev_op (34_pv_abi.S) */
 	ret
 
 pv_traps_install:

@@ -13,6 +13,8 @@ pv_abi_kernel_ss:
 	.quad	0x0				/* stack_switch's ss and sp */
 pv_abi_kernel_sp:
 	.quad	0x0
+pv_abi_iopl:
+	.quad	0x0				/* physdev_op set_iopl's iopl */
 /* what each rewritten slot gets (its first bytes; the rest of the 32 stays as Xen
    wrote it): mov $N, %eax; jmp *target(%rip). The absolute target keeps the stub
    position-independent (the page and the shim may lie more than 2 GiB apart) and

@@ -210,6 +210,11 @@ HVMOP_GET_PARAM = 1
 HVM_PARAM_CALLBACK_TYPE_SHIFT = 56
 HVM_PARAM_CALLBACK_TYPE_VECTOR = 2
 SCHEDOP_BLOCK = 1  # sched.h
+# physdev.h: PHYSDEVOP_set_iopl's argument, struct physdev_set_iopl { uint32_t iopl; }:
+# the I/O privilege a PV guest's kernel (and, at 3, its user mode) gets for port I/O
+PHYSDEVOP_SET_IOPL = 6
+PHYSDEV_SET_IOPL_SIZE = 4
+IOPL_MAX = 3  # Xen's do_physdev_op refuses more (-EINVAL)
 
 XEN_HVM_PARAM = Record(
     "xen_hvm_param",

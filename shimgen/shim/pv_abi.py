@@ -33,6 +33,7 @@ HANDLERS: dict[Hypercall, str] = {
     Hypercall.GET_DEBUGREG: "pv_get_debugreg",
     Hypercall.VM_ASSIST: "pv_vm_assist",
     Hypercall.SET_SEGMENT_BASE: "pv_set_segment_base",
+    Hypercall.PHYSDEV_OP: "pv_physdev_op",
     Hypercall.UPDATE_VA_MAPPING: "pv_update_va_mapping",  # 37_pv_mmu.S
     Hypercall.MMU_UPDATE: "pv_mmu_update",  # 37_pv_mmu.S
     Hypercall.MMUEXT_OP: "pv_mmuext_op",  # 37_pv_mmu.S
@@ -65,13 +66,14 @@ RESERVED_PAGES = {"pv_idt": 1, "pv_gdt": 1, "pv_zero": 1}
 # kernel's force_evtchn_callback is xen_version; PV's SCHEDOP_block enables events).
 # grant_table_op: setup_table's frames are not in a PVH guest's memory until it maps
 # them (XENMEM_add_to_physmap), which a PV kernel never does: the shim maps them,
-# then hands the call to Xen's stub (38_pv_grant.S). physdev_op keeps Xen's stub:
-# what a PV kernel asks of it mostly works under PVH; set_timer_op too: Xen serves it
-# to HVM/PVH guests as to PV ones (xen/include/hypercall-defs.c).
+# then hands the call to Xen's stub (38_pv_grant.S). physdev_op: set_iopl, which Xen
+# refuses a PVH guest, is answered in PV's way (34_pv_abi.S), the rest goes to Xen's
+# stub. set_timer_op keeps Xen's stub: Xen serves it to HVM/PVH guests as to PV ones
+# (xen/include/hypercall-defs.c).
 PASSED_ON = (Hypercall.XEN_VERSION, Hypercall.SCHED_OP)
 # Xen's own stubs the layer keeps (saved before the slots are rewritten), in the
 # order of the save area (36_pv_traps.S pv_traps_save)
-XEN_STUBS = (*PASSED_ON, Hypercall.GRANT_TABLE_OP)
+XEN_STUBS = (*PASSED_ON, Hypercall.GRANT_TABLE_OP, Hypercall.PHYSDEV_OP)
 TAKEN_OVER = frozenset({Hypercall.MMUEXT_OP, Hypercall.VM_ASSIST, Hypercall.MULTICALL, *XEN_STUBS})
 SLOTS = tuple(sorted(abi.PV_ONLY_HYPERCALLS | TAKEN_OVER))
 Mmuext = abi.Mmuext

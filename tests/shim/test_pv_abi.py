@@ -16,6 +16,7 @@ import pytest
 from pvkernel import (
     KEEP_RAX,
     MARKERS,
+    MOVABS,
     UNHANDLED,
     Step,
     patched,
@@ -35,6 +36,7 @@ SET_TRAP_TABLE = abi.Hypercall.SET_TRAP_TABLE
 # A PV-only hypercall the layer does not answer (Xen's profiler): the tests' example
 # of the unhandled path and of the plan's reason to put the layer in.
 XENOPROF_OP = abi.Hypercall.XENOPROF_OP
+PHYSDEV_OP = abi.Hypercall.PHYSDEV_OP
 VM_ASSIST = abi.Hypercall.VM_ASSIST
 WRITABLE_PAGETABLES = abi.VmAssist.TYPE_WRITABLE_PAGETABLES
 
@@ -63,8 +65,8 @@ def test_under_pv_the_kernel_calls_xen_and_the_shim_stays_out(tmp_path: Path) ->
 
 
 # Deterministic counts (Unicorn): they change only when the shim or this kernel does.
-# To the kernel's entry: 286 without the layer (tests/test_emulate.py), 26 slots
-# rewritten at about 11 instructions each, three of Xen's stubs saved, a TSS and the
+# To the kernel's entry: 286 without the layer (tests/test_emulate.py), 27 slots
+# rewritten at about 11 instructions each, four of Xen's stubs saved, a TSS and the
 # 256 IDT gates at 21 each (36_pv_traps.S) on top; in the kernel: the unhandled
 # xenoprof_op (its line, and the search of the name records, are most of it) and
 # vm_assist. And before the kernel, the PV memory layout (tests/shim/test_pv_memory.py)
@@ -74,7 +76,7 @@ def test_under_pv_the_kernel_calls_xen_and_the_shim_stays_out(tmp_path: Path) ->
 # the map for those gfns, mfn_list and the 512 KiB after the kernel's region mapped
 # page by page.
 PV_MEMORY_LAYOUT = 80118
-PVH_TO_ENTRY_WITH_LAYER = 6129 + PV_MEMORY_LAYOUT
+PVH_TO_ENTRY_WITH_LAYER = 6176 + PV_MEMORY_LAYOUT
 PVH_KERNEL = 1904
 PV_KERNEL = 25  # Xen's (emulated) stubs: mov, vmcall, ret
 
@@ -245,6 +247,7 @@ HANDLED = {
     abi.Hypercall.XEN_VERSION,  # passed on to Xen's own stubs
     abi.Hypercall.SCHED_OP,
     abi.Hypercall.GRANT_TABLE_OP,  # tests/shim/test_pv_grant.py
+    PHYSDEV_OP,  # set_iopl; the rest to Xen's stub
 }
 IRET = abi.Hypercall.IRET
 UNANSWERED = sorted((abi.PV_ONLY_HYPERCALLS | {abi.Hypercall.MMUEXT_OP}) - HANDLED - {IRET})
@@ -264,6 +267,29 @@ def test_slots_xen_serves_under_pvh_keep_xen_stubs(tmp_path: Path) -> None:
     result = run(patched(tmp_path, [(XENOPROF_OP, {})] + [(slot, {}) for slot in served]))
     went = [line.split("(")[0] for line in result.hypercalls if "(" in line]
     assert [name for name in went if name in {s.name for s in served}] == [s.name for s in served]
+
+
+IOPL_AT = imagegen.PV64_VIRT_BASE + imagegen.PHYS_BASE + 0x2000  # pvkernel's data pages
+
+
+def test_physdev_op_set_iopl_as_xen_answers_a_pv_guest(tmp_path: Path) -> None:
+    """PHYSDEVOP_set_iopl (Xen refuses it to PVH): iopl 0 to 3 taken, 4 -EINVAL, an
+    argument Xen may not read -EFAULT (physdev.h; Xen's do_physdev_op)."""
+    movl_to_rdi = b"\xc7\x07"  # movl $imm32, (%rdi)
+    store = b"".join(
+        MOVABS["rdi"]
+        + (IOPL_AT + 4 * n).to_bytes(8, "little")
+        + movl_to_rdi
+        + iopl.to_bytes(4, "little")
+        for n, iopl in enumerate((3, 0, 4))
+    )
+    calls: list[Step] = [store]
+    for pointer in (IOPL_AT, IOPL_AT + 4, IOPL_AT + 8, 1 << 44, abi.HYPERVISOR_VIRT_START):
+        calls.append((PHYSDEV_OP, {"rdi": abi.PHYSDEVOP_SET_IOPL, "rsi": pointer}))
+    result = run(patched(tmp_path, calls, pv_abi=True))
+    assert result.debug_output == b""
+    assert results(result, 5) == [0, 0, -abi.EINVAL, -abi.EFAULT, -abi.EFAULT]
+    assert not [line for line in result.hypercalls if line.startswith("PHYSDEV_OP")]
 
 
 # --- patch: the layer's switch, recorded --------------------------------------------
@@ -410,6 +436,10 @@ PV_ABI_EXPRESSIONS = (
             "FLAT_KERNEL_SS64",
         )
     }
+    | {
+        "PHYSDEVOP_SET_IOPL": "PHYSDEVOP_set_iopl",
+        "PHYSDEV_SET_IOPL_SIZE": "sizeof(struct physdev_set_iopl)",
+    }
 )
 
 
@@ -419,7 +449,8 @@ def test_pv_abi_numbers_match_xen_headers(tmp_path: Path) -> None:
         assist.name: f"VMASST_TYPE_{assist.name.removeprefix('TYPE_').lower()}"
         for assist in abi.VmAssist
     }
-    got = xen_values(tmp_path, PV_ABI_EXPRESSIONS | assists, ("xen/xen.h", "xen/errno.h"))
+    headers = ("xen/xen.h", "xen/errno.h", "xen/physdev.h")
+    got = xen_values(tmp_path, PV_ABI_EXPRESSIONS | assists, headers)
     assert got == {name: getattr(abi, name) for name in PV_ABI_EXPRESSIONS} | {
         assist.name: assist.value for assist in abi.VmAssist
     }
