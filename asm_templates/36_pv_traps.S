@@ -23,7 +23,8 @@
  * evtchn_upcall_mask in bits 32-39, rflags.IF = !saved mask and IOPL clear, ss =
  * FLAT_KERNEL_SS; events masked when the trap_info asks (flags bit 2); CR2 into
  * vcpu_info.arch.cr2 on #PF (Xen's pv_inject_event, xen/arch/x86/pv/traps.c). The
- * kernel's handler runs with every other register as the trap left it.
+ * kernel's handler runs with every other register as the trap left it. An int N
+ * (N >= 32) whose trap_info DPL Xen would refuse becomes #GP((N << 3) | IDT).
  *
  * iret. The iret slot gets its own stub, Xen's: push rcx, r11, rax, so the stack
  * holds struct iret_context; pv_iret restores as Xen's do_iret
@@ -179,16 +180,21 @@ pv_trap_framed:
 	je	pv_trap_unhandled
 	cmp	${UPCALL_VECTOR}, %r11d
 	je	pv_trap_upcall
+	cmp	${FIRST_SOFTINT_VECTOR}, %r11d	/* only int N raises these at CPL 0 */
+	jae	pv_trap_softint
 	cmp	${EXC_UD}, %r11d
 	je	pv_trap_ud
 	cmp	${EXC_GP}, %r11d
 	jne	pv_trap_lookup
-	mov	(%rcx), %rax			/* a native iretq to the PV selectors? */
-	cmpb	${OPCODE_REX_W}, (%rax)
-	jne	pv_trap_lookup
-	cmpb	${OPCODE_IRETQ}, 0x1(%rax)	/* mapped: the REX byte starts 2 */
-	jne	pv_trap_lookup
 	cmpq	${RING0_CS}, -0x8(%rcx)		/* #GP(selector): the flat code one */
+	jne	pv_trap_lookup
+	mov	(%rcx), %rax			/* a native iretq to the PV selectors? */
+	push	%rsi
+	mov	${IRETQ_SIZE}, %esi
+	call	pv_trap_code_ok
+	pop	%rsi
+	jc	pv_trap_lookup
+	cmpw	${IRETQ_BYTES}, (%rax)
 	je	pv_trap_iretq
 pv_trap_lookup:
 	movabs	${PV_TRAP_TABLE_VIRT}, %rax
@@ -224,6 +230,38 @@ pv_trap_rflags:
 	xchg	%rax, 0x8(%rsp)			/* into rax's place; rax back */
 	pop	%rdx
 	ret					/* into it, rsp = the frame's top */
+
+/* int N, N >= FIRST_SOFTINT_VECTOR: the shim's gates let the kernel's int through
+   whatever the DPL, so the check Xen makes (permit_softint in Xen's asm/regs.h: a
+   kernel-mode int needs trap_info DPL >= 1) is made here. Allowed: to the handler,
+   rip past the int. Refused: #GP with error code (N << 3) | IDT at the int, as
+   Xen's do_general_protection leaves it, the frame given an error-code slot. */
+pv_trap_softint:
+	movabs	${PV_TRAP_TABLE_VIRT}, %rax
+	mov	(%rax,%r11,0x8), %rax		/* handler << 8 | trap_info flags */
+	test	${TI_DPL_MASK}, %al		/* DPL >= 1 (a handler: address 0 ends */
+	jnz	pv_trap_bounce			/* the table, so flags come with one) */
+	mov	(%rcx), %rax
+	sub	${INT_IMM8_SIZE}, %rax		/* where the int would be */
+	push	%rsi
+	mov	${INT_IMM8_SIZE}, %esi
+	call	pv_trap_code_ok
+	pop	%rsi
+	jc	pv_trap_unhandled
+	cmpb	${OPCODE_INT_IMM8}, (%rax)
+	jne	pv_trap_unhandled		/* not an int: nothing else raises it */
+	cmpb	%r11b, 0x1(%rax)
+	jne	pv_trap_unhandled
+	mov	%rax, (%rcx)			/* rip = the int */
+	shl	${ERROR_CODE_INDEX_SHIFT}, %r11
+	or	${ERROR_CODE_IDT}, %r11		/* the error code */
+	pop	%rax				/* the saved rax, rcx and r11 one */
+	xchg	%r11, 0x8(%rsp)			/* slot down, the error code in r11's */
+	xchg	%r11, (%rsp)			/* place right below rip */
+	push	%r11
+	push	%rax
+	mov	${EXC_GP}, %r11d
+	jmp	pv_trap_lookup
 
 /* Xen's event upcall (HVM_PARAM_CALLBACK_IRQ's vector): to the event callback,
    events masked, as Xen's bounce to event_callback_eip with TBF_INTERRUPT; while
@@ -261,28 +299,36 @@ pv_trap_ud:
 	pop	%r11
 	iretq
 
-/* rax = an address: ZF set when XEN_CPUID's bytes lie there, each of them mapped
-   (pv_abi_guest_ok); flags only */
+/* rax = an address: ZF set when XEN_CPUID's bytes lie there, each of them mapped;
+   flags only */
 pv_trap_xen_cpuid:
-	push	%rdi
 	push	%rsi
-	push	%rdx
-	mov	%rax, %rdi
 	mov	${XEN_CPUID_SIZE}, %esi
-	mov	${PTE_PRESENT}, %edx
-	call	pv_abi_guest_ok
-	mov	%rdi, %rax
+	call	pv_trap_code_ok
+	pop	%rsi
 	jc	pv_trap_xen_cpuid_no
 	cmpl	${XEN_CPUID_HEAD}, (%rax)	/* its first 4 bytes, then its last 4 */
 	jne	pv_trap_xen_cpuid_done
 	cmpl	${XEN_CPUID_TAIL}, {XEN_CPUID_TAIL_AT}(%rax)
-	jmp	pv_trap_xen_cpuid_done
+	ret
 pv_trap_xen_cpuid_no:
 	test	%rsp, %rsp			/* ZF clear */
 pv_trap_xen_cpuid_done:
+	ret
+
+/* rax = an address, esi = a length: CF clear when the bytes there are mapped, so the
+   trap path may read the code around a fault (a non-canonical or unmapped rip
+   refused: pv_abi_guest_ok); flags only */
+pv_trap_code_ok:
+	push	%rax
+	push	%rdi
+	push	%rdx
+	mov	%rax, %rdi
+	mov	${PTE_PRESENT}, %edx
+	call	pv_abi_guest_ok
 	pop	%rdx
-	pop	%rsi
 	pop	%rdi
+	pop	%rax
 	ret
 
 /* #GP on a native iretq: the frame it pops, at the interrupted rsp, gets the ring-0

@@ -512,6 +512,7 @@ TRAP_INFO = Record(
     doc="one entry of set_trap_table's array (arch-x86/xen.h)",
 )
 TI_FLAG_IF = 1 << 2  # TI_GET_IF: the handler runs with events masked
+TI_DPL_MASK = 3  # TI_GET_DPL: an int N from kernel mode needs DPL >= 1 (Xen's permit_softint)
 # xen-x86_64.h: what the kernel leaves on its stack when it jumps to the iret slot
 IRET_CONTEXT = Record(
     "iret_context",
@@ -575,6 +576,12 @@ EXC_GP = 13
 EXC_PF = 14
 EXC_NMI = 2
 EXC_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, EXC_GP, EXC_PF, 17, 21, 29, 30})
+# Vectors 32-255 are not exceptions (SDM vol. 3, 6.2): at CPL 0 with no device
+# interrupt routed, only an int N (or Xen's upcall vector) raises them.
+FIRST_SOFTINT_VECTOR = 32
+# An error code naming an IDT gate: (vector << 3) | IDT (SDM vol. 3, 6.13; X86_XEC_IDT)
+ERROR_CODE_IDT = 1 << 1
+ERROR_CODE_INDEX_SHIFT = 3
 IDT_VECTORS = 256
 IDT_GATE_SIZE = 16  # a 64-bit gate (SDM vol. 3, 6.14.1)
 IDT_INTERRUPT_GATE = 0x8E  # P, DPL 0, type 1110b: interrupts off on entry

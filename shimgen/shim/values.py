@@ -404,6 +404,7 @@ STUB_GROUP_SIZE = round_up(STUB_GROUP * STUB_SIZE + 5, 8)  # 5: the longest jmp
 OPCODE_PUSH_IMM8 = 0x6A
 OPCODE_JMP_REL8 = 0xEB
 OPCODE_IRETQ = 0xCF  # after REX.W (Intel SDM vol. 2, IRET)
+OPCODE_INT_IMM8 = 0xCD  # int imm8, 2 bytes (Intel SDM vol. 2, INT n)
 # The GDT's reserved page past the GDT's limit (which ends after Xen's flat entries):
 # Xen's stubs of the calls the layer passes on (shim/pv_abi.py XEN_STUBS), then in
 # its second half the trap table, a quad word a vector, handler << 8 | trap_info flags.
@@ -507,7 +508,14 @@ def _pv_traps_values() -> dict[str, int | str]:
         "STUB_GROUP_SIZE": STUB_GROUP_SIZE,
         "OPCODE_PUSH_IMM8": OPCODE_PUSH_IMM8,
         "OPCODE_JMP_REL8": OPCODE_JMP_REL8,
-        "OPCODE_IRETQ": OPCODE_IRETQ,
+        "OPCODE_INT_IMM8": OPCODE_INT_IMM8,
+        "IRETQ_SIZE": 2,
+        "IRETQ_BYTES": OPCODE_IRETQ << 8 | OPCODE_REX_W,  # read as a little-endian word
+        "INT_IMM8_SIZE": 2,
+        "FIRST_SOFTINT_VECTOR": abi.FIRST_SOFTINT_VECTOR,
+        "TI_DPL_MASK": abi.TI_DPL_MASK,
+        "ERROR_CODE_IDT": abi.ERROR_CODE_IDT,
+        "ERROR_CODE_INDEX_SHIFT": abi.ERROR_CODE_INDEX_SHIFT,
         "EXC_ERRCODE_MASK": sum(1 << vector for vector in abi.EXC_WITH_ERROR_CODE),
         "EXC_BITMAP_REST_QUADS": abi.IDT_VECTORS // 64 - 1,  # the bitmap's quads after it
         "GATE_MID_SHIFT": 16,  # a gate's offset bits 16-31 (SDM vol. 3, 6.14.1) ...

@@ -189,11 +189,36 @@ def test_a_trap_while_events_are_masked_shows_the_saved_mask(tmp_path: Path) -> 
     assert reg["rbx"] == 1  # the iret of a frame with IF clear keeps them masked
 
 
-def test_vector_255_and_software_interrupts_go_through_the_table(tmp_path: Path) -> None:
-    source = trap_kernel(0xFF, 0, "int $0xff", 0)
+def test_an_int_the_trap_table_allows_reaches_its_handler_past_the_int(
+    tmp_path: Path,
+) -> None:
+    source = trap_kernel(0xFF, 1, "int $0xff", 0)  # DPL 1: a kernel's int may use it
     result = boot(tmp_path, source)
     assert result.debug_output == b""
     assert result.registers["r10"] == site_of(source) + 2  # past the int
+
+
+@pytest.mark.parametrize("vector_entry", [None, 0], ids=["no entry", "DPL 0"])
+def test_an_int_the_trap_table_refuses_is_a_gp_naming_the_gate(
+    tmp_path: Path, vector_entry: int | None
+) -> None:
+    """Xen's permit_softint (asm/regs.h): an int N from kernel mode needs the vector's
+    trap_info DPL >= 1, else #GP with error code (N << 3) | IDT at the int (what
+    XTF's xsa-259 test checks with int $0x80)."""
+    vector = 0x80
+    source = trap_kernel(abi.EXC_GP, 0, f"int ${vector:#x}", 2)
+    if vector_entry is not None:
+        own = trap_table((abi.EXC_GP, 0, "handler"))
+        both = trap_table((abi.EXC_GP, 0, "handler"), (vector, vector_entry, "handler"))
+        source = source.replace(own, both)
+    result = boot(tmp_path, source)
+    assert result.debug_output == b""
+    reg = result.registers
+    error, rip, cs = reg["r10"], reg["r12"], reg["r13"]
+    assert error == vector << 3 | abi.ERROR_CODE_IDT
+    assert rip == site_of(source)  # at the int, which the handler steps over
+    assert cs == KERNEL_CS
+    assert (reg["rax"], reg["rcx"], reg["r11"]) == (0x3333, 0x1111, 0x2222)  # from iret
 
 
 def test_the_kernel_starts_with_events_masked(tmp_path: Path) -> None:
