@@ -50,10 +50,11 @@
  *   HCALL_PAGE_PHYS identity mapped. Handlers: as every handler of 34_pv_abi.S.
  *   Trap stubs: an IDT gate, at CPL 0 (the kernel or the shim).
  * Clobbered: pv_traps_install: rax, rcx, rdx, rsi, rdi, r8, r9, flags, GDTR, IDTR,
- *   CS, SS, DS, ES. Handlers: rax (the result), flags.
- * Exit state guaranteed: pv_traps_install: the iret slot leads to pv_iret; the PV
- *   GDT and the IDT loaded, CS = the ring-0 code selector, SS = DS = ES = 0, and it
- *   returns to install_hypercall_page's caller.
+ *   CS, SS, DS, ES, EFER.SCE, STAR, LSTAR, SFMASK. Handlers: rax (the result),
+ *   flags.
+ * Exit state guaranteed: pv_traps_install: the iret slot leads to pv_iret and a
+ *   syscall to pv_syscall; the PV GDT and the IDT loaded, CS = the ring-0 code
+ *   selector, SS = DS = ES = 0, and it returns to install_hypercall_page's caller.
  * Error path: a trap whose vector has no handler writes "shimgen: pv-abi: unhandled
  *   trap 0xNN at 0xRIP" on the debug port and halts (Xen crashes such a guest);
  *   an iret to user mode (cs with RPL 3) is not supported: a line, then halt.
@@ -147,7 +148,84 @@ pv_traps_loaded:
 	mov	%eax, %ss
 	mov	%eax, %ds
 	mov	%eax, %es
+	/* a syscall from the kernel is a hypercall, as under Xen (pv_syscall) */
+	mov	${MSR_EFER}, %ecx
+	rdmsr
+	or	${EFER_SCE}, %eax
+	wrmsr
+	mov	${MSR_STAR}, %ecx
+	xor	%eax, %eax
+	mov	${RING0_CS}, %edx		/* STAR bits 32-47: syscall's CS */
+	wrmsr
+	mov	${MSR_LSTAR}, %ecx
+	lea	pv_syscall(%rip), %rax
+	mov	%rax, %rdx
+	shr	$0x20, %rdx
+	wrmsr
+	mov	${MSR_SFMASK}, %ecx
+	mov	${SYSCALL_RFLAGS_CLEARED}, %eax
+	xor	%edx, %edx
+	wrmsr
 	ret
+
+/* syscall from the kernel: a 64-bit PV kernel's hypercall instruction (Xen's own PV
+   hypercall page holds `syscall` stubs; XTF's xsa-7 test issues one directly).
+   The CPU left rcx = the return rip, r11 = rflags, IF, TF and DF clear, CS = the
+   ring-0 code selector and SS = STAR's + 8, which names no descriptor: a null SS
+   first, as everywhere in the shim. rax = the hypercall, which runs through the
+   kernel's own page (PV-only ones reach the shim's handlers); back at the return
+   rip with rcx and r11 as sysret leaves them. iret (its stub pushed
+   struct iret_context before its syscall) goes straight to pv_iret; a number past
+   the page's slots -ENOSYS. A return rip that is not canonical is Xen's XSA-7 case:
+   the kernel gets #GP(0) reporting that rip, as the fetch there would raise. */
+pv_syscall:
+	push	%rax
+	xor	%eax, %eax
+	mov	%eax, %ss
+	pop	%rax
+	cmp	${HC_IRET}, %rax
+	je	pv_iret
+	push	%rcx
+	push	%r11
+	cmp	${HYPERCALL_SLOTS}, %rax
+	jae	pv_syscall_enosys
+	shl	${HYPERCALL_STUB_SHIFT}, %eax
+	movabs	${HCALL_PAGE_VIRT}, %r11
+	add	%rax, %r11
+	call	*%r11
+pv_syscall_back:
+	pop	%r11
+	pop	%rcx
+	push	%rax
+	mov	%rcx, %rax
+	call	pv_traps_canonical
+	pop	%rax
+	jne	pv_syscall_gp
+	pushq	$0x0				/* ss: null */
+	push	%rsp
+	addq	$0x8, (%rsp)			/* rsp: the kernel's */
+	push	%r11				/* rflags */
+	pushq	${RING0_CS}
+	push	%rcx				/* rip */
+	iretq
+pv_syscall_enosys:
+	movq	${NEG_ENOSYS}, %rax
+	jmp	pv_syscall_back
+/* the frame a CPU would push for #GP(0) at rip rcx, from the kernel's rsp rounded
+   down to 16, then the trap path as if the IDT had been taken */
+pv_syscall_gp:
+	mov	%rax, pv_syscall_rax(%rip)
+	mov	%rsp, %rax
+	and	${FRAME_ALIGN_MASK}, %rsp
+	pushq	$0x0				/* ss */
+	push	%rax				/* rsp */
+	push	%r11				/* rflags */
+	pushq	${RING0_CS}
+	push	%rcx				/* rip */
+	pushq	$0x0				/* the error code */
+	pushq	${EXC_GP}			/* as the vector's stub */
+	mov	pv_syscall_rax(%rip), %rax
+	jmp	pv_trap_common
 
 /* One 4-byte stub a vector, STUB_GROUP of them and a jump to pv_trap_common a
    group: push $vector (sign-extended: pv_trap_common keeps its low byte), then a

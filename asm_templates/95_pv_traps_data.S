@@ -16,6 +16,9 @@ pv_crash_reason:
 pv_events_on:
 	.byte	0x0				/* Xen delivers upcalls as UPCALL_VECTOR */
 	.balign	0x8
+pv_syscall_rax:
+	.quad	0x0				/* pv_syscall_gp's, events off */
+	.balign	0x8
 /* a bit per vector: those whose exception pushes an error code */
 pv_trap_errcode_vectors:
 	.quad	{EXC_ERRCODE_MASK}

@@ -264,6 +264,10 @@ CR4_OSXMMEXCPT = 1 << 10  # unmasked SIMD floating-point exceptions raise #XM
 MSR_EFER = 0xC0000080
 EFER_LME = 1 << 8
 EFER_LMA = 1 << 10
+EFER_SCE = 1 << 0  # syscall/sysret enabled
+MSR_STAR = 0xC0000081  # bits 32-47: the CS syscall loads (SS = that + 8)
+MSR_LSTAR = 0xC0000082  # where a 64-bit syscall goes
+MSR_SFMASK = 0xC0000084  # the rflags bits a syscall clears
 
 PTE_PRESENT = 1 << 0
 PTE_WRITE = 1 << 1
@@ -585,7 +589,9 @@ ERROR_CODE_INDEX_SHIFT = 3
 IDT_VECTORS = 256
 IDT_GATE_SIZE = 16  # a 64-bit gate (SDM vol. 3, 6.14.1)
 IDT_INTERRUPT_GATE = 0x8E  # P, DPL 0, type 1110b: interrupts off on entry
+EFLAGS_TF = 1 << 8
 EFLAGS_IF = 1 << 9
+EFLAGS_DF = 1 << 10
 EFLAGS_IOPL = 3 << 12
 EFLAGS_VM = 1 << 17
 EFLAGS_MBS = 1 << 1  # always 1

@@ -510,11 +510,18 @@ def _pv_traps_values() -> dict[str, int | str]:
         "OPCODE_JMP_REL8": OPCODE_JMP_REL8,
         "OPCODE_INT_IMM8": OPCODE_INT_IMM8,
         "IRETQ_SIZE": 2,
+        "FRAME_ALIGN_MASK": -16,  # a 64-bit CPU aligns its trap frame (SDM vol. 3, 6.14.2)
         "IRETQ_BYTES": OPCODE_IRETQ << 8 | OPCODE_REX_W,  # read as a little-endian word
         "INT_IMM8_SIZE": 2,
         "FIRST_SOFTINT_VECTOR": abi.FIRST_SOFTINT_VECTOR,
         "TI_DPL_MASK": abi.TI_DPL_MASK,
         "ERROR_CODE_IDT": abi.ERROR_CODE_IDT,
+        "EFER_SCE": abi.EFER_SCE,
+        "MSR_STAR": abi.MSR_STAR,
+        "MSR_LSTAR": abi.MSR_LSTAR,
+        "MSR_SFMASK": abi.MSR_SFMASK,
+        # as Xen's hypercall entry: events off, no single-step, string ops upward
+        "SYSCALL_RFLAGS_CLEARED": abi.EFLAGS_IF | abi.EFLAGS_TF | abi.EFLAGS_DF,
         "ERROR_CODE_INDEX_SHIFT": abi.ERROR_CODE_INDEX_SHIFT,
         "EXC_ERRCODE_MASK": sum(1 << vector for vector in abi.EXC_WITH_ERROR_CODE),
         "EXC_BITMAP_REST_QUADS": abi.IDT_VECTORS // 64 - 1,  # the bitmap's quads after it

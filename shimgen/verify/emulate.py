@@ -118,7 +118,13 @@ SPECIAL_PAGES = 8  # libxl's HVM special pages (xenstore, console...): owned, no
 OP_WRMSR = b"\x0f\x30"
 # MSRs Unicorn's own wrmsr sets (the mode switch, the PV ABI's set_segment_base);
 # any other is the emulated Xen's to answer
-NATIVE_MSRS = frozenset({abi.MSR_EFER, abi.MSR_FS_BASE, abi.MSR_GS_BASE, abi.MSR_SHADOW_GS_BASE})
+NATIVE_MSRS = frozenset(
+    {
+        *(abi.MSR_EFER, abi.MSR_FS_BASE, abi.MSR_GS_BASE, abi.MSR_SHADOW_GS_BASE),
+        *(abi.MSR_STAR, abi.MSR_LSTAR, abi.MSR_SFMASK),  # the PV ABI's syscall entry
+    }
+)
+OP_SYSCALL = b"\x0f\x05"
 OP_VMCALL = (b"\x0f\x01\xc1", b"\x0f\x01\xd9")  # Intel vmcall, AMD vmmcall
 OP_HLT = 0xF4
 OP_SPIN = b"\xeb\xfe"  # jmp to itself: how a PV guest (no hlt at CPL 3) stops for good
@@ -139,7 +145,7 @@ MAX_DECODED = 16  # entries of a module list or memory map shown
 # what a 64-bit trap clears in RFLAGS (TF, NT, RF, VM; IF too through an interrupt
 # gate) and the #PF error code's bits
 GATE_PRESENT, GATE_TYPE, GATE_INTERRUPT, GATE_TRAP = 0x80, 0xF, 0xE, 0xF
-EFLAGS_CLEARED_ON_TRAP = (1 << 8) | (1 << 14) | (1 << 16) | abi.EFLAGS_VM
+EFLAGS_CLEARED_ON_TRAP = abi.EFLAGS_TF | (1 << 14) | (1 << 16) | abi.EFLAGS_VM
 PFEC_PRESENT, PFEC_WRITE = 1 << 0, 1 << 1
 
 
@@ -579,6 +585,27 @@ class Machine:
         elif head in OP_VMCALL:
             self._set("rax", self._hypercall() & MASK64)
             self._set("rip", address + len(head))
+        elif head[:2] == OP_SYSCALL and self._long_mode():
+            self._syscall(address + len(OP_SYSCALL))
+
+    def _syscall(self, next_rip: int) -> None:
+        """A 64-bit syscall as the CPU performs it (SDM vol. 2, SYSCALL), which Unicorn
+        replaces with its hook: #UD without EFER.SCE; else rcx = the next rip, r11 =
+        rflags, rflags less SFMASK's bits, CS from STAR bits 32-47, rip = LSTAR. SS,
+        which the CPU loads with fixed attributes from STAR's selector + 8, is left
+        as it was (Unicorn would load it as a descriptor)."""
+        msr = _reg_const("MSR")
+        if not self.uc.reg_read(msr, abi.MSR_EFER) & abi.EFER_SCE:
+            self.traps.append(f"syscall at {next_rip - len(OP_SYSCALL):#x} without EFER.SCE")
+            if not self._deliver(abi.EXC_UD):
+                self.uc.emu_stop()
+            return
+        rflags = self._reg("rflags")
+        self._set("rcx", next_rip)
+        self._set("r11", rflags)
+        self._set("rflags", rflags & ~self.uc.reg_read(msr, abi.MSR_SFMASK))
+        self._set("cs", self.uc.reg_read(msr, abi.MSR_STAR) >> 32 & 0xFFFC)
+        self._set("rip", self.uc.reg_read(msr, abi.MSR_LSTAR))
 
     def _block(self, _uc: Any, address: int, size: int, _user: Any) -> None:
         self.block_start = address

@@ -387,6 +387,97 @@ back:
     assert result.registers["rbx"] != 1
 
 
+# --- syscall: a PV kernel's hypercall instruction ---------------------------------------
+
+
+def test_a_syscall_from_the_kernel_is_a_hypercall_back_as_sysret_would(tmp_path: Path) -> None:
+    """Xen's 64-bit PV hypercall instruction: rax the call, back at the next
+    instruction with rcx = that rip and r11 = rflags; a number past the hypercall
+    page -ENOSYS."""
+    source = f"""
+    mov ${H.FPU_TASKSWITCH:#x}, %eax
+    mov $0x1, %edi
+    pushfq
+    pop %r13
+    syscall
+back:
+    mov %rax, %rbx
+    mov %rcx, %r12
+    mov %r11, %r14
+    lea back(%rip), %r15
+    mov %cs, %r8
+    mov %ss, %r9
+    mov $0xffff, %eax
+    syscall
+    mov %rax, %rbp
+"""
+    result = boot(tmp_path, source)
+    assert result.debug_output == b""
+    reg = result.registers
+    assert reg["rbx"] == 0 and reg["cr0"] & abi.CR0_TS  # fpu_taskswitch(1) ran
+    assert reg["r12"] == reg["r15"]  # rcx: the return rip
+    assert reg["r14"] == reg["r13"]  # r11: rflags at the syscall
+    assert (reg["r8"], reg["r9"]) == (KERNEL_CS, 0)  # ring 0, a null SS
+    assert signed(reg["rbp"]) == -abi.ENOSYS
+
+
+def test_without_the_layer_a_syscall_is_an_invalid_opcode(tmp_path: Path) -> None:
+    """The emulator's syscall (Unicorn replaces the instruction with a hook) is the
+    CPU's: with EFER.SCE clear, which nothing but the layer sets, it raises #UD."""
+    image = patched(tmp_path, assemble("syscall"), pv_abi=False)
+    result = api.emulate(image, "pvh", run_kernel=True)
+    assert result.outcome == f"fault: exception {abi.EXC_UD} at {TEXT_VIRT:#x} with no IDT gate"
+    assert result.traps == [f"syscall at {TEXT_VIRT:#x} without EFER.SCE"]
+
+
+BOUNDARY_L3_PHYS = DATA_VIRT - imagegen.PV64_VIRT_BASE  # the data pages: an L3
+BOUNDARY_L2_PHYS = BOUNDARY_L3_PHYS + abi.PAGE_SIZE  # and an L2 table
+BOUNDARY_SYSCALL = 0x00007FFFFFFFFFFE  # the last two bytes below the canonical hole
+
+
+def test_a_syscall_returning_past_the_canonical_boundary_is_a_gp_there(tmp_path: Path) -> None:
+    """XTF's xsa-7: a syscall in the last two bytes below the canonical hole returns
+    to a non-canonical rip; under Xen the kernel gets #GP(0) reporting that rip."""
+    slot = abi.ENTRIES_PER_TABLE - 1
+    large = abi.PTE_PRESENT | abi.PTE_WRITE | abi.PTE_LARGE
+    table = abi.PTE_PRESENT | abi.PTE_WRITE
+    source = f"""
+    lea traps(%rip), %rdi
+    {hypercall(H.SET_TRAP_TABLE)}
+    movabs ${abi.SHIM_DIRECTMAP_VIRT:#x}, %rdx
+    mov %cr3, %rax
+    movabs ${abi.PTE_ADDR_MASK:#x}, %rcx
+    and %rcx, %rax
+    add %rdx, %rax
+    movq ${BOUNDARY_L3_PHYS | table:#x}, {(BOUNDARY_SYSCALL >> 39 & slot) * 8:#x}(%rax)
+    movabs ${BOUNDARY_L2_PHYS | table:#x}, %rax
+    mov %rax, {DATA_VIRT + slot * 8:#x}
+    mov ${large:#x}, %eax
+    mov %rax, {DATA_VIRT + abi.PAGE_SIZE + slot * 8:#x}
+    movabs ${abi.SHIM_DIRECTMAP_VIRT + abi.LARGE_PAGE_SIZE - 2:#x}, %rax
+    movw $0x050f, (%rax)
+    mov ${H.FPU_TASKSWITCH:#x}, %eax
+    xor %edi, %edi
+    movabs ${BOUNDARY_SYSCALL:#x}, %rdx
+    jmp *%rdx
+handler:
+    mov %rax, %rbx
+    mov 0x10(%rsp), %r12
+    mov 0x18(%rsp), %r13
+    mov 0x20(%rsp), %r14
+    mov 0x0(%rsp), %r15
+    hlt
+{trap_table((abi.EXC_GP, 0, "handler"))}
+"""
+    result = boot(tmp_path, source)
+    assert result.debug_output == b""
+    reg = result.registers
+    assert reg["rbx"] == 0  # the hypercall ran
+    assert (reg["r12"], reg["r13"]) == (0, BOUNDARY_SYSCALL + 2)  # #GP(0) at that rip
+    assert reg["r14"] == KERNEL_CS | 1 << 32  # events masked since the kernel's entry
+    assert reg["r15"] == BOUNDARY_SYSCALL + 2  # rcx, as the syscall left it
+
+
 # --- set_trap_table's hostile arguments ------------------------------------------------
 
 
