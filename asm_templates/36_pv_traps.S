@@ -443,11 +443,22 @@ pv_trap_unhandled:
 	outb	%al, %dx
 	/* Xen crashes such a guest: so does the shim (SCHEDOP_shutdown, crash, through
 	   Xen's own stub), and halts should that return */
+	call	pv_traps_drop_breakpoints
 	lea	pv_crash_reason(%rip), %rsi
 	mov	${SCHEDOP_SHUTDOWN}, %edi
 	movabs	$({PV_XEN_STUBS_VIRT} + {SCHED_OP_STUB_AT}), %rax
 	call	*%rax
 	jmp	pvh_halt
+
+/* A kernel that ends drops the breakpoints it armed (set_debugreg writes the
+   vCPU's own DR7 under PVH, where under PV Xen owns them and drops them with the
+   vCPU): measured under Xen 4.17 in QEMU TCG, a domU that crashed with DR7 armed
+   (XTF's xsa-260) took the whole machine down when the next domU started.
+   Clobbers rax. */
+pv_traps_drop_breakpoints:
+	mov	${DR7_ONES}, %eax
+	mov	%rax, %db7
+	ret
 
 /* rax = a value, ecx = its hex digits to write on the debug port, highest first;
    clobbers rax, rcx, rdx, rsi, flags */
@@ -866,6 +877,9 @@ pv_sched_op_shutdown:			/* say so: a domU's console may not work yet */
 	call	pv_traps_put_hex
 	mov	${NEWLINE}, %al
 	outb	%al, %dx
+	cmp	${SHUTDOWN_SUSPEND}, %edi	/* a suspended kernel resumes */
+	je	pv_sched_op_said
+	call	pv_traps_drop_breakpoints
 pv_sched_op_said:
 	pop	%rdi
 	pop	%rsi

@@ -848,19 +848,29 @@ callback:
     assert reg["r13"] == 0  # SCHEDOP_block unmasked events
 
 
-def test_a_shutdown_says_its_reason_then_reaches_xen(tmp_path: Path) -> None:
+DR7_RESET = 0x400  # bit 10 always reads 1 (SDM vol. 3, 18.2.4)
+
+
+@pytest.mark.parametrize("reason", [abi.SHUTDOWN_CRASH, abi.ShutdownReason.SUSPEND])
+def test_a_shutdown_says_its_reason_then_reaches_xen(tmp_path: Path, reason: int) -> None:
     """A domU whose console does not work yet (the ring needs the M2P) still tells
-    why it ended."""
+    why it ended; a kernel that ends drops the breakpoints it armed in DR7 (one left
+    armed took the rig's Xen down at the next domU), one that suspends keeps them."""
+    armed = DR7_RESET | 1  # L0: DR0's breakpoint on
     source = f"""
-    pushq ${abi.SHUTDOWN_CRASH:#x}
+    mov ${armed:#x}, %eax
+    mov %rax, %dr7
+    pushq ${reason:#x}
     mov %rsp, %rsi
     mov ${abi.SCHEDOP_SHUTDOWN:#x}, %edi
     {hypercall(H.SCHED_OP)}
+    mov %dr7, %rbx
 """
     result = boot(tmp_path, source)
-    line = f"shimgen: pv-abi: the kernel shuts down, reason {abi.SHUTDOWN_CRASH:#04x}\n"
+    line = f"shimgen: pv-abi: the kernel shuts down, reason {reason:#04x}\n"
     assert result.debug_output.decode() == line
     assert result.hypercalls[-1].startswith(f"SCHED_OP({abi.SCHEDOP_SHUTDOWN:#x}, ")
+    assert result.registers["rbx"] == (armed if reason == abi.ShutdownReason.SUSPEND else DR7_RESET)
 
 
 def test_without_an_event_callback_interrupts_stay_off(tmp_path: Path) -> None:
