@@ -267,10 +267,7 @@ pv_trap_framed:
 	cmpq	${RING0_CS}, -0x8(%rcx)		/* #GP(selector): the flat code one */
 	jne	pv_trap_lookup
 	mov	(%rcx), %rax			/* a native iretq to the PV selectors? */
-	push	%rsi
-	mov	${IRETQ_SIZE}, %esi
-	call	pv_trap_code_ok
-	pop	%rsi
+	call	pv_trap_code2_ok		/* REX.W, iretq */
 	jc	pv_trap_lookup
 	cmpw	${IRETQ_BYTES}, (%rax)
 	je	pv_trap_iretq
@@ -321,10 +318,7 @@ pv_trap_softint:
 	jnz	pv_trap_bounce			/* the table, so flags come with one) */
 	mov	(%rcx), %rax
 	sub	${INT_IMM8_SIZE}, %rax		/* where the int would be */
-	push	%rsi
-	mov	${INT_IMM8_SIZE}, %esi
-	call	pv_trap_code_ok
-	pop	%rsi
+	call	pv_trap_code2_ok
 	jc	pv_trap_unhandled
 	cmpb	${OPCODE_INT_IMM8}, (%rax)
 	jne	pv_trap_unhandled		/* not an int: nothing else raises it */
@@ -396,7 +390,14 @@ pv_trap_xen_cpuid_done:
 
 /* rax = an address, esi = a length: CF clear when the bytes there are mapped, so the
    trap path may read the code around a fault (a non-canonical or unmapped rip
-   refused: pv_abi_guest_ok); flags only */
+   refused: pv_abi_guest_ok); flags only. pv_trap_code2_ok: the same for 2 bytes
+   (an int imm8, a REX.W iretq) */
+pv_trap_code2_ok:
+	push	%rsi
+	mov	${INT_IMM8_SIZE}, %esi
+	call	pv_trap_code_ok
+	pop	%rsi
+	ret
 pv_trap_code_ok:
 	push	%rax
 	push	%rdi

@@ -510,10 +510,9 @@ def _pv_traps_values() -> dict[str, int | str]:
         "OPCODE_PUSH_IMM8": OPCODE_PUSH_IMM8,
         "OPCODE_JMP_REL8": OPCODE_JMP_REL8,
         "OPCODE_INT_IMM8": OPCODE_INT_IMM8,
-        "IRETQ_SIZE": 2,
         "FRAME_ALIGN_MASK": -16,  # a 64-bit CPU aligns its trap frame (SDM vol. 3, 6.14.2)
         "IRETQ_BYTES": OPCODE_IRETQ << 8 | OPCODE_REX_W,  # read as a little-endian word
-        "INT_IMM8_SIZE": 2,
+        "INT_IMM8_SIZE": 2,  # as REX.W iretq's (pv_trap_code2_ok checks both)
         "FIRST_SOFTINT_VECTOR": abi.FIRST_SOFTINT_VECTOR,
         "TI_DPL_MASK": abi.TI_DPL_MASK,
         "ERROR_CODE_IDT": abi.ERROR_CODE_IDT,
