@@ -196,9 +196,17 @@ pv_stack_switch:
 	jmp	pv_abi_ok
 
 /* set_segment_base(which, base): FS, user GS (the shadow GS base while the kernel
-   runs) or kernel GS base; a non-canonical base is -EINVAL, as is any other which
-   (SEGBASE_GS_USER_SEL loads a selector from the kernel's GDT: not yet) */
+   runs) or kernel GS base; a non-canonical base is -EINVAL, as is any other which.
+   SEGBASE_GS_USER_SEL: the user's gs loaded with the selector in base's low 16 bits,
+   as Xen's do_set_segment_base (xen/arch/x86/pv/misc-hypercalls.c): between two
+   swapgs, so the descriptor's base becomes the user GS base; a non-NUL selector's
+   RPL forced to 3; a selector gs could not take (lar refuses it, or not present, a
+   system segment, unreadable code) loaded as NUL instead, where Xen's fix-up does
+   the same after the fault; a NUL load preceded by FLAT_USER_DS32's, so the base
+   is 0 on AMD too. Always 0. */
 pv_set_segment_base:
+	cmp	${SEGBASE_GS_USER_SEL}, %edi
+	je	pv_set_segment_base_sel
 	mov	%rsi, %rax
 	shl	${CANONICAL_SHIFT}, %rax
 	sar	${CANONICAL_SHIFT}, %rax
@@ -218,6 +226,35 @@ pv_set_segment_base:
 	pop	%rdx
 	pop	%rcx
 	jmp	pv_abi_einval
+pv_set_segment_base_sel:
+	push	%rcx
+	movzwl	%si, %eax
+	cmp	${SELECTOR_RPL3}, %eax
+	jbe	pv_set_segment_base_nul
+	or	${SELECTOR_RPL3}, %eax
+	lar	%eax, %ecx			/* ZF: in the GDT's limit, DPL allows RPL 3 */
+	jnz	pv_set_segment_base_nul
+	bt	${AR_PRESENT_BIT}, %ecx
+	jnc	pv_set_segment_base_nul
+	bt	${AR_S_BIT}, %ecx
+	jnc	pv_set_segment_base_nul
+	bt	${AR_CODE_BIT}, %ecx
+	jnc	pv_set_segment_base_load	/* data */
+	bt	${AR_READABLE_BIT}, %ecx
+	jc	pv_set_segment_base_load
+pv_set_segment_base_nul:
+	mov	${FLAT_USER_DS32}, %ecx
+	swapgs
+	mov	%ecx, %gs
+	xor	%eax, %eax
+	jmp	pv_set_segment_base_gs
+pv_set_segment_base_load:
+	swapgs
+pv_set_segment_base_gs:
+	mov	%eax, %gs
+	swapgs
+	pop	%rcx
+	jmp	pv_abi_ok
 pv_set_segment_base_write:
 	mov	%esi, %eax
 	mov	%rsi, %rdx

@@ -609,6 +609,9 @@ GDT_CODE32_DPL3 = 0x00CFFA000000FFFF
 DESC_S = 1 << 44
 DESC_P = 1 << 47
 DESC_CODE = 1 << 43  # of a code/data descriptor: code, not data
+DESC_READABLE = 1 << 41  # of a code descriptor: readable (of a data one: writable)
+# lar's access rights are the descriptor's second double word masked (SDM vol. 2, LAR)
+DESC_ACCESS_SHIFT = 32
 DESC_DPL_MASK = 3 << 45
 DESC_TYPE_SHIFT = 40
 DESC_TYPE_MASK = 0xF

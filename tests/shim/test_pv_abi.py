@@ -165,8 +165,8 @@ def test_set_segment_base_writes_fs_and_both_gs_bases(tmp_path: Path) -> None:
     ("which", "base"),
     [
         (abi.SEGBASE_FS, 0x0000800000000000),  # not canonical
-        (abi.SEGBASE_GS_USER_SEL, 0x2B),  # a selector: not handled yet
-        (4, 0),  # no such SEGBASE_
+        (abi.SEGBASE_GS_KERNEL, 0xFFFF000000000000),  # not canonical
+        (4, 0),  # no such SEGBASE_ (GS_USER_SEL: tests/shim/test_pv_traps.py)
     ],
 )
 def test_set_segment_base_refuses_with_einval(tmp_path: Path, which: int, base: int) -> None:

@@ -576,6 +576,64 @@ def test_the_kernel_runs_on_the_pv_gdt_and_set_gdt_makes_its_selectors_load(
     assert reg["rbp"] == 0xB  # its DPL 0 data segment got DPL 3, as Xen gives it
 
 
+GS_BASE_IN_DESCRIPTOR = 0x12345678
+# a flat data descriptor (DPL 0, which set_gdt raises to 3) whose base is the above
+DATA_WITH_BASE = (
+    KERNEL_DATA_DPL0
+    | (GS_BASE_IN_DESCRIPTOR & 0xFFFFFF) << 16
+    | (GS_BASE_IN_DESCRIPTOR >> 24) << 56
+)
+MSR_SHADOW_GS_BASE = abi.MSR_SHADOW_GS_BASE
+
+
+@pytest.mark.parametrize(
+    ("selector", "base"),
+    [
+        (0x8, GS_BASE_IN_DESCRIPTOR),  # entry 1, RPL forced to 3
+        (0xB, GS_BASE_IN_DESCRIPTOR),
+        (0x13, 0),  # entry 2: empty, not present: loaded as NUL, as Xen's fix-up does
+        (0x40000 | 0x8, GS_BASE_IN_DESCRIPTOR),  # only the low 16 bits are the selector
+        (0x2, 0),  # NUL
+    ],
+)
+def test_set_segment_base_gs_user_sel_loads_the_users_gs_as_xen_does(
+    tmp_path: Path, selector: int, base: int
+) -> None:
+    """SEGBASE_GS_USER_SEL (Xen's do_set_segment_base): the selector loaded into the
+    user's gs, so the descriptor's base becomes the user GS base (the shadow one
+    while the kernel runs); the kernel's own GS base stays; always 0."""
+    calls = f"""
+    movabs ${DATA_WITH_BASE:#x}, %rax
+    movabs ${DATA_VIRT + 8:#x}, %rdx
+    mov %rax, (%rdx)
+    {set_gdt("lea frames(%rip), %rdi", 3, "%rbx")}
+    mov ${abi.MSR_GS_BASE:#x}, %ecx
+    mov $0x4321, %eax
+    xor %edx, %edx
+    wrmsr
+    mov ${abi.SEGBASE_GS_USER_SEL}, %edi
+    movabs ${selector:#x}, %rsi
+    {hypercall(H.SET_SEGMENT_BASE)}
+    mov %rax, %rbp
+    mov ${MSR_SHADOW_GS_BASE:#x}, %ecx
+    rdmsr
+    shl $0x20, %rdx
+    or %rax, %rdx
+    mov %rdx, %r14
+    mov ${abi.MSR_GS_BASE:#x}, %ecx
+    rdmsr
+    mov %rax, %r15
+    hlt
+frames:
+    .quad {DATA_GFN:#x}
+"""
+    result = boot(tmp_path, calls)
+    reg = result.registers
+    assert result.debug_output == b""
+    assert (reg["rbx"], reg["rbp"]) == (0, 0)  # set_gdt, set_segment_base
+    assert (reg["r14"], reg["r15"]) == (base, 0x4321)
+
+
 @pytest.mark.parametrize(
     ("frames", "entries", "expected"),
     [
