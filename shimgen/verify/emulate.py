@@ -26,7 +26,8 @@ does. The emulator plays the hypervisor:
   without Xen it plays KVM or Hyper-V alone.
 * Memory past the RAM block and below 4 GiB reads as open bus (0xff bytes, mapped
   on first read and listed in ``Result.open_bus``), as on a PC; reading at or above
-  4 GiB, which no PVH path maps, faults.
+  4 GiB faults, but for ``high_ram_size`` bytes of RAM from 4 GiB on (the RAM libxl
+  puts above the hole), which the default memory map then lists.
 * Hostile loaders (issue 6): ``hvm_fields`` overrides any hvm_start_info field the
   loader wrote, ``info_at`` places the struct anywhere (past RAM: truncated),
   ``cmdline_unterminated`` ends the command line at the end of RAM with no NUL,
@@ -91,6 +92,7 @@ EMU_GDT_LIMIT = abi.GDT_DESCRIPTOR_SIZE * len(EMU_GDT_ENTRIES) - 1
 XEN_HYPERCALL_MSR = 0x40000000  # what the emulated Xen reports in leaf base+2
 XEN_VERSION = (4, 17)
 OPEN_BUS_LIMIT = 1 << 32  # unbacked reads below this return 0xff; above, they fault
+HIGH_RAM_BASE = OPEN_BUS_LIMIT  # where StartState.high_ram_size's block starts
 OPEN_BUS_BYTE = 0xFF
 # Viridian (Hyper-V) leaves: "Microsoft Hv", highest leaf base + 5
 OTHER_HYPERVISOR_SIGNATURE = b"Microsoft Hv"
@@ -172,6 +174,9 @@ class StartState:
     watch: dict[str, int] = field(default_factory=dict)  # name -> address: count at first run
     run_kernel: bool = False  # go on past the kernel's entry, up to its hlt
     ram_size: int = RAM_SIZE  # the RAM block at 0 (a PC map's RAM ends there)
+    # a second RAM block at 4 GiB (HIGH_RAM_BASE), as libxl gives a guest too big for
+    # the RAM below its MMIO hole; a PC map lists it. Reads past it still fault.
+    high_ram_size: int = 0
     budget: int = INSTRUCTION_BUDGET  # instructions before the run stops ("budget")
 
 
@@ -227,6 +232,8 @@ class Machine:
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.ram = state.ram_size
         self.uc.mem_map(0, self.ram)
+        if state.high_ram_size:
+            self.uc.mem_map(HIGH_RAM_BASE, round_up(state.high_ram_size, abi.PAGE_SIZE))
         self.count = 0
         self.outcome = "budget"
         self.debug = bytearray()
@@ -327,7 +334,7 @@ class Machine:
         """The map the loader passes: the start state's, else a PC's."""
         if self.state.memmap is not None:
             return list(self.state.memmap)
-        return self.pc_memory_map(self.ram)
+        return self.pc_memory_map(self.ram, self.state.high_ram_size)
 
     def reservation(self) -> int:
         """XENMEM_current_reservation's answer: the pages the domain owns."""
@@ -341,13 +348,17 @@ class Machine:
         return ram + SPECIAL_PAGES
 
     @staticmethod
-    def pc_memory_map(ram: int = RAM_SIZE) -> list[tuple[int, int, int]]:
-        """RAM below the EBDA, the BIOS area reserved, RAM from 1 MiB to ram."""
-        return [
+    def pc_memory_map(ram: int = RAM_SIZE, high_ram: int = 0) -> list[tuple[int, int, int]]:
+        """RAM below the EBDA, the BIOS area reserved, RAM from 1 MiB to ram, and
+        high_ram bytes of RAM from 4 GiB on."""
+        entries = [
             (0, LOW_RAM_END, E820Type.RAM),
             (LOW_RAM_END, HIGH_RAM_START - LOW_RAM_END, E820Type.RESERVED),
             (HIGH_RAM_START, ram - HIGH_RAM_START, E820Type.RAM),
         ]
+        if high_ram:
+            entries.append((HIGH_RAM_BASE, high_ram, E820Type.RAM))
+        return entries
 
     def fill_hypercall_page(self, paddr: int) -> None:
         stubs = bytearray(abi.PAGE_SIZE)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from memmaps import ram_pages
-from shimgen.structs import MAX_GUEST_CMDLINE, START_INFO_MAGIC, start_info
+from shimgen.structs import MAX_GUEST_CMDLINE, START_INFO_MAGIC, E820Type, start_info
 from shimgen.structs import xen_abi as abi
 
 from shimgen.cli import main
@@ -209,3 +209,27 @@ def test_the_emulated_console_backend_uses_xens_ring_layout(tmp_path: Path) -> N
     got = xen_values(tmp_path, expressions, headers)
     assert {m: ring.offset_of(m) for m in members} == {m: got[m] for m in members}
     assert (ring.size, abi.EVTCHNOP_SEND) == (got["size"], got["send"])
+
+
+def test_high_ram_is_a_second_block_at_4_gib_and_past_it_still_faults(patched) -> None:
+    """StartState.high_ram_size: RAM from 4 GiB on, as libxl gives a guest bigger than
+    the RAM below its hole, listed in the default map; unbacked memory at or above
+    4 GiB past it stays unmapped (a read there faults, no open bus)."""
+    from unicorn import UcError
+
+    high = 2 << 20
+    machine = Machine(patched, StartState(mode="pvh", high_ram_size=high))
+    assert machine.memory_map()[-1] == (1 << 32, high, E820Type.RAM)
+    assert (
+        ram_pages(tuple(machine.memory_map()))
+        == ram_pages(tuple(Machine.pc_memory_map())) + high // abi.PAGE_SIZE
+    )
+    machine.uc.mem_write((1 << 32) + high - 8, b"highram!")
+    assert machine.read((1 << 32) + high - 8, 8) == b"highram!"
+    with pytest.raises(UcError):
+        machine.read((1 << 32) + high, 8)
+    assert machine._map_past_ram((1 << 32) + high, 8) is None
+    plain = Machine(patched, StartState(mode="pvh"))
+    assert plain.memory_map() == Machine.pc_memory_map()
+    with pytest.raises(UcError):
+        plain.read(1 << 32, 8)
