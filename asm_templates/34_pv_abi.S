@@ -363,7 +363,8 @@ pv_get_dr7:
  *   PDE, 0x1e: a 1 GiB PDPTE), edx = the AND of bits 0-11 of every entry on the way,
  *   that one included (bits 12-63 of rdx clear).
  *   CF set: rdi is not canonical, an entry above it is not present, or a table
- *   (CR3's or an entry's) lies outside the direct map; rax, ecx, edx undefined.
+ *   (CR3's or an entry's) lies outside the direct map (pv_directmap_frames, set
+ *   by 35_pv_memory.S); rax, ecx, edx undefined.
  *   Clobbers rax, rcx, rdx, flags. Never faults: only direct-map addresses below
  *   its end are read. Four table reads at most.
  */
@@ -382,10 +383,11 @@ pv_abi_walk:
 pv_abi_walk_table:				/* rsi = CR3 or the entry naming the table */
 	mov	%rsi, %rax
 	shl	${PTE_ADDR_SPARE_BITS}, %rax	/* the address bits at the top ... */
-	shr	${PTE_ADDR_PAST_DIRECTMAP}, %rax	/* ... those past the direct map: none */
-	jnz	pv_abi_walk_fail
-	and	${PAGE_MASK32}, %esi		/* the table's frame (zero-extended) */
-	add	%r8, %rsi
+	shr	${PTE_FRAME_SHIFT}, %rax	/* ... down to the table's frame */
+	cmp	pv_directmap_frames(%rip), %rax
+	jae	pv_abi_walk_fail		/* past the direct map's end */
+	shl	${PAGE_SHIFT}, %rax
+	lea	(%r8,%rax), %rsi
 	mov	%rdi, %rax
 	shr	%cl, %rax
 	and	${PT_INDEX_MASK}, %eax

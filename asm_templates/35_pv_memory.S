@@ -6,16 +6,27 @@
  * (xen/include/public/arch-x86/xen-x86_64.h), walks and extends the tables at
  * start_info.pt_base, and takes every frame from pt_base + nr_pt_frames up to
  * nr_pages as free. Under PVH a frame the kernel calls an mfn is a gfn, so:
- *   - the pfn space: pfn == gfn over [0, K), K the end of the memory map's RAM
- *     entry holding the shim segment (the kernel's own frames keep their
- *     addresses), then the RAM entries after K follow in map order (a PVH dom0's
- *     kernel sits in the RAM below 640 KiB, its memory from 1 MiB on); all of it
- *     below the direct map's end and at most nr_pages frames;
- *   - the last frames of that space, taken out of nr_pages, hold the M2P's tables,
- *     the M2P pages of every frame below the last RAM's end and of the ring
- *     frames, mfn_list, and a pool of page tables mapping mfn_list and the 512 KiB
- *     xen.h promises after the kernel's region (the first frames the kernel takes
- *     as free) in the kernel's region; frames without RAM are invalid in the M2P;
+ *   - the pfn space: the map's first nr_pages frames of RAM (fill_start_info capped
+ *     nr_pages at what the domain owns), pfn == gfn over [0, K), K the end of the
+ *     memory map's RAM entry holding the shim segment (the kernel's own frames keep
+ *     their addresses), then the RAM entries after K follow in map order (a PVH
+ *     dom0's kernel sits in the RAM below 640 KiB, its memory from 1 MiB on; an xl
+ *     domU's RAM above 4 GiB follows its RAM below the hole); the hole and the
+ *     special pages get no pfn;
+ *   - the frames the layout takes, [P, E), end the last RAM with pfns below 4 GiB
+ *     (where the shim's identity map reaches: it writes them through it) and get
+ *     the last pfns, [T, R), out of nr_pages: the M2P's tables, the direct map's
+ *     page directories past 4 GiB, the M2P pages of every frame below the last
+ *     RAM's end (G), mfn_list, and a pool of page tables mapping mfn_list and the
+ *     512 KiB xen.h promises after the kernel's region (the first frames the kernel
+ *     takes as free) in the kernel's region; frames without RAM are invalid in the
+ *     M2P. Without RAM above 4 GiB they are the top of the pfn space's RAM, as the
+ *     pfns before them;
+ *   - the shim's direct map (PML4 slot 262, the first 4 GiB mapped at patch time)
+ *     grows to D: past G and the grant frames, in whole GiB, 2 MiB pages, at most
+ *     SHIM_DIRECTMAP_LIMIT (64 GiB: a map with RAM past it halts); the handlers
+ *     take pv_directmap_frames (D's frame) for the end of what they reach, and
+ *     the M2P has a page table per GiB of it;
  *   - PV_GRANT_FRAMES free gfns after that RAM kept for the grant table's frames
  *     (38_pv_grant.S maps them when the kernel asks), their M2P entries invalid;
  *   - the console and xenstore rings, outside the RAM, appear as the shim's pages
@@ -31,36 +42,37 @@
  *   r14 = mode; count_ram (40_start_info.S) left the memory map it walked at
  *   pv_memmap (none: 0 entries). DF clear.
  * Clobbered: rax, rbx, rcx, rdx, rsi, rdi, rbp, r8-r12, flags; memory: the frames
- *   taken, the kernel's PML4 slot 256 and its ring pages' entries, pv_memory_*,
+ *   taken, the kernel's PML4 slot 256, the direct map's PDPT entries past 4 GiB,
+ *   the kernel's ring pages' entries, pv_memory_*, pv_directmap_frames,
  *   pv_grant_gfn.
  * Exit state guaranteed: without Xen nothing changes (the layer is not installed,
  *   the kernel runs on the shim's tables). Under Xen: CR3 = the kernel's tables,
  *   CR0.WP set (the PV GDT, IDT and TSS pv_traps_install loaded lie at virtual
- *   addresses both tables map: the shim segment, PML4 slot 262); start_info.mfn_list = mfn_list's address in the
+ *   addresses both tables map: the shim segment, PML4 slot 262); the direct map
+ *   covers [0, D) in both; start_info.mfn_list = mfn_list's address in the
  *   kernel's region (VIRT_BASE + pfn << 12; the direct map's where that cannot
  *   be), nr_pages = at most the first pfn taken, pt_base/nr_pt_frames = the
  *   kernel's tables, mod_start = the module's direct-map address (0 stays 0).
  * Error paths (line on the debug port, halt; never a fault): no RAM entry holds
  *   the shim segment (or no map at all) -> pv_msg_no_ram; the last RAM with pfns
- *   cannot hold the frames taken after the shim segment (also after moving the
- *   cap below the module) -> pv_msg_no_room.
+ *   below 4 GiB cannot hold the frames taken after the shim segment (also after
+ *   moving the cap below the module) -> pv_msg_no_room; RAM with pfns (or the
+ *   grant frames after it) past SHIM_DIRECTMAP_LIMIT -> pv_msg_too_much.
  * Registers while laying out: rbp = the cap, r8 = the shim segment's end, r9 = K,
  *   rbx = pfns, r12 = G then P (the first frame taken: the M2P's PDPT), [r10, r11)
- *   = the last RAM with pfns. Sizes and K are kept at pv_memory_* (94).
+ *   = the last RAM with pfns below 4 GiB. Sizes and K are kept at pv_memory_* (94).
  */
 	.code64
 pv_memory:
 	cmp	${MODE_XEN_PVH}, %r14d
 	jne	pv_memory_done
-	/* the cap: the direct map's end, and at most nr_pages frames (what the domain
-	   owns: fill_start_info capped it at the current reservation), whatever sizes
-	   the map claims */
-	movabs	${PV_DIRECTMAP_SIZE}, %rbp
-	mov	{SI_NR_PAGES}(%r13), %rax
-	cmp	${PV_GFN_LIMIT}, %rax
-	jae	pv_memory_layout
-	shl	${PAGE_SHIFT}, %rax
-	mov	%rax, %rbp
+	/* the cap: the address where the map's first nr_pages frames of RAM end (what
+	   the domain owns: fill_start_info capped nr_pages at the current reservation),
+	   whatever sizes the map claims */
+	movq	$-0x1, %rbp
+	mov	{SI_NR_PAGES}(%r13), %rbx
+	lea	pv_memory_budget(%rip), %rdi
+	call	pv_memory_walk
 pv_memory_layout:
 	movabs	${PV_SHIM_END}, %r8
 	xor	%r9d, %r9d
@@ -82,7 +94,26 @@ pv_memory_layout:
 	add	${PV_M2P_INDEX_MASK}, %rcx
 	shr	${PV_M2P_SHIFT}, %rcx
 	mov	%rcx, pv_memory_m2p_pages(%rip)	/* M: the M2P of frames below G */
-	lea	{PV_FIXED_PAGES}(%rax,%rcx), %rax
+	cmp	${PV_LIMIT_M2P_PAGES}, %rcx
+	ja	pv_memory_too_much		/* RAM past the most the direct map reaches */
+	/* D, the direct map's end: 4 GiB, or past the M2P's run and the grant frames
+	   after it, in whole page directories (1 GiB each) */
+	mov	%rcx, %rdx
+	shl	$({PV_M2P_SHIFT} + {PAGE_SHIFT}), %rdx
+	add	$({PV_GRANT_SIZE} + {PV_DM_PD_SIZE} - 0x1), %rdx
+	shr	${PV_DM_PD_SHIFT}, %rdx		/* N: page directories, as many M2P tables */
+	cmp	${PV_LOW_PDS}, %rdx
+	jae	pv_memory_limit
+	mov	${PV_LOW_PDS}, %edx
+pv_memory_limit:
+	cmp	${PV_LIMIT_PDS}, %rdx
+	ja	pv_memory_too_much
+	mov	%rdx, pv_memory_l1_pages(%rip)
+	mov	%rdx, %rsi
+	shl	${PV_DM_PD_FRAME_SHIFT}, %rsi
+	mov	%rsi, pv_directmap_frames(%rip)
+	lea	({PV_FIXED_PAGES} - {PV_LOW_PDS})(%rax,%rcx), %rax
+	lea	(%rax,%rdx,0x2), %rax		/* N M2P tables, N - 4 direct-map directories */
 	mov	%rax, %rcx
 	shr	${PT_INDEX_BITS}, %rcx
 	add	${PV_POOL_SPARE}, %rcx
@@ -92,8 +123,14 @@ pv_memory_layout:
 	jb	pv_memory_no_room
 	mov	%rbx, pv_memory_first(%rip)
 	shl	${PAGE_SHIFT}, %rax
+	movabs	${PV_LOW_END}, %rcx
+	cmp	%rcx, %r11
+	jbe	pv_memory_low
+	mov	%rcx, %r11			/* what the shim writes stays below 4 GiB */
+pv_memory_low:
+	mov	%r11, pv_memory_taken_end(%rip)	/* E */
 	mov	%r11, %r12
-	sub	%rax, %r12			/* P: they end the last RAM with pfns */
+	sub	%rax, %r12			/* P: they end the last RAM with pfns below 4 GiB */
 	jb	pv_memory_no_room
 	cmp	%r10, %r12
 	jb	pv_memory_no_room		/* more than that RAM holds */
@@ -102,7 +139,7 @@ pv_memory_layout:
 	mov	${PV_PADDING_END_PFN}, %eax	/* (a mov: its width is the same wherever) */
 	cmp	%rax, %rbx
 	jb	pv_memory_no_room		/* or take the padding after it */
-	/* the module the kernel reads later stays out of [P, r11): the cap moves below it */
+	/* the module the kernel reads later stays out of [P, E): the cap moves below it */
 	mov	{SI_MOD_LEN}(%r13), %rcx
 	test	%rcx, %rcx
 	jz	pv_memory_build
@@ -125,36 +162,72 @@ pv_memory_zero:
 	mov	%r12, %rdi
 	xor	%eax, %eax
 	mov	${PV_ZEROED_QUADS}, %ecx
-	rep stosq				/* the M2P's PDPT, page directory, page tables */
+	rep stosq				/* the M2P's PDPT and page directory */
 	not	%rax
+	mov	${PV_SPARE_M2P_QUADS}, %ecx
+	rep stosq				/* the spare M2P pages: invalid entries */
+	not	%rax
+	mov	pv_memory_l1_pages(%rip), %rcx
+	shl	${PT_INDEX_BITS}, %rcx
+	rep stosq				/* the M2P's page tables */
+	movabs	${PV_DM_FIRST_ENTRY}, %rax
+	mov	pv_memory_l1_pages(%rip), %rcx
+	sub	${PV_LOW_PDS}, %rcx
+	shl	${PT_INDEX_BITS}, %rcx
+	jz	pv_memory_run
+pv_memory_dm_pages:
+	stosq					/* the direct map past 4 GiB: 2 MiB pages */
+	add	${LARGE_PAGE_SIZE}, %rax
+	dec	%rcx
+	jnz	pv_memory_dm_pages
+pv_memory_run:
+	mov	%rdi, pv_memory_m2p(%rip)
+	movq	$-0x1, %rax
 	mov	pv_memory_m2p_pages(%rip), %rcx
 	add	pv_memory_mfn_pages(%rip), %rcx
 	shl	${PV_M2P_SHIFT}, %rcx
-	add	${PV_SPARE_M2P_QUADS}, %rcx
 	rep stosq				/* M2P and mfn_list: invalid entries */
 	lea	({PAGE_SIZE} + {PV_TABLE_FLAGS})(%r12), %rax
 	mov	%rax, (%r12)			/* PDPT[0]: the page directory */
 	lea	{PAGE_SIZE}(%r12), %rdi
 	lea	({PV_L1_OFFSET} + {PV_TABLE_FLAGS})(%r12), %rax
-	mov	${PV_M2P_L1_PAGES}, %ecx
+	mov	pv_memory_l1_pages(%rip), %rcx
 pv_memory_directory:
 	stosq
 	add	${PAGE_SIZE}, %rax
-	dec	%ecx
+	dec	%rcx
 	jnz	pv_memory_directory
+	mov	%rax, %rdx			/* the first direct-map directory, with its flags */
 	lea	{PV_L1_OFFSET}(%r12), %rdi
-	lea	({PV_M2P_RUN_OFFSET} + {PV_READ_ONLY_FLAGS})(%r12), %rax
+	mov	pv_memory_m2p(%rip), %rax
+	or	${PV_READ_ONLY_FLAGS}, %rax
 	mov	pv_memory_m2p_pages(%rip), %rcx
 pv_memory_m2p_pages_loop:
 	stosq					/* read-only, as Xen maps it */
 	add	${PAGE_SIZE}, %rax
 	dec	%rcx
 	jnz	pv_memory_m2p_pages_loop
+	/* the direct map's directories past 4 GiB go into its PDPT (the patch-time
+	   table below 4 GiB both PML4s share at slot 262), after the first 4 GiB's */
 	movabs	${KERNEL_PML4_PHYS}, %rsi
+	mov	{PV_DIRECTMAP_PML4_OFFSET}(%rsi), %edi
+	and	$-{PAGE_SIZE}, %edi
+	add	$({PV_LOW_PDS} * {PV_ENTRY_SIZE}), %edi
+	mov	pv_memory_l1_pages(%rip), %rcx
+	sub	${PV_LOW_PDS}, %rcx
+	jz	pv_memory_m2p_slot
+	mov	%rdx, %rax
+pv_memory_dm_directory:
+	stosq
+	add	${PAGE_SIZE}, %rax
+	dec	%rcx
+	jnz	pv_memory_dm_directory
+pv_memory_m2p_slot:
 	lea	{PV_TABLE_FLAGS}(%r12), %rax
 	mov	%rax, {PV_M2P_PML4_OFFSET}(%rsi)
-	/* pfn to gfn and back: [0, K) as it is, then the RAM after K in map order */
-	lea	{PV_M2P_RUN_OFFSET}(%r12), %r8
+	/* pfn to gfn and back: [0, K) as it is, then the RAM after K in map order,
+	   then the frames taken, [P, E), wherever they lie */
+	mov	pv_memory_m2p(%rip), %r8
 	mov	pv_memory_m2p_pages(%rip), %r9
 	shl	${PAGE_SHIFT}, %r9
 	add	%r8, %r9
@@ -163,9 +236,12 @@ pv_memory_m2p_pages_loop:
 	xor	%eax, %eax
 	mov	%rbx, %rdx
 	xor	%r11d, %r11d
-	call	pv_memory_frames
+	call	pv_memory_frames_outside
 	lea	pv_memory_fill(%rip), %rdi
 	call	pv_memory_walk
+	mov	%r12, %rax
+	mov	pv_memory_taken_end(%rip), %rdx
+	call	pv_memory_frames
 
 	mov	{SI_CONSOLE_MFN}(%r13), %rax
 	mov	${PV_CONSOLE_PFN}, %edx
@@ -355,16 +431,37 @@ pv_memory_holder:
 pv_memory_holder_done:
 	ret
 
+/* the cap (rbp): [rax, rdx) takes what is left of the frames the domain owns (rbx);
+   where they run out, the cap moves there */
+pv_memory_budget:
+	sub	%rax, %rdx
+	shr	${PAGE_SHIFT}, %rdx
+	cmp	%rbx, %rdx
+	jb	pv_memory_budget_left
+	mov	%rbx, %rdx
+	shl	${PAGE_SHIFT}, %rdx		/* no wrap: fewer frames than this entry's */
+	add	%rdx, %rax
+	mov	%rax, %rbp
+	xor	%ebx, %ebx
+	ret
+pv_memory_budget_left:
+	sub	%rdx, %rbx
+	ret
+
 /* [rax, rdx) at or after K (r9) gets pfns: rbx += its frames, G (r12) rises to its
-   end, it is the last RAM with pfns (r10, r11) */
+   end; below 4 GiB it is the last RAM with pfns there (r10, r11) */
 pv_memory_count:
 	cmp	%r9, %rax
 	jb	pv_memory_count_done
+	cmp	%r12, %rdx
+	jbe	pv_memory_count_low
+	mov	%rdx, %r12
+pv_memory_count_low:
+	movabs	${PV_LOW_END}, %rcx
+	cmp	%rcx, %rdx
+	ja	pv_memory_count_frames
 	mov	%rax, %r10
 	mov	%rdx, %r11
-	cmp	%r12, %rdx
-	jbe	pv_memory_count_frames
-	mov	%rdx, %r12
 pv_memory_count_frames:
 	sub	%rax, %rdx
 	shr	${PAGE_SHIFT}, %rdx
@@ -373,10 +470,27 @@ pv_memory_count_done:
 	ret
 
 /* [rax, rdx) at or after K (rbx) gets the next pfns (r11): mfn_list (r9) names its
-   frames, the M2P (r8) names the pfns back */
+   frames, the M2P (r8) names the pfns back; the frames taken, [P, E) (r12,
+   pv_memory_taken_end), get theirs last. Clobbers rax, rdx. */
 pv_memory_fill:
 	cmp	%rbx, %rax
 	jb	pv_memory_frames_done
+pv_memory_frames_outside:
+	cmp	pv_memory_taken_end(%rip), %rax
+	jae	pv_memory_frames
+	cmp	%r12, %rdx
+	jbe	pv_memory_frames
+	push	%rdx				/* it holds [P, E): what lies around it */
+	mov	%r12, %rdx
+	cmp	%rax, %rdx
+	jbe	pv_memory_frames_after
+	call	pv_memory_frames		/* [rax, P) */
+pv_memory_frames_after:
+	pop	%rdx
+	mov	pv_memory_taken_end(%rip), %rax
+	cmp	%rax, %rdx
+	jbe	pv_memory_frames_done
+/* [rax, rdx), rax < rdx: the same, frame by frame */
 pv_memory_frames:
 	shr	${PAGE_SHIFT}, %rax
 	shr	${PAGE_SHIFT}, %rdx
@@ -397,7 +511,7 @@ pv_memory_frames_done:
 pv_memory_ring:
 	test	%rax, %rax
 	jz	pv_memory_ring_done
-	cmp	${PV_GFN_LIMIT}, %rax
+	cmp	pv_directmap_frames(%rip), %rax
 	jae	pv_memory_ring_done
 	mov	(%rsi), %rcx
 	and	${PTE_FLAGS_MASK}, %ecx
@@ -438,7 +552,8 @@ pv_memory_grant:
 	shl	$({PV_M2P_SHIFT} + {PAGE_SHIFT}), %rax	/* the M2P run's end */
 pv_memory_grant_try:
 	lea	{PV_GRANT_SIZE}(%rax), %rdx
-	movabs	${PV_DIRECTMAP_SIZE}, %rcx
+	mov	pv_directmap_frames(%rip), %rcx
+	shl	${PAGE_SHIFT}, %rcx
 	cmp	%rcx, %rdx
 	ja	pv_memory_grant_done		/* no room below the direct map's end */
 	mov	pv_memmap(%rip), %rsi
@@ -488,4 +603,7 @@ pv_memory_no_ram:
 	jmp	report_and_halt
 pv_memory_no_room:
 	lea	pv_msg_no_room(%rip), %rsi
+	jmp	report_and_halt
+pv_memory_too_much:
+	lea	pv_msg_too_much(%rip), %rsi
 	jmp	report_and_halt

@@ -788,7 +788,7 @@ pv_gdt_desc_fixed:
 /* rax = a frame number: rax = its direct-map address, CF set (rax undefined) when
    it lies outside the direct map; flags and rax only */
 pv_gdt_frame:
-	cmp	${DIRECTMAP_FRAMES}, %rax
+	cmp	pv_directmap_frames(%rip), %rax
 	cmc
 	jc	pv_gdt_frame_done
 	shl	${PAGE_SHIFT}, %rax

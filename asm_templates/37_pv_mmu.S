@@ -93,9 +93,9 @@ pv_mmu_l1e_ok:
 pv_mmu_frame_ok:
 	mov	%rsi, %rax
 	shl	${PTE_ADDR_SPARE_BITS}, %rax
-	shr	${PTE_ADDR_PAST_DIRECTMAP}, %rax
-	jnz	pv_mmu_entry_ok_bad
-	clc
+	shr	${PTE_FRAME_SHIFT}, %rax	/* the frame */
+	cmp	pv_directmap_frames(%rip), %rax
+	cmc					/* CF clear: below the direct map's end */
 	ret
 pv_mmu_entry_ok_bad:
 	stc
@@ -115,9 +115,11 @@ pv_mmu_mapped:
 	jz	pv_mmu_mapped_bad
 	mov	%rax, %rdx
 	shl	${PTE_ADDR_SPARE_BITS}, %rdx
-	shr	${PTE_ADDR_PAST_DIRECTMAP}, %rdx
-	jnz	pv_mmu_mapped_bad
-	and	${PAGE_MASK32}, %eax		/* the frame, below the direct map's end */
+	shr	${PTE_FRAME_SHIFT}, %rdx	/* the frame */
+	cmp	pv_directmap_frames(%rip), %rdx
+	jae	pv_mmu_mapped_bad		/* past the direct map's end */
+	mov	%rdx, %rax
+	shl	${PAGE_SHIFT}, %rax
 	movq	$-0x1, %rdx
 	shl	%cl, %rdx			/* ~(the page's size - 1) */
 	and	%rdx, %rax			/* a large page's base (PAT bit 12 off) */
@@ -302,9 +304,8 @@ pv_mmu_address_frame:
    M2P, 35_pv_memory.S, marks every frame without RAM so), as Xen refuses a frame
    the domain does not own; CF set otherwise. Clobbers rax, flags. */
 pv_mmu_guest_frame:
-	mov	%rsi, %rax
-	shr	${DIRECTMAP_FRAME_BITS}, %rax
-	jnz	pv_mmu_entry_ok_bad
+	cmp	pv_directmap_frames(%rip), %rsi
+	jae	pv_mmu_entry_ok_bad
 	push	%rdi
 	lea	(,%rsi,{M2P_ENTRY_SIZE}), %rdi
 	movabs	${MACH2PHYS_VIRT_START}, %rax
@@ -385,7 +386,7 @@ pv_mmuext_new_baseptr:
 	shl	${PAGE_SHIFT}, %rsi
 	movabs	${SHIM_DIRECTMAP_VIRT}, %rdx
 	mov	%cr3, %rdi
-	and	${PAGE_MASK32}, %edi		/* below the direct map's end: it maps us */
+	and	${PAGE_MASK32}, %rdi		/* the frame (the imm32 sign-extends) */
 	add	%rdx, %rdi
 	add	%rsi, %rdx
 	mov	${HYPERVISOR_FIRST_SLOT}, %eax

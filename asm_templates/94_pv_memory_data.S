@@ -25,7 +25,17 @@ pv_memory_first:
 	.quad	0x0				/* T: the first pfn taken */
 pv_memory_pool:
 	.quad	0x0				/* the next page of the pool (physical) */
+pv_memory_l1_pages:
+	.quad	0x0				/* N: the M2P's tables, the direct map's GiB */
+pv_memory_m2p:
+	.quad	0x0				/* the M2P's run (physical) */
+pv_memory_taken_end:
+	.quad	0x0				/* E: the end of the frames taken */
+pv_directmap_frames:
+	.quad	{DIRECTMAP_FRAMES}		/* the direct map's end: what the handlers reach */
 pv_msg_no_ram:
 	.byte	{MSG_PV_NO_RAM_BYTES}, 0x0
 pv_msg_no_room:
 	.byte	{MSG_PV_NO_ROOM_BYTES}, 0x0
+pv_msg_too_much:
+	.byte	{MSG_PV_TOO_MUCH_BYTES}, 0x0

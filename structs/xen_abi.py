@@ -346,6 +346,12 @@ MACH2PHYS_VIRT_END = 0xFFFF804000000000
 # a PV kernel leaves to the hypervisor, so no kernel mapping ever collides with it.
 SHIM_DIRECTMAP_VIRT = 0xFFFF830000000000
 SHIM_DIRECTMAP_SIZE = 1 << 32
+# How far the shim extends that window at boot over the RAM the memory map has above
+# 4 GiB (asm_templates/35_pv_memory.S): 64 GiB of guest-physical memory. The bound
+# comes from where the shim builds the layout: below 4 GiB, where its identity map
+# reaches, and mfn_list plus the M2P take 16 bytes per 4 KiB frame (256 MiB for
+# 64 GiB, well inside the RAM below the hole an xl guest with high RAM has).
+SHIM_DIRECTMAP_LIMIT = 1 << 36
 # What the M2P holds for a frame the guest has no pfn for: Xen's INVALID_M2P_ENTRY
 # (~0UL, xen/arch/x86/include/asm/mm.h; not in the public headers).
 INVALID_M2P_ENTRY = (1 << 64) - 1
@@ -355,9 +361,9 @@ INVALID_M2P_ENTRY = (1 << 64) - 1
 PV_BOOTSTRAP_PADDING = 512 << 10
 M2P_ENTRY_SIZE = 8  # one unsigned long per frame (xen-x86_64.h: machine_to_phys_mapping)
 # The PV GDT the shim runs a kernel on (asm_templates/36_pv_traps.S), right after the
-# direct map in the same PML4 slot: FIRST_RESERVED_GDT_PAGE pages that map the
+# most the direct map can reach, in the same PML4 slot: FIRST_RESERVED_GDT_PAGE pages that map the
 # kernel's set_gdt frames (a zero page until then), and the page of Xen's entries.
-SHIM_GDT_VIRT = SHIM_DIRECTMAP_VIRT + SHIM_DIRECTMAP_SIZE
+SHIM_GDT_VIRT = SHIM_DIRECTMAP_VIRT + SHIM_DIRECTMAP_LIMIT
 # xen/include/public/arch-x86/xen.h: the GDT entries from FIRST_RESERVED_GDT_ENTRY on
 # are Xen's; a PV guest's own GDT (set_gdt) fills at most the pages below.
 FIRST_RESERVED_GDT_PAGE = 14

@@ -312,11 +312,9 @@ def _pv_mmu_values() -> dict[str, int | str]:
     """Guest memory through the kernel's tables (34_pv_abi.S: pv_abi_walk,
     pv_abi_guest_ok) and the page-table hypercalls (37_pv_mmu.S, 96_pv_mmu_data.S)."""
     index_bits = abi.ENTRIES_PER_TABLE.bit_length() - 1
-    directmap_bits = abi.SHIM_DIRECTMAP_SIZE.bit_length() - 1
     pml4_shift = abi.PAGE_SHIFT + 3 * index_bits
     spare_bits = 64 - abi.PTE_ADDR_MASK.bit_length()  # above an entry's address
-    # the walk and pv_abi_addr_ok test an address by shifts: both need these exact
-    assert 1 << directmap_bits == abi.SHIM_DIRECTMAP_SIZE
+    # pv_abi_addr_ok tests an address by shifts: it needs this exact
     assert abi.HYPERVISOR_VIRT_END % (1 << pml4_shift) == 0
     assert abi.UVMF_LOCAL == 0  # 37_pv_mmu.S tests it with jz
     return {
@@ -328,7 +326,8 @@ def _pv_mmu_values() -> dict[str, int | str]:
         "PTE_PRESENT": abi.PTE_PRESENT,
         "PTE_LARGE": abi.PTE_LARGE,
         "PTE_ADDR_SPARE_BITS": spare_bits,
-        "PTE_ADDR_PAST_DIRECTMAP": spare_bits + directmap_bits,
+        # shl by the spare bits, then shr by this: an entry's frame number
+        "PTE_FRAME_SHIFT": spare_bits + abi.PAGE_SHIFT,
         "PAGE_MASK32": -abi.PAGE_SIZE,  # an imm32 the CPU sign-extends
         "SHIM_DIRECTMAP_VIRT": abi.SHIM_DIRECTMAP_VIRT,
         "GUEST_LOW_SLOTS": 1 << (abi.VIRTUAL_ADDRESS_BITS - 1 - pml4_shift),
@@ -351,7 +350,6 @@ _BATCH_SAVED = ("rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11")
 
 def _pv_mmu_batch_values() -> dict[str, int | str]:
     """mmu_update, mmuext_op and multicall (37_pv_mmu.S, 96_pv_mmu_data.S)."""
-    directmap_bits = abi.SHIM_DIRECTMAP_SIZE.bit_length() - 1
     slot_shift = abi.PAGE_SHIFT + 3 * (abi.ENTRIES_PER_TABLE.bit_length() - 1)
     slot_mask = abi.ENTRIES_PER_TABLE - 1
     stub_shift = abi.HYPERCALL_STUB_SIZE.bit_length() - 1
@@ -381,7 +379,6 @@ def _pv_mmu_batch_values() -> dict[str, int | str]:
         "MACH2PHYS_VIRT_START": abi.MACH2PHYS_VIRT_START,
         "M2P_ENTRY_SIZE": abi.M2P_ENTRY_SIZE,
         "INVALID_M2P_ENTRY_IMM": -1,  # ~0UL, as an imm8 the CPU sign-extends
-        "DIRECTMAP_FRAME_BITS": directmap_bits - abi.PAGE_SHIFT,
         "MMUEXT_OP_SIZE": abi.MMUEXT_OP.size,
         "MMUEXT_CMD": abi.MMUEXT_OP.offset_of("cmd"),
         "MMUEXT_ARG1": abi.MMUEXT_OP.offset_of("arg1"),
@@ -599,21 +596,22 @@ def _pv_traps_values() -> dict[str, int | str]:
     }
 
 
-# The PV memory layout the shim builds at boot at the top of the kernel's RAM
-# (35_pv_memory.S; docs/pv-abi.md): from its first page, the M2P's page-directory
-# pointer table and page directory, its page tables, the two M2P pages for the ring
-# frames outside the RAM, then the M2P pages of the RAM's frames and mfn_list.
+# The PV memory layout the shim builds at boot at the top of the kernel's RAM below
+# 4 GiB (35_pv_memory.S; docs/pv-abi.md): from its first page, the M2P's
+# page-directory pointer table and page directory, the two M2P pages for the ring
+# frames outside the RAM, the two for the grant frames, then N M2P page tables (N
+# the direct map's end in GiB, at least 4), the direct map's N - 4 page directories
+# past 4 GiB, the M2P pages of the RAM's frames, mfn_list, the pool.
 PV_M2P_TABLES = 2  # the PDPT and the page directory of PML4 slot 256
-# M2P page tables: enough for every frame of the direct map, the frames the shim
-# covers (a frame past it gets no M2P entry)
-PV_M2P_L1_TABLES = abi.SHIM_DIRECTMAP_SIZE // (
-    abi.PAGE_SIZE * abi.ENTRIES_PER_TABLE * (abi.PAGE_SIZE // abi.M2P_ENTRY_SIZE)
-)
 PV_RING_M2P_PAGES = 2  # console and xenstore: at most one M2P page each
 # the grant table's gfns (38_pv_grant.S), PV_GRANT_FRAMES of them: two M2P pages at
 # most, after the rings'
 PV_GRANT_M2P_PAGES = 2
-PV_FIXED_PAGES = PV_M2P_TABLES + PV_M2P_L1_TABLES + PV_RING_M2P_PAGES + PV_GRANT_M2P_PAGES
+PV_FIXED_PAGES = PV_M2P_TABLES + PV_RING_M2P_PAGES + PV_GRANT_M2P_PAGES
+# one page directory of 2 MiB pages maps 1 GiB of the direct map; one M2P page table
+# holds the M2P of as many frames
+PV_DM_PD_SHIFT = abi.PAGE_SHIFT + 2 * (abi.ENTRIES_PER_TABLE.bit_length() - 1)
+PV_LOW_PDS = abi.SHIM_DIRECTMAP_SIZE >> PV_DM_PD_SHIFT  # the patch-time direct map's
 # Tables mapping mfn_list and the padding after the shim segment in the kernel's
 # region: one page table per 512 pages taken, and spare ones: for mfn_list two
 # across a page-table boundary, two page directories (across a 1 GiB boundary), a
@@ -626,24 +624,45 @@ PV_NO_ROOM_MESSAGE = (
     b"shimgen: pv-abi: too little RAM after the kernel for its mfn_list and M2P, "
     b"not entering it; halted\n"
 )
+PV_TOO_MUCH_MESSAGE = (
+    b"shimgen: pv-abi: RAM past %d GiB, more than the shim maps, not entering the kernel; "
+    b"halted\n" % (abi.SHIM_DIRECTMAP_LIMIT >> 30)
+)
 
 
 def _pv_memory_values() -> dict[str, int | str]:
     """The PV memory layout (35_pv_memory.S, 94_pv_memory_data.S)."""
     entries_per_page = abi.PAGE_SIZE // abi.M2P_ENTRY_SIZE
     assert pagetables.ENTRY_SIZE == abi.M2P_ENTRY_SIZE  # one scale indexes both
+    # the layout lies where the shim's identity map reaches, the direct map's first part
+    assert abi.SHIM_DIRECTMAP_SIZE == IDENTITY_MAP_SIZE
+    # one page directory of the M2P (PV_M2P_TABLES) holds the tables of the most
+    # the direct map reaches, which ends before the PV GDT in its PDPT
+    assert abi.SHIM_DIRECTMAP_LIMIT >> PV_DM_PD_SHIFT <= abi.ENTRIES_PER_TABLE
+    assert abi.SHIM_GDT_VIRT >= abi.SHIM_DIRECTMAP_VIRT + abi.SHIM_DIRECTMAP_LIMIT
+    m2p_page_span = entries_per_page * abi.PAGE_SIZE  # the RAM one M2P page covers
     si = start_info(64)
     return {
         "PV_FIXED_PAGES": PV_FIXED_PAGES,
-        "PV_M2P_L1_PAGES": PV_M2P_L1_TABLES,
-        "PV_RING_M2P_OFFSET": (PV_M2P_TABLES + PV_M2P_L1_TABLES) * PAGE,
-        "PV_GRANT_M2P_OFFSET": (PV_M2P_TABLES + PV_M2P_L1_TABLES + PV_RING_M2P_PAGES) * PAGE,
-        "PV_M2P_RUN_OFFSET": PV_FIXED_PAGES * PAGE,
-        "PV_L1_OFFSET": PV_M2P_TABLES * PAGE,
-        "PV_ZEROED_QUADS": (PV_M2P_TABLES + PV_M2P_L1_TABLES) * entries_per_page,
+        "PV_RING_M2P_OFFSET": PV_M2P_TABLES * PAGE,
+        "PV_GRANT_M2P_OFFSET": (PV_M2P_TABLES + PV_RING_M2P_PAGES) * PAGE,
+        "PV_L1_OFFSET": PV_FIXED_PAGES * PAGE,
+        "PV_ZEROED_QUADS": PV_M2P_TABLES * entries_per_page,
         "PV_SPARE_M2P_QUADS": (PV_RING_M2P_PAGES + PV_GRANT_M2P_PAGES) * entries_per_page,
-        "PV_GFN_LIMIT": abi.SHIM_DIRECTMAP_SIZE >> abi.PAGE_SHIFT,
-        "PV_DIRECTMAP_SIZE": abi.SHIM_DIRECTMAP_SIZE,
+        "PV_LOW_END": abi.SHIM_DIRECTMAP_SIZE,
+        "PV_LOW_PDS": PV_LOW_PDS,
+        "PV_LIMIT_PDS": abi.SHIM_DIRECTMAP_LIMIT >> PV_DM_PD_SHIFT,
+        "PV_LIMIT_M2P_PAGES": abi.SHIM_DIRECTMAP_LIMIT // m2p_page_span,
+        "PV_DM_PD_SHIFT": PV_DM_PD_SHIFT,
+        "PV_DM_PD_SIZE": 1 << PV_DM_PD_SHIFT,
+        "PV_DM_PD_FRAME_SHIFT": PV_DM_PD_SHIFT - abi.PAGE_SHIFT,
+        "PV_DM_FIRST_ENTRY": abi.SHIM_DIRECTMAP_SIZE
+        | abi.PTE_PRESENT
+        | abi.PTE_WRITE
+        | abi.PTE_LARGE,
+        "LARGE_PAGE_SIZE": abi.LARGE_PAGE_SIZE,
+        "PV_DIRECTMAP_PML4_OFFSET": pagetables.table_index(abi.SHIM_DIRECTMAP_VIRT, 4)
+        * pagetables.ENTRY_SIZE,
         "PV_M2P_PML4_OFFSET": pagetables.table_index(abi.MACH2PHYS_VIRT_START, 4)
         * pagetables.ENTRY_SIZE,
         "PV_M2P_SHIFT": (entries_per_page - 1).bit_length(),  # gfn -> its M2P page
@@ -660,6 +679,7 @@ def _pv_memory_values() -> dict[str, int | str]:
         "SI_MFN_LIST": si.offset_of("mfn_list"),
         "MSG_PV_NO_RAM_BYTES": _hex_bytes(PV_NO_RAM_MESSAGE),
         "MSG_PV_NO_ROOM_BYTES": _hex_bytes(PV_NO_ROOM_MESSAGE),
+        "MSG_PV_TOO_MUCH_BYTES": _hex_bytes(PV_TOO_MUCH_MESSAGE),
     }
 
 

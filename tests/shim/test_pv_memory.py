@@ -16,8 +16,8 @@ from typing import Any
 
 import imagegen
 import pytest
-from memmaps import RAM, RESERVED, xl_pvh_memmap
-from pvkernel import UNHANDLED_TRAP, assemble, write_kernel
+from memmaps import ACPI_TABLES, RAM, RESERVED, SPECIAL_PAGES, xl_pvh_memmap
+from pvkernel import DATA_VIRT, UNHANDLED_TRAP, assemble, hypercall, write_kernel
 from shimgen.structs import HVM_MODLIST_ENTRY, start_info
 from shimgen.structs import xen_abi as abi
 
@@ -346,6 +346,128 @@ def test_ram_after_a_hole_follows_as_more_pfns(tmp_path: Path) -> None:
     assert all(high[0] // PAGE <= frame < sum(high) // PAGE for frame in frames)
     taken = sum(high) // PAGE - min(frames)
     assert result.info["nr_pages"] == first + high[1] // PAGE - taken
+
+
+# --- RAM above 4 GiB (what libxl gives a guest bigger than the RAM below its hole) ----
+
+LOW_RAM = 128 * MIB
+HIGH_RAM = 16 * MIB
+HIGH_GFN = (1 << 32) // PAGE  # the first frame above the hole
+# libxl's PVH map shape, scaled down: RAM from 0, the special pages and the ACPI
+# tables in the hole, the rest of the RAM from 4 GiB on
+HIGH_MAP = ((0, LOW_RAM, RAM), SPECIAL_PAGES, ACPI_TABLES, (1 << 32, HIGH_RAM, RAM))
+MAPPED_GFN = HIGH_GFN + 0x123  # a high frame the kernel maps and writes
+TABLE_GFN = HIGH_GFN + 0xFFF  # a high frame the kernel writes an entry into
+MARK = 0x5EED_0F_4161_4EAD
+TABLE_ENTRY = RAM_GFN * PAGE | abi.PTE_PRESENT
+# The kernel maps a high frame with update_va_mapping at the first address past its
+# region (pt_base + nr_pt_frames pages, the padding Xen promises) and writes through
+# it, then writes an entry into another high frame with mmu_update.
+HIGH_WRITER = f"""
+    mov %rsi, %r15
+    mov {field("pt_base")}(%r15), %r14
+    mov {field("nr_pt_frames")}(%r15), %rax
+    shl $0xc, %rax
+    add %rax, %r14
+    mov %r14, %rdi
+    movabs ${MAPPED_GFN * PAGE | abi.PTE_PRESENT | abi.PTE_WRITE:#x}, %rsi
+    mov ${abi.UVMF_INVLPG}, %edx
+    {hypercall(abi.Hypercall.UPDATE_VA_MAPPING)}
+    mov %rax, %rbx
+    movabs ${MARK:#x}, %rax
+    mov %rax, (%r14)
+    movabs ${DATA_VIRT:#x}, %rdi
+    movabs ${TABLE_GFN * PAGE + 8 | abi.MMU_NORMAL_PT_UPDATE:#x}, %rax
+    mov %rax, (%rdi)
+    movabs ${TABLE_ENTRY:#x}, %rax
+    mov %rax, 0x8(%rdi)
+    mov $0x1, %esi
+    xor %edx, %edx
+    mov ${abi.DOMID_SELF:#x}, %r10d
+    {hypercall(abi.Hypercall.MMU_UPDATE)}
+    mov %rax, %rbp
+"""
+
+
+@pytest.fixture(scope="module")
+def high(tmp_path_factory: pytest.TempPathFactory) -> Boot:
+    tmp = tmp_path_factory.mktemp("high")
+    return boot(tmp, HIGH_WRITER, memmap=HIGH_MAP, ram_size=LOW_RAM, high_ram_size=HIGH_RAM)
+
+
+def _table(boot: Boot, table: int, count: int) -> list[int]:
+    """count 8-byte entries of a table at a kernel virtual address, page by page."""
+    words: list[int] = []
+    for first in range(0, count, PAGE // 8):
+        paddr = boot.translate(table + 8 * first)
+        assert paddr is not None, hex(table + 8 * first)
+        n = min(PAGE // 8, count - first)
+        raw = boot.machine.read(paddr, 8 * n)
+        words += [int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw), 8)]
+    return words
+
+
+def test_high_ram_pfns_follow_the_low_ram(high: Boot) -> None:
+    assert high.result.outcome == "kernel-halted", high.result.outcome
+    nr_pages = high.info["nr_pages"]
+    mfn_list = _table(high, high.info["mfn_list"], nr_pages + 1)
+    # the low RAM's frames first, as they are (but the shim's ring pages, which name
+    # the rings' frames), up to what the shim took at its top
+    first_high = mfn_list.index(HIGH_GFN)
+    rings = {CONSOLE_GFN, STORE_GFN}
+    assert [gfn for gfn in mfn_list[:first_high] if gfn not in rings] == [
+        pfn for pfn in range(first_high) if mfn_list[pfn] not in rings
+    ]
+    assert first_high < LOW_RAM // PAGE
+    # then every frame above 4 GiB, in order, all of them the kernel's
+    high_frames = HIGH_RAM // PAGE
+    assert mfn_list[first_high : first_high + high_frames] == [
+        HIGH_GFN + n for n in range(high_frames)
+    ]
+    assert nr_pages == first_high + high_frames > LOW_RAM // PAGE
+    # the pfns past nr_pages are what the shim took: the top of the RAM below 4 GiB
+    assert mfn_list[nr_pages] == first_high
+
+
+def test_high_ram_m2p_and_mfn_list_agree_both_ways(high: Boot) -> None:
+    nr_pages = high.info["nr_pages"]
+    mfn_list = _table(high, high.info["mfn_list"], nr_pages)
+    m2p = _table(high, abi.MACH2PHYS_VIRT_START, HIGH_GFN + HIGH_RAM // PAGE)
+    for pfn, gfn in enumerate(mfn_list):
+        assert m2p[gfn] == pfn, (hex(pfn), hex(gfn))
+    pfns = set(range(nr_pages))
+    for gfn in (*range(HIGH_GFN, HIGH_GFN + 0x10), TABLE_GFN, 0, RAM_GFN):
+        assert m2p[gfn] in pfns and mfn_list[m2p[gfn]] == gfn
+
+
+def test_the_hole_and_the_special_pages_have_no_pfn(high: Boot) -> None:
+    m2p_at = abi.MACH2PHYS_VIRT_START
+    special = SPECIAL_PAGES[0] // PAGE
+    rings = {CONSOLE_GFN, STORE_GFN}  # they appear as the shim's ring pages
+    hole = [LOW_RAM // PAGE, ACPI_TABLES[0] // PAGE, HIGH_GFN - 1]
+    for gfn in hole + [special + n for n in range(8) if special + n not in rings]:
+        assert _entry(high, m2p_at, gfn) == abi.INVALID_M2P_ENTRY, hex(gfn)
+
+
+def test_a_kernel_maps_and_writes_high_frames(high: Boot) -> None:
+    assert (high.reg("rbx"), high.reg("rbp")) == (0, 0)  # update_va_mapping, mmu_update
+    assert high.translate(high.reg("r14")) == MAPPED_GFN * PAGE
+    assert high.machine.read(MAPPED_GFN * PAGE, 8) == MARK.to_bytes(8, "little")
+    assert high.machine.read(TABLE_GFN * PAGE + 8, 8) == TABLE_ENTRY.to_bytes(8, "little")
+    # the direct map reaches them: up to the whole GiB after the RAM
+    directmap = abi.SHIM_DIRECTMAP_VIRT + TABLE_GFN * PAGE
+    assert high.translate(directmap) == TABLE_GFN * PAGE
+
+
+TOO_MUCH = b"shimgen: pv-abi: RAM past 64 GiB, more than the shim maps, "
+
+
+def test_ram_past_the_direct_maps_bound_halts_with_its_line(tmp_path: Path) -> None:
+    assert abi.SHIM_DIRECTMAP_LIMIT == 64 << 30  # the line names it
+    memmap = ((0, LOW_RAM, RAM), (abi.SHIM_DIRECTMAP_LIMIT, HIGH_RAM, RAM))
+    result = boot(tmp_path, "nop", memmap=memmap).result
+    assert result.outcome == "halted" and result.start_info is None
+    assert result.debug_output.startswith(TOO_MUCH) and result.debug_output.endswith(b"halted\n")
 
 
 # --- a real PV kernel under real Xen --------------------------------------------------

@@ -266,7 +266,7 @@ def test_update_va_mapping_reads_a_vcpu_bitmap_or_answers_efault(tmp_path: Path)
 
 
 # Deterministic counts (Unicorn): a mapped page with its invlpg; a refused va.
-UVM_MAPPED = 153
+UVM_MAPPED = 157
 UVM_REFUSED = 31
 
 
@@ -691,9 +691,9 @@ def test_set_timer_op_keeps_xen_stub(tmp_path: Path) -> None:
 # mmu_update request, one mmuext_op TLB flush, a multicall of one update_va_mapping.
 # Every guest pointer lies in the window (the second data page seen through the
 # kernel's own L1 table), so the walks do not depend on how the shim maps the kernel.
-MMU_ONE = 351
-MMUEXT_ONE = 359
-MULTICALL_ONE = 368
+MMU_ONE = 359
+MMUEXT_ONE = 367
+MULTICALL_ONE = 376
 
 
 def test_batched_calls_instruction_counts(tmp_path: Path) -> None:
