@@ -113,7 +113,8 @@ pv_memory_limit:
 	shl	${PV_DM_PD_FRAME_SHIFT}, %rsi
 	mov	%rsi, pv_directmap_frames(%rip)
 	lea	({PV_FIXED_PAGES} - {PV_LOW_PDS})(%rax,%rcx), %rax
-	lea	(%rax,%rdx,0x2), %rax		/* N M2P tables, N - 4 direct-map directories */
+	add	%rdx, %rax			/* N M2P tables, */
+	add	%rdx, %rax			/* N - 4 direct-map directories */
 	mov	%rax, %rcx
 	shr	${PT_INDEX_BITS}, %rcx
 	add	${PV_POOL_SPARE}, %rcx

@@ -76,7 +76,7 @@ def test_under_pv_the_kernel_calls_xen_and_the_shim_stays_out(tmp_path: Path) ->
 # frames' gfns among them), the search of the map for those gfns, mfn_list and the
 # 512 KiB after the kernel's region mapped page by page; pfns for the map's first
 # nr_pages frames of RAM (a pass over the map first), the BIOS hole not counted.
-PV_MEMORY_LAYOUT = 80837
+PV_MEMORY_LAYOUT = 80838
 PVH_TO_ENTRY_WITH_LAYER = 6193 + PV_MEMORY_LAYOUT
 PVH_KERNEL = 1904
 PV_KERNEL = 25  # Xen's (emulated) stubs: mov, vmcall, ret
