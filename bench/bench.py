@@ -517,7 +517,7 @@ def _traps_part(image: Path) -> str:
 # xl's PVH domU sizes (MiB) the PV memory layout is measured for: the smallest xl
 # default and a guest whose RAM fills the space below the hole (4 GiB: about 8
 # million emulated instructions, minutes under Unicorn's per-instruction hook)
-PV_MEMORY_GUESTS = (32, 4096)
+PV_MEMORY_GUESTS = (32, 4096, 5120)  # 5120: 1 GiB and more above 4 GiB
 XL_LOWMEM_END = 0xFC000000  # libxl's PVH hole (tests/memmaps.py): the RAM below it
 
 
@@ -539,10 +539,13 @@ def pv_memory_costs(workdir: Path) -> list[tuple[str, str]]:
     rows = []
     for mib in PV_MEMORY_GUESTS:
         ram = min(mib << 20, XL_LOWMEM_END)
+        high = (mib << 20) - ram  # libxl puts the rest from 4 GiB on
+        memmap = ((0, ram, E820Type.RAM),) + (((1 << 32, high, E820Type.RAM),) if high else ())
         state = StartState(
             "pvh",
-            memmap=((0, ram, E820Type.RAM),),
+            memmap=memmap,
             ram_size=ram,
+            high_ram_size=high,
             budget=1 << 26,
             watch={"pv_memory": start},
         )
@@ -550,7 +553,7 @@ def pv_memory_costs(workdir: Path) -> list[tuple[str, str]]:
         if result.start_info is None:
             rows.append((f"{mib} MiB guest", result.outcome))
             continue
-        taken = ram // abi.PAGE_SIZE - result.start_info["nr_pages"]
+        taken = (ram + high) // abi.PAGE_SIZE - result.start_info["nr_pages"]
         spent = result.instructions - result.reached["pv_memory"]
         rows.append(
             (
