@@ -50,8 +50,8 @@
  *   HCALL_PAGE_PHYS identity mapped. Handlers: as every handler of 34_pv_abi.S.
  *   Trap stubs: an IDT gate, at CPL 0 (the kernel or the shim).
  * Clobbered: pv_traps_install: rax, rcx, rdx, rsi, rdi, r8, r9, flags, GDTR, IDTR,
- *   CS, SS, DS, ES, EFER.SCE, STAR, LSTAR, SFMASK. Handlers: rax (the result),
- *   flags.
+ *   CS, SS, DS, ES, EFER.SCE and (the CPU having NX) EFER.NXE, STAR, LSTAR,
+ *   SFMASK. Handlers: rax (the result), flags.
  * Exit state guaranteed: pv_traps_install: the iret slot leads to pv_iret and a
  *   syscall to pv_syscall; the PV GDT and the IDT loaded, CS = the ring-0 code
  *   selector, SS = DS = ES = 0, and it returns to install_hypercall_page's caller.
@@ -148,10 +148,20 @@ pv_traps_loaded:
 	mov	%eax, %ss
 	mov	%eax, %ds
 	mov	%eax, %es
-	/* a syscall from the kernel is a hypercall, as under Xen (pv_syscall) */
+	/* a syscall from the kernel is a hypercall, as under Xen (pv_syscall); NX on
+	   when the CPU has it, as Xen runs a PV guest (its PTEs may set bit 63) */
+	push	%rbx
+	mov	${CPUID_EXT_FEATURES}, %eax
+	cpuid
+	pop	%rbx
+	mov	${EFER_SCE}, %esi
+	bt	${CPUID_EXT_EDX_NX_BIT}, %edx
+	jnc	pv_traps_efer
+	or	${EFER_NXE}, %esi
+pv_traps_efer:
 	mov	${MSR_EFER}, %ecx
 	rdmsr
-	or	${EFER_SCE}, %eax
+	or	%esi, %eax
 	wrmsr
 	mov	${MSR_STAR}, %ecx
 	xor	%eax, %eax

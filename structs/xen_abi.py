@@ -265,6 +265,14 @@ MSR_EFER = 0xC0000080
 EFER_LME = 1 << 8
 EFER_LMA = 1 << 10
 EFER_SCE = 1 << 0  # syscall/sysret enabled
+EFER_NXE = 1 << 11  # the no-execute bit (63) of page-table entries enabled
+# cpuid leaf 0x80000001 (SDM vol. 2, CPUID): EDX's syscall, NX (Intel's XD) and long
+# mode bits. Xen runs a 64-bit PV guest with EFER.NXE set when the CPU has NX, so a
+# PV kernel may set bit 63 in its page-table entries.
+CPUID_EXT_FEATURES = 0x80000001
+CPUID_EXT_EDX_SYSCALL = 1 << 11
+CPUID_EXT_EDX_NX = 1 << 20
+CPUID_EXT_EDX_LM = 1 << 29
 MSR_STAR = 0xC0000081  # bits 32-47: the CS syscall loads (SS = that + 8)
 MSR_LSTAR = 0xC0000082  # where a 64-bit syscall goes
 MSR_SFMASK = 0xC0000084  # the rflags bits a syscall clears

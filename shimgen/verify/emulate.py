@@ -388,6 +388,9 @@ class Machine:
             answer = ((XEN_VERSION[0] << 16) | XEN_VERSION[1], 0, 0, 0)
         elif self.state.xen and leaf == base + abi.XEN_CPUID_HYPERCALL_LEAF:
             answer = (1, XEN_HYPERCALL_MSR, 0, 0)
+        elif leaf == abi.CPUID_EXT_FEATURES:  # what any x86-64 CPU Xen runs on has
+            edx = abi.CPUID_EXT_EDX_SYSCALL | abi.CPUID_EXT_EDX_NX | abi.CPUID_EXT_EDX_LM
+            answer = (0, 0, 0, edx)
         for name, value in zip(("rax", "rbx", "rcx", "rdx"), answer, strict=True):
             self._set(name, value)
         return True

@@ -66,18 +66,19 @@ def test_under_pv_the_kernel_calls_xen_and_the_shim_stays_out(tmp_path: Path) ->
 
 # Deterministic counts (Unicorn): they change only when the shim or this kernel does.
 # To the kernel's entry: 286 without the layer (tests/test_emulate.py), 27 slots
-# rewritten at about 11 instructions each, four of Xen's stubs saved, a TSS, the
-# syscall MSRs (17) and the 256 IDT gates at 21 each (36_pv_traps.S) on top; in the
-# kernel: the unhandled xenoprof_op (its line, and the search of the name records,
-# are most of it) and vm_assist. And before the kernel, the PV memory layout
-# (tests/shim/test_pv_memory.py) of a 32 MiB guest (pvkernel.MEMORY_MIB): its M2P
-# and mfn_list at 6 instructions a frame, the invalid entries and zeroed tables
-# stored (Unicorn counts each store of a rep stosq; two spare M2P pages for the grant
-# frames' gfns among them), the search of the map for those gfns, mfn_list and the
-# 512 KiB after the kernel's region mapped page by page; pfns for the map's first
-# nr_pages frames of RAM (a pass over the map first), the BIOS hole not counted.
+# rewritten at about 11 instructions each, four of Xen's stubs saved, a TSS, the syscall
+# MSRs and EFER (25, NX's cpuid among them) and the 256 IDT gates at 21 each
+# (36_pv_traps.S) on top; in the kernel: the unhandled xenoprof_op (its line, and the
+# search of the name records, are most of it) and vm_assist. And before the kernel, the
+# PV memory layout (tests/shim/test_pv_memory.py) of a 32 MiB guest
+# (pvkernel.MEMORY_MIB): its M2P and mfn_list at 6 instructions a frame, the invalid
+# entries and zeroed tables stored (Unicorn counts each store of a rep stosq; two spare
+# M2P pages for the grant frames' gfns among them), the search of the map for those
+# gfns, mfn_list and the 512 KiB after the kernel's region mapped page by page; pfns for
+# the map's first nr_pages frames of RAM (a pass over the map first), the BIOS hole not
+# counted.
 PV_MEMORY_LAYOUT = 80838
-PVH_TO_ENTRY_WITH_LAYER = 6193 + PV_MEMORY_LAYOUT
+PVH_TO_ENTRY_WITH_LAYER = 6201 + PV_MEMORY_LAYOUT
 PVH_KERNEL = 1904
 PV_KERNEL = 25  # Xen's (emulated) stubs: mov, vmcall, ret
 

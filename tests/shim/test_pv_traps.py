@@ -227,6 +227,34 @@ def test_the_kernel_starts_with_events_masked(tmp_path: Path) -> None:
     assert boot(tmp_path, source).registers["rbx"] == 1
 
 
+def test_the_kernel_runs_with_nx_and_may_set_it_in_its_entries(tmp_path: Path) -> None:
+    """Xen runs a PV guest with EFER.NXE set when the CPU has NX (the emulated one
+    does): an entry with bit 63 maps a page the kernel reads and writes, where
+    without NXE the bit is reserved and the access a #PF."""
+    nx = 1 << 63
+    source = f"""
+    mov ${abi.MSR_EFER:#x}, %ecx
+    rdmsr
+    mov %rax, %r12
+    movabs ${SHARED_INFO_VA:#x}, %rdi
+    mov {SHARED_INFO:#x}(%rsi), %rsi
+    or ${abi.PTE_PRESENT | abi.PTE_WRITE:#x}, %rsi
+    movabs ${nx:#x}, %rax
+    or %rax, %rsi
+    mov ${abi.UVMF_INVLPG:#x}, %edx
+    {hypercall(H.UPDATE_VA_MAPPING)}
+    mov %rax, %r13
+    movabs ${SHARED_INFO_VA:#x}, %rdi
+    movb $0x5a, 0x800(%rdi)
+    movzbl 0x800(%rdi), %r14d
+"""
+    result = boot(tmp_path, source)
+    reg = result.registers
+    assert result.debug_output == b""
+    assert reg["r12"] & abi.EFER_NXE
+    assert (reg["r13"], reg["r14"]) == (0, 0x5A)
+
+
 def fault_counter(label: str, error: bool, skip: int) -> str:
     """A handler that counts in r15, steps skip bytes over the fault and irets."""
     return f"""
