@@ -854,8 +854,18 @@ pv_update_descriptor:
 
 /* xen_version and sched_op: Xen's own stubs (saved by pv_traps_save), then
    pv_events_sync, so a PV kernel's force_evtchn_callback (xen_version) gets its
-   pending event; SCHEDOP_block first unmasks events, as PV's does, and lets them
-   in before Xen blocks. Xen may clobber the argument registers, as its stubs may. */
+   pending event. Xen may clobber the argument registers, as its stubs may.
+   SCHEDOP_block as PV's (xen/common/sched/core.c vcpu_block_enable_events): events
+   unmasked, and back at once when one is pending. With events on the upcall
+   vector, the upcall must not reach the kernel between the unmask and the block:
+   its callback would take the event, and the vCPU would then block with nothing
+   left to wake it. So: interrupts off while unmasking and looking at
+   evtchn_upcall_pending; nothing pending, sti; hlt. The STI shadow keeps the
+   upcall out up to the hlt, and Xen's hvm_hlt, run once the hlt is past (the
+   shadow gone), blocks the vCPU only while no event is pending with IF set. The
+   upcall then comes in right after the hlt and goes to the kernel's callback, as a
+   PV kernel gets it on its way back from the block. Without the vector (no event
+   callback yet), Xen's own SCHEDOP_block. Returns 0. */
 pv_xen_version:
 	movabs	$({PV_XEN_STUBS_VIRT} + {XEN_VERSION_STUB_AT}), %rax
 	call	*%rax
@@ -866,9 +876,20 @@ pv_sched_op:
 	cmp	${SCHEDOP_BLOCK}, %edi
 	jne	pv_sched_op_xen
 	movabs	${VCPU_INFO_VIRT}, %rax
+	cmpb	$0x0, pv_events_on(%rip)
+	jne	pv_sched_op_block
 	movb	$0x0, {VI_UPCALL_MASK}(%rax)
-	call	pv_events_sync
 	jmp	pv_sched_op_xen
+pv_sched_op_block:
+	cli
+	movb	$0x0, {VI_UPCALL_MASK}(%rax)
+	cmpb	$0x0, {VI_UPCALL_PENDING}(%rax)
+	jne	pv_sched_op_woken
+	sti
+	hlt
+pv_sched_op_woken:
+	xor	%eax, %eax
+	jmp	pv_events_sync
 pv_sched_op_shutdown:			/* say so: a domU's console may not work yet */
 	push	%rcx
 	push	%rdx

@@ -554,6 +554,7 @@ def _pv_traps_values() -> dict[str, int | str]:
         **{f"FRAME_{name.upper()}": n * 8 for n, name in enumerate(frame) if n},
         "FRAME_RIP_SLOT": len(pushed) * 8,
         "VI_UPCALL_MASK": abi.VCPU_INFO.offset_of("evtchn_upcall_mask"),
+        "VI_UPCALL_PENDING": abi.VCPU_INFO.offset_of("evtchn_upcall_pending"),
         "VI_CR2": abi.VCPU_INFO.offset_of("cr2"),
         "TI_FLAG_IF": abi.TI_FLAG_IF,
         "TI_VECTOR": abi.TRAP_INFO.offset_of("vector"),

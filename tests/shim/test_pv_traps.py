@@ -903,9 +903,9 @@ callback:
     assert not reg["r15"] & IF  # no loop: Xen's pending upcall waits
 
 
-def test_force_evtchn_callback_and_block_let_events_in(tmp_path: Path) -> None:
-    """A PV kernel unmasks, then calls xen_version(0) to get what is pending; PV's
-    SCHEDOP_block unmasks itself. Both reach Xen, then interrupts are on."""
+def test_force_evtchn_callback_lets_events_in(tmp_path: Path) -> None:
+    """A PV kernel unmasks, then calls xen_version(0) to get what is pending: it
+    reaches Xen, then interrupts are on."""
     source = (
         EVENTS_ON
         + f"""
@@ -914,11 +914,35 @@ def test_force_evtchn_callback_and_block_let_events_in(tmp_path: Path) -> None:
     xor %esi, %esi
     {hypercall(H.XEN_VERSION)}
 {flags_into("r14")}
+    hlt
+callback:
+    hlt
+"""
+    )
+    result = boot(tmp_path, source)
+    went = [line.split("(")[0] for line in result.hypercalls if "(" in line]
+    assert went[-1] == "XEN_VERSION"
+    assert result.registers["r14"] & IF
+
+
+BLOCK = f"""
     cli
     movb $0x1, 0x1(%rbx)
     mov ${abi.SCHEDOP_BLOCK:#x}, %edi
     xor %esi, %esi
     {hypercall(H.SCHED_OP)}
+"""
+
+
+def test_block_with_an_event_pending_returns_at_once_with_events_on(tmp_path: Path) -> None:
+    """PV's SCHEDOP_block unmasks and, an event pending, returns at once (Xen's
+    vcpu_block): the upcall is then let in, on the kernel's way back."""
+    source = (
+        EVENTS_ON
+        + f"""
+    movb $0x1, 0x0(%rbx)
+{BLOCK}
+    mov %rax, %r12
 {flags_into("r15")}
     movzbl 0x1(%rbx), %r13d
     hlt
@@ -927,11 +951,31 @@ callback:
 """
     )
     result = boot(tmp_path, source)
-    went = [line.split("(")[0] for line in result.hypercalls if "(" in line]
-    assert went[-2:] == ["XEN_VERSION", "SCHED_OP"]
     reg = result.registers
-    assert reg["r14"] & IF and reg["r15"] & IF
-    assert reg["r13"] == 0  # SCHEDOP_block unmasked events
+    assert not [line for line in result.hypercalls if line.startswith("SCHED_OP")]
+    assert (reg["r12"], reg["r13"]) == (0, 0)  # returned 0, events unmasked
+    assert reg["r15"] & IF
+
+
+def test_block_with_nothing_pending_halts_with_interrupts_on(tmp_path: Path) -> None:
+    """Nothing pending: the vCPU waits in an sti; hlt, so no upcall can reach the
+    kernel's callback between the unmask and the wait (Xen's hvm_hlt blocks it until
+    an event; the emulated Xen has none to send, so the run ends there)."""
+    source = (
+        EVENTS_ON
+        + f"""
+{BLOCK}
+    mov $0x1, %r12d
+    hlt
+callback:
+    hlt
+"""
+    )
+    result = boot(tmp_path, source)
+    reg = result.registers
+    assert reg["r12"] != 1  # still in the block
+    assert reg["rflags"] & IF
+    assert not [line for line in result.hypercalls if line.startswith("SCHED_OP")]
 
 
 DR7_RESET = 0x400  # bit 10 always reads 1 (SDM vol. 3, 18.2.4)
