@@ -475,7 +475,10 @@ run_job() {
   done
   if [ -n "$domid" ]; then
     mark $job started domid=$domid
-    (sleep $(cat $dir/timeout); mark $job timeout; xl destroy $name) &
+    # read by the shell itself: a cat that crashed (seen once: busybox segfaulted in
+    # dom0 under QEMU TCG) left sleep no argument and destroyed the guest at once
+    read -r limit < $dir/timeout
+    (sleep $limit; mark $job timeout; xl destroy $name) &
     watchdog=$!
     set -- $(xenstore-read $(for key in @STORE_KEYS@; do echo /local/domain/$domid/$key; done))
     for key in @STORE_KEYS@; do
