@@ -12,7 +12,8 @@ Prints:
   (e) domU boots in one xl rig run (Xen 4.17 in QEMU, `xl create` in a Linux dom0):
       the patched PV samples as plain PVH next to the unpatched ones under Xen's
       pv-shim (PV in a PVH container, Xen's own way; pv-classic is PV-only and runs as
-      PVH through the shim's PV ABI layer): time to the first console line and to
+      PVH through the shim's PV ABI layer), and a PVH-native kernel with no shim as
+      the floor any PVH guest pays: time to the first console line and to
       the shutdown, the domain's memory as `xl list` shows it, and what Xen's free
       memory dropped by while it ran (pv-shim's own memory counts there); the same
       for XTF's test-pv64-example (../shared/thirdparty), with each one's outcome
@@ -614,6 +615,34 @@ XTF_FIGURES = tuple(row for row in DOMU_FIGURES if row[1] not in ("kernel_memory
 # Samples booted patched as xl-pvh and unpatched under pv-shim: pv-hello branches on
 # the boot mode itself; pv-classic is PV-only and runs as PVH through the PV ABI layer.
 DOMU_SAMPLES = ("pv-hello", "pv-classic")
+# The floor: a PVH-native kernel (no shim at all) as xl-pvh, what xl create costs any
+# PVH guest; pv-shim's time over it is the most a shim could gain.
+FLOOR_SAMPLE = "pvh-hello"
+
+
+def _floor_rows(runs: list, classic: dict[str, dict[str, float | None]] | None) -> list:
+    """The floor's first line, and pv-classic's under pv-shim and patched over it."""
+    if not all(result.ok for result in runs):
+        failed = next(result for result in runs if not result.ok)
+        return [(f"{FLOOR_SAMPLE} (the floor) failed", failed.reason)]
+    first = _domu_figures(runs)["first"]
+    rows = [
+        (
+            f"xl create to the first line of {FLOOR_SAMPLE}, PVH-native, no shim (floor)",
+            _figure(first, "s"),
+        )
+    ]
+    if classic is None:
+        return rows
+    shim, pvh = classic["xl-pvshim"]["first"], classic["xl-pvh"]["first"]
+    if first and shim and pvh:
+        rows.append(
+            (
+                "pv-classic first line: unpatched xl-pvshim / floor, patched xl-pvh / floor",
+                f"{shim / first:.2f}x / {pvh / first:.2f}x",
+            )
+        )
+    return rows
 
 
 def domu_times(workdir: Path) -> list[tuple[str, str]]:
@@ -625,8 +654,10 @@ def domu_times(workdir: Path) -> list[tuple[str, str]]:
         universal = workdir / f"{name}.xl"
         patch_file(SAMPLES / name, universal)
         pairs.append([DomuJob(universal, "xl-pvh"), DomuJob(SAMPLES / name, "xl-pvshim")])
+    floor = [DomuJob(SAMPLES / FLOOR_SAMPLE, "xl-pvh")]
     xtf_pair, xtf_missing = _xtf_jobs(workdir)
-    jobs = [job for pair in pairs for job in pair * DOMU_ROUNDS] + xtf_pair * DOMU_ROUNDS
+    jobs = [job for pair in pairs for job in pair * DOMU_ROUNDS]
+    jobs += floor * DOMU_ROUNDS + xtf_pair * DOMU_ROUNDS
     results = boot_domus(jobs)
     rig = results[0].timings
     rows = [
@@ -636,16 +667,21 @@ def domu_times(workdir: Path) -> list[tuple[str, str]]:
         ),
     ]
     done = 0
+    figures_of = {}
     for name, pair in zip(DOMU_SAMPLES, pairs, strict=True):
         runs = results[done : done + len(pair) * DOMU_ROUNDS]
         done += len(runs)
         footprint = _shim_footprint(pair[0].image)
         rows.append((f"the shim's own memory in patched {name} (its segment)", footprint))
         if all(result.ok for result in runs):
-            rows += _pair_rows(name, _by_loader(pair, runs), DOMU_FIGURES)
+            figures_of[name] = _by_loader(pair, runs)
+            rows += _pair_rows(name, figures_of[name], DOMU_FIGURES)
         else:
             failed = next(result for result in runs if not result.ok)
             rows.append((f"{name} domU boots failed", f"{failed.loader}: {failed.reason}"))
+    floor_runs = results[done : done + DOMU_ROUNDS]
+    done += DOMU_ROUNDS
+    rows += _floor_rows(floor_runs, figures_of.get("pv-classic"))
     xtf = results[done:]
     if xtf_missing:
         return [*rows, (f"XTF test-pv64-{XTF_GROUP}", f"not measured: {xtf_missing}")]
