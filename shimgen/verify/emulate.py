@@ -546,8 +546,8 @@ class Machine:
         cons = int.from_bytes(self.read(cons_at, 4), "little")
         prod = int.from_bytes(self.read(prod_at, 4), "little")
         pending = min((prod - cons) & 0xFFFFFFFF, size)  # a bad index takes one ring's worth
-        for index in range(cons, cons + pending):
-            self.console += self.read(out + index % size, 1)
+        text = self.read(out, size)
+        self.console += bytes(text[index % size] for index in range(cons, cons + pending))
         self.uc.mem_write(cons_at, ((cons + pending) & 0xFFFFFFFF).to_bytes(4, "little"))
 
     def map_rings(self) -> None:
